@@ -72,3 +72,8 @@ def subject_factory():
 @pytest.fixture
 def same_subject():
     return assert_same_subject
+
+
+@pytest.fixture
+def affine() -> np.ndarray:
+    return oblique_affine()

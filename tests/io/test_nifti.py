@@ -7,8 +7,6 @@ import pytest
 from cmri_release.errors import InputError
 from cmri_release.io.nifti import MAX_VOXELS, load_nifti, save_nifti
 
-from conftest import oblique_affine
-
 
 def _raises(path, words, **kw):
     with pytest.raises(InputError) as err:
@@ -19,11 +17,10 @@ def _raises(path, words, **kw):
     return err.value
 
 
-def test_image_and_label_round_trip_exactly(tmp_path):
+def test_image_and_label_round_trip_exactly(tmp_path, affine):
     rng = np.random.default_rng(0)
     image = rng.normal(100, 30, (16, 12, 3)).astype(np.float32)
     label = rng.integers(0, 4, (16, 12, 3)).astype(np.uint8)
-    affine = oblique_affine()
     save_nifti(tmp_path / "i.nii.gz", image, affine)
     save_nifti(tmp_path / "l.nii.gz", label, affine, label=True)
     got, got_affine = load_nifti(tmp_path / "i.nii.gz")
@@ -34,8 +31,7 @@ def test_image_and_label_round_trip_exactly(tmp_path):
     np.testing.assert_array_equal(got_label, label)
 
 
-def test_header_has_consistent_forms_typed_data_and_no_free_text(tmp_path):
-    affine = oblique_affine()
+def test_header_has_consistent_forms_typed_data_and_no_free_text(tmp_path, affine):
     save_nifti(tmp_path / "i.nii.gz", np.ones((8, 8, 2)), affine)
     save_nifti(tmp_path / "l.nii.gz", np.ones((8, 8, 2)), affine, label=True)
     img, lab = nib.load(tmp_path / "i.nii.gz"), nib.load(tmp_path / "l.nii.gz")
@@ -50,17 +46,17 @@ def test_header_has_consistent_forms_typed_data_and_no_free_text(tmp_path):
     assert lab.get_data_dtype() == np.uint8
 
 
-def test_truncated_gzip_is_refused(tmp_path):
+def test_truncated_gzip_is_refused(tmp_path, affine):
     path = tmp_path / "t.nii.gz"
-    save_nifti(path, np.random.default_rng(1).normal(size=(32, 32, 4)), oblique_affine())
+    save_nifti(path, np.random.default_rng(1).normal(size=(32, 32, 4)), affine)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     _raises(path, "truncated")
 
 
-def test_truncated_uncompressed_is_refused_before_reading(tmp_path):
+def test_truncated_uncompressed_is_refused_before_reading(tmp_path, affine):
     path = tmp_path / "t.nii"
-    save_nifti(path, np.ones((32, 32, 4)), oblique_affine())
+    save_nifti(path, np.ones((32, 32, 4)), affine)
     path.write_bytes(path.read_bytes()[:-100])
     _raises(path, "truncated")
 
@@ -77,20 +73,20 @@ def test_garbage_nii_is_refused(tmp_path):
     _raises(path, "not a readable NIfTI")
 
 
-def test_nan_and_inf_voxels_are_refused(tmp_path):
+def test_nan_and_inf_voxels_are_refused(tmp_path, affine):
     for bad in (np.nan, np.inf):
         image = np.ones((8, 8, 2), dtype=np.float32)
         image[3, 3, 1] = bad
         path = tmp_path / f"bad{bad}.nii.gz"
-        nib.save(nib.Nifti1Image(image, oblique_affine()), path)
+        nib.save(nib.Nifti1Image(image, affine), path)
         _raises(path, "NaN or inf")
 
 
-def test_label_value_7_is_refused(tmp_path):
+def test_label_value_7_is_refused(tmp_path, affine):
     label = np.zeros((8, 8, 2), dtype=np.uint8)
     label[2, 2, 0] = 7
     path = tmp_path / "l.nii.gz"
-    nib.save(nib.Nifti1Image(label, oblique_affine()), path)
+    nib.save(nib.Nifti1Image(label, affine), path)
     _raises(path, "unexpected label values [7]", label=True)
 
 
@@ -108,16 +104,16 @@ def test_huge_dims_in_a_tiny_header_are_refused_before_allocating(tmp_path, suff
     assert str(MAX_VOXELS[3]) in err.problem
 
 
-def test_non_orthogonal_affine_is_refused(tmp_path):
-    sheared = oblique_affine()
+def test_non_orthogonal_affine_is_refused(tmp_path, affine):
+    sheared = affine.copy()
     sheared[:3, 1] += 0.2 * sheared[:3, 0]
     path = tmp_path / "s.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((8, 8, 2), np.float32), sheared), path)
     _raises(path, "non-orthogonal")
 
 
-def test_singular_affine_is_refused(tmp_path):
-    flat = oblique_affine()
+def test_singular_affine_is_refused(tmp_path, affine):
+    flat = affine.copy()
     flat[:3, 2] = flat[:3, 0]  # two axes along the same direction: a grid of zero volume
     path = tmp_path / "s.nii.gz"
     hdr = nib.Nifti1Header()
@@ -128,12 +124,12 @@ def test_singular_affine_is_refused(tmp_path):
     _raises(path, "degenerate")
 
 
-def test_wrong_ndim_is_refused_but_a_trailing_singleton_is_not(tmp_path):
+def test_wrong_ndim_is_refused_but_a_trailing_singleton_is_not(tmp_path, affine):
     path = tmp_path / "4d.nii.gz"
-    nib.save(nib.Nifti1Image(np.ones((8, 8, 2, 3), np.float32), oblique_affine()), path)
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 2, 3), np.float32), affine), path)
     _raises(path, "expected a 3D volume")
     single = tmp_path / "4d1.nii.gz"
-    nib.save(nib.Nifti1Image(np.ones((8, 8, 2, 1), np.float32), oblique_affine()), single)
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 2, 1), np.float32), affine), single)
     assert load_nifti(single)[0].shape == (8, 8, 2)
     assert load_nifti(path, ndim=4)[0].shape == (8, 8, 2, 3)
 

@@ -6,11 +6,10 @@ import pydicom
 import pytest
 from pydicom.uid import UID, MRImageStorage
 
-from cmri_release.cohort import Cohort, Subject
+from cmri_release.cohort import Cohort, Frame, Subject
 from cmri_release.dicom_export import write_dicom_release
 from cmri_release.io import read_cohort
 from cmri_release.io.dicom_series_writer import write_dicom_series
-from tests.conftest import ring_subject
 
 # A value longer than its VR allows is a pydicom warning: treat it as the bug it is.
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")
@@ -33,6 +32,23 @@ ALLOWED = {
     "RescaleSlope", "RescaleIntercept", "InstanceNumber", "TemporalPositionIdentifier", "ImagePositionPatient",
     "SliceLocation", "ImageComments", "Rows", "Columns", "WindowCenter", "WindowWidth", "PixelData",
 }
+
+
+def ring_subject(subject_id, vendor="A", shape=(32, 32, 4), spacing=(1.5, 1.5, 8.0), seed=0) -> Subject:
+    """LV cavity in a myocardial ring beside an RV blob, with noisy scanner-like intensities."""
+    rng = np.random.default_rng(seed)
+    x, y = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    d = np.hypot(x - shape[0] / 2, y - shape[1] / 2)
+    frames = {}
+    for phase, index, r in (("ED", 1, 7.0), ("ES", 10, 5.0)):
+        label = np.zeros(shape, np.uint8)
+        label[np.hypot(x - shape[0] / 2, y - shape[1] / 2 + 2 * r) < r] = 1
+        label[d < r + 3] = 2
+        label[d < r] = 3
+        image = np.choose(label, [40.0, 280.0, 90.0, 300.0]).astype(np.float32)
+        image += rng.normal(0, 10, shape).astype(np.float32)
+        frames[phase] = Frame(phase, index, image, label)
+    return Subject(id=subject_id, frames=frames, affine=np.diag([*spacing, 1.0]), vendor=vendor, group="NOR")
 
 
 def oblique_subject(subject_id="syn-0-0001") -> Subject:

@@ -43,6 +43,17 @@ def _is_gz(path: Path) -> bool:
     return path.name.lower().endswith(".gz")
 
 
+def _check_gzip_stream(path: Path, limit: int = 1 << 30) -> None:
+    """Stream through (at most `limit` bytes of) a gzip file; InputError if it is cut short or corrupt."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            total = 0
+            while total < limit and (chunk := fh.read(1 << 20)):
+                total += len(chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+        raise InputError(path, f"truncated or corrupt gzip stream ({describe(exc)})") from None
+
+
 def _open_header(path: Path):
     """nib.load (header only) with every failure turned into an InputError."""
     if not path.is_file():
@@ -56,6 +67,8 @@ def _open_header(path: Path):
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(path, f"truncated or corrupt gzip stream ({describe(exc)})") from None
     except Exception as exc:  # nibabel raises many types for a bad header
+        if _is_gz(path):
+            _check_gzip_stream(path)  # a header cut short reads as "unknown file type"; say what it is
         raise InputError(path, f"not a readable NIfTI file ({describe(exc)})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(path, f"not a NIfTI image ({type(img).__name__})")

@@ -150,10 +150,10 @@ def mnms2_entries(root: Path) -> list[tuple[Path, dict]]:
     rows = read_csv_rows(csv_path, MNMS2_REQUIRED, ignore_case=True)
     base = root / "dataset" if (root / "dataset").is_dir() else root
     entries = []
-    for number, row in enumerate(rows, start=2):
+    for row in rows:
         code = row["SUBJECT_CODE"]
         name = f"{int(code):03d}" if code.isdigit() else code
-        meta = {"csv": csv_path, "vendor": normalise_vendor(row["VENDOR"]),
+        meta = {"csv": csv_path, "name": name, "vendor": normalise_vendor(row["VENDOR"]),
                 "centre": row.get("CENTRE") or "unknown", "group": row.get("DISEASE") or "unknown"}
         entries.append((base / name, meta))
     return entries
@@ -161,7 +161,7 @@ def mnms2_entries(root: Path) -> list[tuple[Path, dict]]:
 
 def read_mnms2_subject(folder: Path, meta: dict) -> Subject:
     folder = Path(folder)
-    subject_id = check_subject_id(folder.name, meta["csv"])
+    subject_id = check_subject_id(meta["name"], meta["csv"])  # before the code becomes a path
     if not folder.is_dir():
         raise InputError(folder, f"subject folder listed in {meta['csv'].name} is missing")
     frames, affine = {}, None

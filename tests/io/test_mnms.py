@@ -164,3 +164,12 @@ def test_mnms_writer_puts_image_only_subjects_apart(tmp_path, subject_factory):
     assert not (tmp_path / "Training/Unlabeled/s2/s2_sa_gt.nii.gz").exists()
     back = read_cohort(tmp_path)
     assert back["s1"].has_labels and not back["s2"].has_labels
+
+
+def test_mnms2_code_cannot_escape_the_dataset_folder(tmp_path, subject_factory):
+    _mnms2(tmp_path, [subject_factory("001", 6)])
+    csv_path = tmp_path / "dataset_information.csv"
+    csv_path.write_text("SUBJECT_CODE,VENDOR\n../../etc,GE\n")
+    with pytest.raises(InputError) as err:
+        read_cohort(tmp_path)
+    assert err.value.path == str(csv_path) and "unsafe subject id '../../etc'" in err.value.problem

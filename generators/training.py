@@ -1,0 +1,233 @@
+"""The one training loop every image generator uses.
+
+A generator describes its training as one or more `Objective`s (a loss over a batch and the modules it updates:
+one for flow / DDPM / VAE, discriminator then generator for the GAN); this loop owns everything else: batches,
+optimisers, learning-rate warm-up, gradient clipping, EMA, the epoch or wall-clock budget, the progress bar and
+the log. Differential privacy plugs in at two places only, `build_batches` (a patient-level Poisson sampler: one
+DP item = one patient) and `build_optimizer` (Opacus' `PrivacyEngine.make_private_with_epsilon`); until it does,
+asking for it fails.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from cmri_release.errors import CmriError
+from cmri_release.labels import NUM_CLASSES
+from cmri_release.sliceset import SliceSet
+
+
+class PrivacyUnavailableError(CmriError):
+    """Raised when DP training is requested before the DP training path exists (never silently ignored)."""
+
+
+def refuse_privacy(privacy) -> None:
+    if privacy is not None:
+        raise PrivacyUnavailableError(
+            "DP training is not available yet: train without --dp, or wait for the patient-level DP-SGD path")
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # (B, 1, H, W) image scaled to [-1, 1]
+    cond: torch.Tensor  # (B, 4, H, W) one-hot label map
+    vendor: torch.Tensor  # (B,) vendor index
+
+
+@dataclass
+class SliceTensors:
+    """A SliceSet's annotated slices as tensors, plus the patient of each slice (the future DP unit)."""
+
+    x: torch.Tensor
+    cond: torch.Tensor
+    vendor: torch.Tensor
+    patient: np.ndarray  # (N,) integer code of the slice's subject
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batch(self, index: np.ndarray, device: str) -> Batch:
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return Batch(self.x[idx].to(device), self.cond[idx].to(device), self.vendor[idx].to(device))
+
+
+def images_to_model(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W) in [0, 1] -> (N, 1, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.asarray(images, dtype=np.float32))[:, None] * 2.0 - 1.0
+
+
+def model_to_images(x: torch.Tensor) -> np.ndarray:
+    return ((x[:, 0].clamp(-1.0, 1.0) + 1.0) / 2.0).cpu().numpy().astype(np.float32)
+
+
+def one_hot_tensor(labels: np.ndarray) -> torch.Tensor:
+    lab = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    return torch.nn.functional.one_hot(lab, NUM_CLASSES).permute(0, 3, 1, 2).float()
+
+
+def make_tensors(slices: SliceSet, vendor_index: Callable[[list[str]], np.ndarray]) -> SliceTensors:
+    codes, _ = slices.subject_codes()
+    return SliceTensors(x=images_to_model(slices.images), cond=one_hot_tensor(slices.labels),
+                        vendor=torch.as_tensor(vendor_index(slices.vendors.tolist()), dtype=torch.long),
+                        patient=codes)
+
+
+@dataclass
+class Objective:
+    name: str
+    modules: list[nn.Module]  # the parameters this objective's optimiser updates
+    loss: Callable[[Batch, torch.Generator], torch.Tensor]
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass
+class TrainSettings:
+    batch_size: int = 32
+    warmup_steps: int = 50
+    grad_clip: float | None = 1.0  # plain training only; DP-SGD clips per patient instead
+    ema_decay: float | None = 0.999  # None: no EMA
+
+
+@dataclass
+class TrainLog:
+    steps: int = 0
+    epochs: float = 0.0
+    seconds: float = 0.0
+    images_seen: int = 0
+    losses: dict[str, list[float]] = field(default_factory=dict)  # per objective, mean loss per epoch
+    final_loss: dict[str, float] = field(default_factory=dict)  # per objective, mean over the last steps
+
+    def to_dict(self) -> dict:
+        return {"steps": self.steps, "epochs": round(self.epochs, 3), "seconds": round(self.seconds, 2),
+                "images_per_second": round(self.images_seen / max(self.seconds, 1e-9), 2),
+                "losses_per_epoch": {k: [round(v, 6) for v in vs] for k, vs in self.losses.items()},
+                "final_loss": {k: round(v, 6) for k, v in self.final_loss.items()}}
+
+
+class EMA:
+    """Exponential moving average of a module's parameters, with the usual warm-up (decay grows with the step),
+    so that a short CPU run is not dominated by its first random weights."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.module = module
+        self.decay = decay
+        self.shadow = copy.deepcopy(module).requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for s, p in zip(self.shadow.parameters(), self.module.parameters()):
+            s.lerp_(p.detach(), 1 - d)
+        for s, b in zip(self.shadow.buffers(), self.module.buffers()):
+            s.copy_(b)
+
+    @torch.no_grad()
+    def copy_to_module(self) -> None:
+        self.module.load_state_dict(self.shadow.state_dict())
+
+
+def build_batches(data: SliceTensors, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """One epoch of slice-index batches (shuffled, the last partial batch kept).
+
+    DP swap point: the patient-level sampler replaces this (Poisson sampling of patients, all slices of a sampled
+    patient in the batch), with `data.patient` telling which slices belong together.
+    """
+    order = rng.permutation(len(data))
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def build_optimizer(objective: Objective) -> torch.optim.Optimizer:
+    """DP swap point: Opacus' PrivacyEngine wraps this optimiser (and the modules) for DP-SGD."""
+    params = [p for m in objective.modules for p in m.parameters() if p.requires_grad]
+    return torch.optim.Adam(params, lr=objective.lr, betas=objective.betas)
+
+
+def run_training(objectives: list[Objective], data: SliceTensors, settings: TrainSettings, *,
+                 epochs: int | None = None, minutes: float | None = None, seed: int = 0, device: str = "cpu",
+                 quiet: bool = False, privacy=None, ema_modules: list[nn.Module] = (),
+                 description: str = "train") -> TrainLog:
+    """Train until `epochs` passes over the data or `minutes` of wall-clock time, whichever comes first.
+
+    On return the modules in `ema_modules` hold their EMA weights (what sampling and the model folder use).
+    """
+    refuse_privacy(privacy)
+    if epochs is None and minutes is None:
+        raise ValueError("give a training budget: epochs or minutes")
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if minutes is not None and minutes <= 0:
+        raise ValueError(f"minutes must be positive, got {minutes}")
+    if len(data) == 0:
+        raise ValueError("no annotated slices to train on")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    noise_gen = torch.Generator(device=device).manual_seed(seed)
+    optimizers = [build_optimizer(o) for o in objectives]
+    emas = [EMA(m, settings.ema_decay) for m in ema_modules] if settings.ema_decay else []
+    for m in {id(m): m for o in objectives for m in o.modules}.values():
+        m.train()
+    log = TrainLog(losses={o.name: [] for o in objectives})
+    recent = {o.name: [] for o in objectives}
+    budget_s = None if minutes is None else 60.0 * minutes
+    start = time.perf_counter()
+    bar = tqdm(total=epochs if budget_s is None else int(budget_s), unit="epoch" if budget_s is None else "s",
+               desc=description, disable=quiet, leave=False)
+    epoch, done = 0, False
+    while not done:
+        sums = {o.name: 0.0 for o in objectives}
+        n_batches = 0
+        for index in build_batches(data, settings.batch_size, rng):
+            batch = data.batch(index, device)
+            warm = min(1.0, (log.steps + 1) / max(settings.warmup_steps, 1))
+            for objective, optimizer in zip(objectives, optimizers):
+                for group in optimizer.param_groups:
+                    group["lr"] = objective.lr * warm
+                optimizer.zero_grad(set_to_none=True)
+                loss = objective.loss(batch, noise_gen)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{objective.name} loss became {loss.item()} at step {log.steps}")
+                loss.backward()
+                if settings.grad_clip:
+                    nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                             settings.grad_clip)
+                optimizer.step()
+                value = float(loss.detach())
+                sums[objective.name] += value
+                recent[objective.name] = (recent[objective.name] + [value])[-50:]
+            for ema in emas:
+                ema.update(log.steps)
+            log.steps += 1
+            log.images_seen += len(index)
+            n_batches += 1
+            elapsed = time.perf_counter() - start
+            if budget_s is not None:
+                bar.update(min(int(elapsed), int(budget_s)) - bar.n)
+            bar.set_postfix({k: f"{np.mean(v):.4f}" for k, v in recent.items()}, refresh=False)
+            if budget_s is not None and elapsed >= budget_s:
+                done = True
+                break
+        epoch += 1
+        for name in sums:
+            log.losses[name].append(sums[name] / max(n_batches, 1))
+        if budget_s is None:
+            bar.update(1)
+        if epochs is not None and epoch >= epochs:
+            done = True
+    bar.close()
+    log.seconds = time.perf_counter() - start
+    log.epochs = log.images_seen / len(data)
+    log.final_loss = {k: float(np.mean(v)) for k, v in recent.items()}
+    for ema in emas:
+        ema.copy_to_module()
+    for m in {id(m): m for o in objectives for m in o.modules}.values():
+        m.eval()
+    return log

@@ -3,7 +3,8 @@
 Grouping: one subject per patient (PatientID, else StudyInstanceUID), so that one person never
 becomes two subjects; the patient's series (one series for the whole stack, or one per slice as
 many scanners write them) must share one orientation. Slices are ordered by ImagePositionPatient
-projected on the slice normal (increasing), so z follows the normal, not necessarily base to apex.
+projected on the slice normal, running the way the scanner numbered them (SeriesNumber, then
+InstanceNumber; usually base to apex), so a NIfTI written from the same volume lines up with it.
 At each slice position the images are cine frames ordered by TriggerTime, else InstanceNumber.
 
 Phases: ED is the first frame (the scan is triggered on the R wave, which is end-diastole).
@@ -61,6 +62,7 @@ class DicomImage:
     pixel_spacing: tuple[float, float]  # (between rows, between columns)
     thickness: float | None
     time: tuple[float, int]  # (TriggerTime or inf, InstanceNumber or 0)
+    order: tuple[int, int]  # (SeriesNumber, InstanceNumber): the scanner's own slice order
     manufacturer: str
 
 
@@ -113,6 +115,7 @@ def read_header(path: Path) -> DicomImage:
         position=_floats(ds, "ImagePositionPatient", 3, path), pixel_spacing=(float(spacing[0]), float(spacing[1])),
         thickness=float(thickness) if thickness else None,
         time=(float(trigger) if trigger not in (None, "") else float("inf"), int(ds.get("InstanceNumber") or 0)),
+        order=(int(ds.get("SeriesNumber") or 0), int(ds.get("InstanceNumber") or 0)),
         manufacturer=str(ds.get("Manufacturer") or ""))
 
 
@@ -194,7 +197,7 @@ def read_pixels(image: DicomImage) -> np.ndarray:
 
 
 def _slices(images: list[DicomImage], normal: np.ndarray, folder: Path) -> list[list[DicomImage]]:
-    """Images grouped by slice position (ordered along the normal), each slice in time order."""
+    """Images grouped by slice position (in the scanner's numbering order), each slice in time order."""
     ordered = sorted(images, key=lambda i: float(i.position @ normal))
     slices: list[list[DicomImage]] = []
     for image in ordered:
@@ -209,6 +212,9 @@ def _slices(images: list[DicomImage], normal: np.ndarray, folder: Path) -> list[
         for a, b in zip(group, group[1:]):
             if a.time == b.time:
                 raise InputError(b.path, f"same slice position and time as {a.path.name} (duplicated image)")
+    # keep the scanner's slice order (usually base to apex) when it runs against the normal
+    if len(slices) > 1 and min(i.order for i in slices[0]) > min(i.order for i in slices[-1]):
+        slices.reverse()
     counts = Counter(len(g) for g in slices)
     if len(counts) > 1:
         raise InputError(folder, f"slices have different numbers of cine frames {dict(counts)}")

@@ -55,6 +55,7 @@ def write_dicom_series(subject: Subject, folder, *, tags: dict | None = None, pr
         ds.Modality, ds.Manufacturer = "MR", manufacturer
         ds.StudyInstanceUID, ds.FrameOfReferenceUID = study_uid, frame_of_ref
         ds.SeriesInstanceUID = series_uids[k if series_per_slice else 0]
+        ds.SeriesNumber = k + 1 if series_per_slice else 1
         ds.InstanceNumber = t * n_slices + k + 1
         ds.TriggerTime = f"{t * FRAME_INTERVAL_MS:.1f}"
         ds.ImageOrientationPatient = [f"{v:.10g}" for v in (*row_cos, *col_cos)]

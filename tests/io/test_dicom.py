@@ -39,9 +39,13 @@ def _expect(path, words, *, named):
     assert "\n" not in str(err.value)
 
 
-def test_series_with_shuffled_names_reads_back(tmp_path, subject_factory):
+@pytest.mark.parametrize("left_handed", [False, True])
+@pytest.mark.parametrize("series_per_slice", [False, True])
+def test_series_with_shuffled_names_reads_back(tmp_path, subject_factory, left_handed, series_per_slice):
     subject = subject_factory("orig", 1)
-    files = _series(tmp_path / "scans" / "a", subject, shuffle_seed=7)
+    if left_handed:  # slices numbered against the normal: the reader keeps the scanner's order
+        subject.affine[:3, 2] *= -1
+    files = _series(tmp_path / "scans" / "a", subject, shuffle_seed=7, series_per_slice=series_per_slice)
     (tmp_path / "scans" / "a" / "notes.txt").write_text("not dicom")
     (tmp_path / "scans" / "a" / "meta.json").write_text("{}")
     assert detect_layout(tmp_path / "scans") == "dicom"

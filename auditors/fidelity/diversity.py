@@ -1,0 +1,77 @@
+"""Diversity: are the synthetic slices as different from each other as real patients' slices are?
+
+Mode collapse (one image, or a few, whatever the mask asked for) leaves the set's mean pairwise
+distance near 0. The check is that distance for synthetic slices over the same for an equal-size
+real holdout sample, in the segmenter's standardised features; the intra-set cosine similarity,
+the same ratio in raw pixels, and the share of synthetic slices with a near-twin inside the
+synthetic set are reported beside it.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.distance import pdist
+
+from auditors.base import AuditContext, AuditResult, Auditor, register_auditor
+
+from .spaces import available_spaces, matched_indices, standardised
+
+CHECKED_SPACE = "segmenter"
+MAX_PAIRS_SLICES = 2000  # pdist is quadratic: larger sets are subsampled
+
+
+def intra_set(x: np.ndarray) -> dict[str, float]:
+    """Mean pairwise Euclidean distance, mean pairwise cosine similarity and nearest-twin distances."""
+    x = np.asarray(x, dtype=np.float64)
+    d = pdist(x)
+    cos = 1.0 - pdist(x, metric="cosine") if np.all(np.linalg.norm(x, axis=1) > 0) else np.array([np.nan])
+    square = np.full((len(x), len(x)), np.inf)
+    square[np.triu_indices(len(x), 1)] = d
+    square = np.minimum(square, square.T)
+    return {"mean_distance": float(d.mean()), "mean_cosine_similarity": float(np.nanmean(cos)),
+            "nearest_twin": square.min(axis=1)}
+
+
+def diversity_in(x_syn: np.ndarray, x_real: np.ndarray) -> dict:
+    syn, real = intra_set(x_syn), intra_set(x_real)
+    # A synthetic slice whose nearest synthetic neighbour is closer than 99% of real slices'
+    # nearest real neighbours is a near-duplicate inside the set.
+    twin_cut = float(np.percentile(real["nearest_twin"], 1))
+    return {
+        "synthetic_mean_distance": syn["mean_distance"], "real_mean_distance": real["mean_distance"],
+        "ratio": syn["mean_distance"] / real["mean_distance"] if real["mean_distance"] > 0 else float("nan"),
+        "synthetic_mean_cosine_similarity": syn["mean_cosine_similarity"],
+        "real_mean_cosine_similarity": real["mean_cosine_similarity"],
+        "synthetic_near_duplicate_share": float((syn["nearest_twin"] < twin_cut).mean()),
+        "real_near_duplicate_share": float((real["nearest_twin"] < twin_cut).mean()),
+    }
+
+
+@register_auditor
+class DiversityAuditor(Auditor):
+    name = "diversity"
+    group = "fidelity"
+    default_thresholds = {
+        "fidelity.diversity_ratio": (0.5, ">=", "mean pairwise distance between synthetic slices over the same "
+                                                "between real holdout slices (segmenter features): mode collapse"),
+    }
+
+    def run(self, ctx: AuditContext) -> AuditResult:
+        idx = matched_indices(ctx)
+        rng = np.random.default_rng([ctx.seed, 8])
+        n = len(idx["holdout"])
+        keep = np.sort(rng.choice(n, size=min(n, MAX_PAIRS_SLICES), replace=False))
+        sel = {s: idx[s][keep] for s in idx}
+        results = {}
+        for space in available_spaces():
+            feats = standardised(ctx, space)
+            results[space] = diversity_in(feats["synthetic"][sel["synthetic"]], feats["holdout"][sel["holdout"]])
+        pixels = diversity_in(ctx.synthetic.images[sel["synthetic"]].reshape(len(keep), -1),
+                              ctx.holdout.images[sel["holdout"]].reshape(len(keep), -1))
+        results["pixels"] = pixels
+        main = results[CHECKED_SPACE]
+        check = self.check(ctx, "fidelity.diversity_ratio", main["ratio"],
+                           f"mean pairwise distance {main['synthetic_mean_distance']:.3g} (synthetic) vs "
+                           f"{main['real_mean_distance']:.3g} (real holdout), {len(keep)} slices each; pixel-space "
+                           f"ratio {pixels['ratio']:.2f}")
+        return AuditResult(self.name, self.group, metrics={"spaces": results, "slices_per_set": int(len(keep)),
+                                                           "checked_space": CHECKED_SPACE}, checks=[check])

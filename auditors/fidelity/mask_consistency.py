@@ -1,0 +1,115 @@
+"""Mask consistency: does each synthetic image show the anatomy it was conditioned on?
+
+The segmenter trained on real train segments every synthetic slice; its Dice against the label
+map the slice was generated from is set beside the same Dice on real holdout slices (where the
+label is the expert's). Their ratio is the check: a generator that draws the asked-for heart
+scores like real data (ratio near 1); one that ignores or scrambles the mask scores far below.
+The absolute Dice on real holdout is checked too: if the segmenter itself is poor, the ratio
+means nothing and the audit must not pass on it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from auditors.base import AuditContext, AuditResult, Auditor, Figure, register_auditor
+from auditors.segmentation import metrics
+from auditors.segmentation.train import real_train_segmenter
+from cmri_release.sliceset import SliceSet
+
+from . import plots
+
+
+def _volume_ids(slices: SliceSet) -> np.ndarray:
+    return np.char.add(np.char.add(slices.subject_ids.astype(str), "|"), slices.phases.astype(str))
+
+
+def score_slices(segmenter, slices: SliceSet) -> dict:
+    """Per-slice and per-volume Dice/HD95 of the segmenter's prediction against the slices' labels."""
+    pred = segmenter.predict(slices.images)
+    per_slice = metrics.slice_scores(pred, slices.labels, slices.spacing_mm)
+    thickness = {sid: m.get("thickness_mm") for sid, m in slices.subject_meta.items()}
+    vids = _volume_ids(slices)
+    with_hd = all(thickness.get(s) for s in slices.subjects)  # through-plane spacing known for every subject
+    thick_by_volume = {v: thickness[v.split("|")[0]] for v in set(vids.tolist())} if with_hd else 0.0
+    per_volume = metrics.volume_scores(pred, slices.labels, vids, slices.slice_index, slices.spacing_mm,
+                                       thick_by_volume, with_hd95=with_hd)
+    by_vendor = {}
+    for vendor in slices.vendor_names:
+        sel = slices.vendors == vendor
+        by_vendor[vendor] = {"slices": int(sel.sum()),
+                             "dice": metrics.summarise({k: v[sel] for k, v in per_slice["dice"].items()}),
+                             "hd95_mm": metrics.summarise({k: v[sel] for k, v in per_slice["hd95"].items()})}
+    return {
+        "slices": len(slices), "subjects": len(slices.subjects),
+        "dice": metrics.summarise(per_slice["dice"]),
+        "hd95_mm": metrics.summarise(per_slice["hd95"]),
+        "volume_dice": metrics.summarise(per_volume["dice"]),
+        "volume_hd95_mm": metrics.summarise(per_volume["hd95"]) if with_hd else "not computed: slice thickness "
+                                                                                "unknown for some subject",
+        "by_vendor": by_vendor,
+    }
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if np.isfinite(a) and np.isfinite(b) and b > 0 else float("nan")
+
+
+def sample_grid_figure(slices: SliceSet, seed: int, per_row: int = 8) -> Figure:
+    rng = np.random.default_rng(seed)
+    images, labels = {}, {}
+    for vendor in slices.vendor_names:
+        idx = np.flatnonzero(slices.vendors == vendor)
+        idx = np.sort(rng.choice(idx, size=min(per_row, len(idx)), replace=False))
+        images[vendor], labels[vendor] = slices.images[idx], slices.labels[idx]
+    png = plots.sample_grid(images, labels, "Synthetic slices per vendor, outlined with their conditioning masks")
+    return Figure(name="fidelity_sample_grid", title="Synthetic samples per vendor", png=png, public=True,
+                  caption="Random synthetic slices (rows: vendors). Outlines: RV blue, MYO green, LV red.")
+
+
+@register_auditor
+class MaskConsistencyAuditor(Auditor):
+    name = "mask_consistency"
+    group = "fidelity"
+    default_thresholds = {
+        "fidelity.mask_dice_ratio": (0.8, ">=", "mean Dice of the real-trained segmenter on synthetic slices vs "
+                                                "their conditioning masks, over the same on real holdout"),
+        "fidelity.segmenter_real_dice": (0.5, ">=", "the audit's segmenter reaches this Dice on real holdout "
+                                                    "slices (else mask consistency cannot be judged)"),
+    }
+
+    def run(self, ctx: AuditContext) -> AuditResult:
+        synthetic, real = ctx.synthetic.labelled(), ctx.holdout.labelled()
+        if len(synthetic) == 0:
+            raise ValueError("the synthetic slices carry no label maps: mask consistency needs the masks the "
+                             "images were conditioned on")
+        if len(real) == 0:
+            raise ValueError("the holdout slices carry no label maps: no real baseline for mask consistency")
+        segmenter = real_train_segmenter(ctx)
+        syn, ref = score_slices(segmenter, synthetic), score_slices(segmenter, real)
+        ratio = _ratio(syn["dice"]["mean"], ref["dice"]["mean"])
+        per_structure = {s: _ratio(syn["dice"][s], ref["dice"][s]) for s in metrics.STRUCTURE_LABELS}
+        per_vendor = {v: _ratio(d["dice"]["mean"], ref["by_vendor"].get(v, ref)["dice"]["mean"])
+                      for v, d in syn["by_vendor"].items()}
+        metrics_out = {"synthetic": syn, "real_holdout": ref, "dice_ratio": ratio,
+                       "dice_ratio_by_structure": per_structure, "dice_ratio_by_vendor": per_vendor,
+                       "segmenter": segmenter.log}
+        structures = list(metrics.STRUCTURE_LABELS)
+        vendors = sorted(set(syn["by_vendor"]) | set(ref["by_vendor"]))
+
+        def vendor_means(block):
+            return [block["by_vendor"].get(v, {"dice": {"mean": np.nan}})["dice"]["mean"] for v in vendors]
+
+        bars = plots.grouped_bars(
+            structures + [f"all {v}" for v in vendors],
+            {"synthetic vs its mask": [syn["dice"][s] for s in structures] + vendor_means(syn),
+             "real holdout vs expert": [ref["dice"][s] for s in structures] + vendor_means(ref)},
+            "Mask consistency: Dice of the real-trained segmenter", "Dice", ylim=(0, 1))
+        figures = [sample_grid_figure(ctx.synthetic, ctx.seed),
+                   Figure(name="fidelity_mask_dice", title="Mask consistency (Dice)", png=bars, public=True,
+                          caption="Per structure and per vendor; real holdout is the baseline.")]
+        details = (f"synthetic {syn['dice']['mean']:.3f} over {syn['slices']} slices / real holdout "
+                   f"{ref['dice']['mean']:.3f} over {ref['slices']} slices")
+        checks = [self.check(ctx, "fidelity.mask_dice_ratio", ratio, details),
+                  self.check(ctx, "fidelity.segmenter_real_dice", ref["dice"]["mean"],
+                             f"{ref['subjects']} holdout subjects; segmenter {segmenter.log.get('steps')} steps")]
+        return AuditResult(self.name, self.group, metrics=metrics_out, checks=checks, figures=figures)

@@ -1,0 +1,154 @@
+"""Utility: does a segmenter trained on the synthetic cohort work on real patients?
+
+Segmenters with one architecture, seed and step budget are trained on different data and all
+tested on real patients that neither the generator nor any segmenter saw (the test split; the
+holdout when no test split is given, which the metrics then say):
+
+- TRTR: real train (the fidelity auditors' segmenter, shared);
+- TSTR: synthetic only; the check is TSTR / TRTR mean Dice;
+- real + synthetic;
+- leave one vendor out: real train without vendor V, tested on V, with and without the synthetic
+  slices of V (can the generator fill a missing scanner?);
+- low data: a fifth of the real train patients, with and without the synthetic slices.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from auditors.base import AuditContext, AuditResult, Auditor, Figure, register_auditor
+from auditors.fidelity import plots
+from auditors.segmentation import metrics
+from auditors.segmentation.train import (DEFAULT_UTILITY_EPOCHS, audit_train_config, real_train_segmenter,
+                                         train_segmenter)
+from cmri_release.errors import CmriError
+from cmri_release.sliceset import SliceSet
+from cmri_release.splits import split_subjects
+
+DEFAULT_LOW_DATA_FRACTION = 0.2
+STRUCTURES = list(metrics.STRUCTURE_LABELS)
+
+
+def evaluate(segmenter, test: SliceSet) -> dict:
+    """Mean Dice per structure over the test slices, overall and per vendor."""
+    scores = metrics.slice_scores(segmenter.predict(test.images), test.labels, test.spacing_mm,
+                                  with_hd95=False)["dice"]
+    out = {"dice": metrics.summarise(scores), "by_vendor": {}}
+    for vendor in test.vendor_names:
+        sel = test.vendors == vendor
+        out["by_vendor"][vendor] = metrics.summarise({k: v[sel] for k, v in scores.items()})
+    return out
+
+
+def low_data_subjects(train: SliceSet, fraction: float, seed: int) -> list[str]:
+    """A vendor-stratified `fraction` of the train patients (at least one)."""
+    try:
+        return split_subjects(train.subject_vendor(), {"low": fraction, "rest": 1 - fraction}, seed)["low"]
+    except CmriError:  # too few patients per vendor for a stratified cut: draw across vendors
+        subjects = train.subjects
+        rng = np.random.default_rng(seed)
+        n = max(1, int(round(fraction * len(subjects))))
+        return sorted(rng.choice(subjects, size=n, replace=False).tolist())
+
+
+def _composition(real: SliceSet | None, synthetic: SliceSet | None) -> dict:
+    out = {}
+    for name, s in (("real", real), ("synthetic", synthetic)):
+        if s is not None and len(s):
+            out[f"{name}_slices"] = len(s)
+            out[f"{name}_subjects"] = len(s.subjects)
+    return out
+
+
+@register_auditor
+class SegmentationUtilityAuditor(Auditor):
+    name = "segmentation_utility"
+    group = "utility"
+    default_thresholds = {
+        "utility.tstr_dice_ratio": (0.7, ">=", "mean Dice on real test patients of a segmenter trained on synthetic "
+                                               "slices only, over the same for one trained on real train"),
+    }
+
+    def run(self, ctx: AuditContext) -> AuditResult:
+        if ctx.test is not None:
+            test, test_split = ctx.test.labelled(), "test"
+        else:
+            test, test_split = ctx.holdout.labelled(), "holdout (no separate test split was given)"
+        train, synthetic = ctx.train.labelled(), ctx.synthetic.labelled()
+        for name, s in (("real test", test), ("real train", train), ("synthetic", synthetic)):
+            if len(s) == 0:
+                raise ValueError(f"the {name} slices carry no label maps: segmentation utility cannot be measured")
+        config = audit_train_config(ctx)
+        runs: dict[str, dict] = {}
+
+        def run(name: str, real: SliceSet | None, syn: SliceSet | None, on: SliceSet = test, segmenter=None):
+            start = time.perf_counter()
+            if segmenter is None:
+                data = SliceSet.concat([p for p in (real, syn) if p is not None and len(p)])
+                segmenter = train_segmenter(data, config, seed=ctx.seed, device=ctx.device, quiet=ctx.quiet,
+                                            desc=f"segmenter: {name}")
+            runs[name] = {**_composition(real, syn), **evaluate(segmenter, on),
+                          "seconds": round(time.perf_counter() - start, 2)}
+            return runs[name]
+
+        trtr = run("TRTR (real train)", train, None, segmenter=real_train_segmenter(ctx))
+        tstr = run("TSTR (synthetic only)", None, synthetic)
+        run("real + synthetic", train, synthetic)
+
+        lovo = {}
+        train_vendors = set(train.vendor_names)
+        if len(train_vendors) >= 2:
+            for vendor in test.vendor_names:
+                if vendor not in train_vendors:
+                    continue
+                rest, on = train.select(train.vendors != vendor), test.select(test.vendors == vendor)
+                syn_v = synthetic.select(synthetic.vendors == vendor)
+                without = run(f"LOVO {vendor}: real without {vendor}", rest, None, on)
+                entry = {"without_synthetic": without["dice"]["mean"], "synthetic_slices": len(syn_v)}
+                if len(syn_v):
+                    entry["with_synthetic"] = run(f"LOVO {vendor}: + synthetic {vendor}", rest, syn_v, on)["dice"]["mean"]
+                    entry["gain"] = entry["with_synthetic"] - entry["without_synthetic"]
+                lovo[vendor] = entry
+        lovo_note = None if lovo else "not run: the real train split holds fewer than two vendors"
+
+        fraction = float(ctx.options.get("utility_low_data_fraction", DEFAULT_LOW_DATA_FRACTION))
+        few = train.for_subjects(low_data_subjects(train, fraction, ctx.seed))
+        low = run(f"low data ({fraction:.0%} real)", few, None)
+        low_syn = run(f"low data ({fraction:.0%} real) + synthetic", few, synthetic)
+
+        ratio = (tstr["dice"]["mean"] / trtr["dice"]["mean"]) if trtr["dice"]["mean"] > 0 else float("nan")
+        summary = {
+            "test_split": test_split, "test_slices": len(test), "test_subjects": len(test.subjects),
+            "budget": {"utility_epochs": float(ctx.options.get("utility_epochs", DEFAULT_UTILITY_EPOCHS)),
+                       "steps_per_segmenter": config.steps, "batch_size": config.batch_size,
+                       "segmenters": len(runs)},
+            "runs": runs, "tstr_dice_ratio": ratio,
+            "real_plus_synthetic_gain": runs["real + synthetic"]["dice"]["mean"] - trtr["dice"]["mean"],
+            "low_data_gain": low_syn["dice"]["mean"] - low["dice"]["mean"],
+            "leave_one_vendor_out": lovo or lovo_note,
+        }
+        figures = [self._bars(runs), *([self._lovo_bars(lovo)] if lovo else [])]
+        check = self.check(ctx, "utility.tstr_dice_ratio", ratio,
+                           f"TSTR {tstr['dice']['mean']:.3f} / TRTR {trtr['dice']['mean']:.3f} on "
+                           f"{len(test.subjects)} real {test_split.split(' ')[0]} patients; {config.steps} steps each")
+        return AuditResult(self.name, self.group, metrics=summary, checks=[check], figures=figures)
+
+    @staticmethod
+    def _bars(runs: dict) -> Figure:
+        names = [n for n in runs if not n.startswith("LOVO")]
+        series = {s: [runs[n]["dice"][s] for n in names] for s in STRUCTURES + ["mean"]}
+        png = plots.grouped_bars(names, series, "Dice on real test patients by training data", "Dice", ylim=(0, 1))
+        return Figure(name="utility_dice", title="Segmentation utility (Dice)", png=png, public=True,
+                      caption="Same network, seed and steps; only the training data differ.")
+
+    @staticmethod
+    def _lovo_bars(lovo: dict) -> Figure:
+        vendors = list(lovo)
+        series = {"without synthetic": [lovo[v]["without_synthetic"] for v in vendors],
+                  "with synthetic of V": [lovo[v].get("with_synthetic", np.nan) for v in vendors]}
+        png = plots.grouped_bars(vendors, series, "Leave one vendor out: Dice on vendor V", "mean Dice",
+                                 ylim=(0, 1))
+        return Figure(name="utility_lovo_dice", title="Leave-one-vendor-out Dice", png=png, public=True,
+                      caption="Trained on real train without vendor V, tested on V's real test patients.")
+

@@ -343,6 +343,9 @@ def _export(t: _Table) -> ExportSpec:
     if out.exists() and not out.is_dir():
         raise t.error("out", f"{out} is a file, not a folder")
     formats = t.strings("formats", ExportSpec.formats, choices=FORMATS)
+    if "nifti" not in formats:
+        raise t.error("formats", "must include 'nifti': the label maps ship only in data/ (NIfTI); add 'dicom' "
+                                 "beside it for DICOM images")
     audit_dir = t.path("audit_dir")
     if audit_dir is not None and audit_dir.exists() and not audit_dir.is_dir():
         raise t.error("audit_dir", f"{audit_dir} is a file, not a folder")
@@ -554,7 +557,7 @@ def default_spec_text(known_checks: Mapping[str, tuple] | None = None) -> str:
         "[export]",
         "# The release folder; it must not exist yet. It appears whole, and only when every check passes.",
         f"out = {_toml(str(e.out))}",
-        '# "nifti" (the cohort layout, always recommended) and/or "dicom" (de-identified MR Image Storage).',
+        '# "nifti" (the cohort layout with the label maps; required), plus "dicom" for de-identified MR images.',
         f"formats = {_toml(e.formats)}",
         '# audit_dir = "release.audit"   # default: <out>.audit, written whatever the verdict',
         "",

@@ -81,6 +81,7 @@ def test_unknown_threshold_names_the_nearest_check(tmp_path):
     (PHANTOM + "[export]\nformats = ['nifti', 'dicm']\n", "[export] formats: 'dicm' is not one of 'nifti', "
                                                           "'dicom' (did you mean 'dicom'?)"),
     (PHANTOM + "[export]\nformats = []\n", "[export] formats: expected a non-empty list of strings"),
+    (PHANTOM + "[export]\nformats = ['dicom']\n", "[export] formats: must include 'nifti'"),
     (PHANTOM + "[audit]\ngroups = ['fidelity']\n", "[audit] groups: must include 'privacy'"),
     (PHANTOM + "[data.split]\ntrain = 0.6\nholdout = 0.3\ntest = 0.3\n", "[data.split]: fractions must sum to 1"),
     (PHANTOM + "[data.split]\ntrain = 1.0\nholdout = 0.0\ntest = 0.0\n", "[data.split]: train and holdout must"),

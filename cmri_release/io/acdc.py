@@ -64,8 +64,9 @@ def read_subject_folder(folder) -> Subject:
             affine, first = image_affine, image_path
         else:
             check_same_grid(affine, image_affine, first.name, image_path)
-            if image.shape != frames["ED"].image.shape:
-                raise InputError(image_path, f"shape {image.shape} differs from {first.name}'s {frames['ED'].image.shape}")
+            ed_shape = frames["ED"].image.shape
+            if image.shape != ed_shape:
+                raise InputError(image_path, f"shape {image.shape} differs from {first.name}'s {ed_shape}")
         label = None
         label_path = frame_file(folder, subject_id, index, label=True)
         if label_path.exists():

@@ -170,3 +170,8 @@ def test_info_cfg_round_trip_keeps_types(tmp_path):
     info = read_info_cfg(cfg)
     assert (info.ed, info.es, info.group, info.height, info.n_frames, info.weight) == (1, 12, "HCM", 160.0, 30, 55.5)
     assert info.vendor == "unknown" and info.centre == "unknown"
+
+
+def test_ids_differing_only_in_case_are_duplicates(tmp_path, subject_factory):
+    write_cohort(Cohort([subject_factory("P1", 1), subject_factory("p1", 2)]), tmp_path)
+    _expect(tmp_path, "duplicate subject id 'p1'", named=tmp_path / "p1")

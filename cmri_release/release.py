@@ -1,0 +1,322 @@
+"""The release gate: data -> generator -> synthesis -> audit -> gate -> export, as one call.
+
+`run_release(spec)` never raises for a problem in a stage: it returns a `ReleaseOutcome` whose
+`exit_code` is 0 (released), 1 (blocked by the gate: nothing exported) or 2 (error: nothing
+exported). The audit folder is written whenever the audit ran, whatever the verdict; the release
+folder only on a pass, atomically (see `export.py`). Every stage is timed.
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cohort import Cohort
+from .errors import CmriError
+from .preprocess import PreprocessConfig, cohort_to_slices, slices_to_cohort
+from .spec import ReleaseSpec
+from .splits import split_subjects
+
+AUDIT_FILES = {"audit.json", "audit.html", "junit.xml"}
+RELEASED, BLOCKED, ERROR = "released", "blocked", "error"
+EXIT_CODES = {RELEASED: 0, BLOCKED: 1, ERROR: 2}
+
+
+@dataclass
+class ReleaseOutcome:
+    status: str  # released | blocked | error
+    checks: list[dict] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    release_dir: Path | None = None
+    audit_dir: Path | None = None
+    message: str = ""  # the error, or why the gate blocked
+    failed_stage: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+    @property
+    def failed_checks(self) -> list[dict]:
+        return [c for c in self.checks if not c.get("passed")]
+
+    @property
+    def wall_seconds(self) -> float:
+        return float(sum(self.stage_seconds.values()))
+
+
+def margin(check: dict) -> float | None:
+    """How far the value is on the good side of its threshold (negative: by how much it failed)."""
+    value, threshold = check.get("value"), check.get("threshold")
+    if not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+        return None
+    return value - threshold if check.get("op", "").startswith(">") else threshold - value
+
+
+class _Stages:
+    """Times named stages and remembers which one was running when something failed."""
+
+    def __init__(self, on_stage=None):
+        self.seconds: dict[str, float] = {}
+        self.current: str | None = None
+        self.on_stage = on_stage
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        self.current = name
+        if self.on_stage is not None:
+            self.on_stage(name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 2)
+        self.current = None
+
+
+@dataclass
+class _Data:
+    train: object  # SliceSet
+    holdout: object
+    test: object | None
+    counts: dict[str, int]
+    description: str
+
+
+def _preflight(spec: ReleaseSpec) -> None:
+    """Refuse before an hour of work what would be refused at the end."""
+    out = spec.export.out
+    if out.exists() or out.is_symlink():
+        raise CmriError(f"{out}: already exists; a release is never overwritten (choose a new [export] out)")
+    audit = spec.export.audit_path
+    if audit.exists():
+        if not audit.is_dir():
+            raise CmriError(f"{audit}: exists and is not a folder (the audit folder)")
+        strangers = [p.name for p in audit.iterdir() if p.name not in AUDIT_FILES | {"model"}]
+        if strangers:
+            raise CmriError(f"{audit}: holds files the audit did not write ({', '.join(sorted(strangers)[:3])}); "
+                            f"choose another audit folder")
+
+
+def _split(cohort: Cohort, spec: ReleaseSpec) -> dict[str, Cohort]:
+    ids = split_subjects({s.id: s.vendor for s in cohort}, spec.data.split.fractions(), seed=spec.seed)
+    return {name: cohort.subset(members) for name, members in ids.items()}
+
+
+def _load_data(spec: ReleaseSpec, config: PreprocessConfig, quiet: bool) -> _Data:
+    from .io import read_cohort
+
+    d = spec.data
+    if d.source == "phantom":
+        from .phantom import make_phantom
+
+        try:
+            cohort = make_phantom(d.phantom.subjects, d.phantom.seed, vendors=d.phantom.vendors, quiet=quiet)
+        except ValueError as exc:
+            raise CmriError(f"{spec.source}: [data.phantom]: {exc}") from None
+        parts = _split(cohort, spec)
+        description = f"a procedural phantom cohort of {len(cohort)} patients (seed {d.phantom.seed})"
+    elif d.source == "cohort":
+        cohort = read_cohort(d.cohort)
+        parts = _split(cohort, spec)
+        description = f"a cohort of {len(cohort)} real patients"
+    else:
+        parts = {name: read_cohort(getattr(d, name)) for name in ("train", "holdout", "test")
+                 if getattr(d, name) is not None}
+        seen: dict[str, str] = {}
+        for name, part in parts.items():
+            for sid in part.ids:
+                if sid.lower() in seen:
+                    raise CmriError(f"{getattr(d, name)}: subject {sid!r} is also in the {seen[sid.lower()]} cohort; "
+                                    f"a patient must be in one split only")
+                seen[sid.lower()] = name
+        description = f"a cohort of {sum(len(p) for p in parts.values())} real patients"
+    slices = {name: cohort_to_slices(part, config) for name, part in parts.items()}
+    for name in ("train", "holdout"):
+        if not slices[name].has_label.any():
+            raise CmriError(f"the {name} split has no annotated slice; the generator and the audit need label maps")
+    return _Data(train=slices["train"], holdout=slices["holdout"], test=slices.get("test"),
+                 counts={name: len(part) for name, part in parts.items()}, description=description)
+
+
+def _preprocess_config(spec: ReleaseSpec, generator) -> PreprocessConfig:
+    if generator is None:
+        return PreprocessConfig(size=spec.data.size)
+    saved = dict(generator.preprocess or {})
+    if saved.get("size") != spec.data.size:
+        raise CmriError(f"{spec.source}: [data] size: {spec.data.size} px, but the model in {spec.generator.model} "
+                        f"was trained at {saved.get('size')} px; set size = {saved.get('size')}")
+    known = set(PreprocessConfig.__dataclass_fields__)
+    return PreprocessConfig(**{k: v for k, v in saved.items() if k in known})
+
+
+def _privacy(spec: ReleaseSpec):
+    if not spec.privacy.dp:
+        return None
+    from generators.base import DPConfig
+
+    p = spec.privacy
+    return DPConfig(epsilon=p.epsilon, delta=p.delta, max_grad_norm=p.max_grad_norm, accountant=p.accountant)
+
+
+def _train(spec: ReleaseSpec, data: _Data, config: PreprocessConfig, quiet: bool):
+    import torch
+
+    from generators import create_generator
+
+    g = spec.generator
+    if g.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CmriError(f"{spec.source}: [generator] device: {g.device!r}, but no CUDA device is available here")
+    gen = create_generator(g.name, network="large" if g.device.startswith("cuda") else "compact")
+    gen.preprocess = config.to_dict()
+    try:
+        gen.fit(data.train, _privacy(spec), epochs=g.epochs, minutes=g.minutes if g.epochs is None else None,
+                device=g.device, seed=spec.seed, quiet=quiet)
+    except ValueError as exc:
+        raise CmriError(f"training {g.name}: {exc}") from None
+    return gen
+
+
+def _synthesise(spec: ReleaseSpec, gen, data: _Data, quiet: bool):
+    from generators.synthesis import synthesize
+
+    s = spec.synthesis
+    masks = data.holdout if s.masks == "holdout" else None
+    return synthesize(gen, s.subjects, vendors=list(s.vendors) if s.vendors else None, seed=spec.seed,
+                      masks_from=masks, quiet=quiet)
+
+
+def _replace_folder(tmp: Path, target: Path) -> None:
+    """Put a finished folder in place of an earlier audit folder (checked by `_preflight` to hold only ours)."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{int(time.time() * 1000)}")
+        target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(target)
+
+
+def _write_audit_folder(report, gen, trained: bool, target: Path) -> None:
+    from .audit import write_audit
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        write_audit(report, tmp)
+        if trained:  # the trained model stays internal, beside the audit: reload it with [generator] model
+            gen.save(tmp / "model")
+        _replace_folder(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _gate(report, spec: ReleaseSpec) -> tuple[bool, str]:
+    """The verdict, failing closed: an error, a missing group or any failed check blocks."""
+    checks = [c.to_dict() if hasattr(c, "to_dict") else dict(c) for c in report.checks]
+    problems = []
+    errors = getattr(report, "errors", None) or {}
+    if errors:
+        problems.append(f"auditor error(s): {', '.join(sorted(errors))}")
+    groups = {c["name"].split(".", 1)[0] for c in checks}
+    missing = [g for g in spec.audit.groups if g not in groups]
+    if missing:
+        problems.append(f"no check from group(s) {', '.join(missing)}")
+    failed = [c for c in checks if not c.get("passed")]
+    for c in failed:
+        m = margin(c)
+        by = f" (off by {abs(m):.4g})" if m is not None else " (no value)"
+        value = "none" if c.get("value") is None else f"{c['value']:.4g}"
+        problems.append(f"{c['name']} = {value}, needs {c['op']} {c['threshold']:.4g}{by}")
+    if getattr(report, "verdict", "fail") != "pass" and not problems:
+        problems.append(f"audit verdict {report.verdict!r}")
+    return not problems, "; ".join(problems)
+
+
+def run_release(spec: ReleaseSpec, quiet: bool = True, on_stage=None) -> ReleaseOutcome:
+    """Run the whole gate; see the module docstring for what is written when.
+
+    `quiet` silences progress bars; `on_stage(name)` (optional) is told when each stage starts.
+    """
+    stages = _Stages(on_stage)
+    outcome = ReleaseOutcome(status=ERROR, stage_seconds=stages.seconds)
+    try:
+        _preflight(spec)
+        gen, trained = None, False
+        if spec.generator.model is not None:
+            with stages("load model"):
+                from generators import load_generator
+
+                gen = load_generator(spec.generator.model, device=spec.generator.device)
+        config = _preprocess_config(spec, gen)
+        with stages("data"):
+            data = _load_data(spec, config, quiet)
+        if gen is None:
+            with stages("train"):
+                gen = _train(spec, data, config, quiet)
+                trained = True
+        with stages("synthesise"):
+            synthetic = _synthesise(spec, gen, data, quiet)
+        with stages("audit"):
+            from .audit import run_audit
+
+            report = run_audit(data.train, data.holdout, synthetic, test=data.test, generator=gen,
+                               model_card=gen.model_card, groups=list(spec.audit.groups),
+                               thresholds=dict(spec.thresholds), seed=spec.seed,
+                               options={"utility_epochs": spec.audit.utility_epochs}, quiet=quiet)
+        with stages("audit report"):
+            _write_audit_folder(report, gen, trained, spec.export.audit_path)
+            outcome.audit_dir = spec.export.audit_path
+        outcome.checks = [c.to_dict() for c in report.checks]
+        passed, why = _gate(report, spec)
+        if not passed:
+            outcome.status, outcome.message = BLOCKED, why
+            return outcome
+        with stages("export"):
+            from .export import export_release
+
+            card = gen.model_card
+            collection = {
+                "generator": card.get("generator"), "source_description": data.description,
+                "loaded": not trained, "spacing_mm": data.train.spacing_mm,
+                "rows": [("Data source", data.description),
+                         ("Patients per split", ", ".join(f"{k} {v}" for k, v in data.counts.items())),
+                         ("Generator", card.get("generator")),
+                         ("Training (s / epochs / steps)", _training_summary(card)),
+                         ("Masks for synthesis", spec.synthesis.masks), ("Seed", spec.seed)],
+            }
+            outcome.release_dir = export_release(
+                spec.export.out, slices_to_cohort(synthetic), spec=spec.to_dict(), verdict="pass",
+                checks=outcome.checks, ledger=card.get("privacy"), model_card=card, formats=spec.export.formats,
+                seeds=_seeds(spec), figures=[f for r in report.results for f in r.figures], collection=collection,
+                stage_seconds=dict(stages.seconds))
+        outcome.status = RELEASED
+        return outcome
+    except CmriError as exc:
+        outcome.message, outcome.failed_stage = str(exc), stages.current
+    except Exception as exc:  # noqa: BLE001 - any failure of any stage is an error, and nothing is exported
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        outcome.message = f"unexpected {type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"
+        outcome.failed_stage = stages.current
+    outcome.status = ERROR
+    return outcome
+
+
+def _training_summary(card: dict) -> str:
+    t = card.get("training") or {}
+    if not t:
+        return "—"
+    return f"{t.get('seconds', 0):.0f} s / {t.get('epochs', 0):.3g} / {t.get('steps', '—')}"
+
+
+def _seeds(spec: ReleaseSpec) -> dict:
+    seeds = {"run": spec.seed, "split": spec.seed, "training": spec.seed, "synthesis": spec.seed,
+             "audit": spec.seed}
+    if spec.data.phantom is not None:
+        seeds["phantom"] = spec.data.phantom.seed
+    return seeds

@@ -47,11 +47,17 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
 
 
-def prepare_output(folder: Path) -> Path:
-    """A fresh temporary folder beside `folder`; `folder` itself must not exist or be empty."""
+def check_output(folder: Path) -> None:
+    """An output folder must not exist yet, or be empty: nothing is ever overwritten."""
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise CmriError(f"{folder}: exists and is not an empty folder; choose a new output path")
+
+
+def prepare_output(folder: Path) -> Path:
+    """A fresh temporary folder beside `folder` (which must not exist or be empty), to be `publish`ed."""
+    folder = Path(folder)
+    check_output(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()

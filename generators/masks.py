@@ -220,17 +220,22 @@ class MaskModel:
         if not self.fitted:
             raise RuntimeError("the mask model is not fitted")
 
-    def sample_vectors(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    def sample_vectors(self, n: int, seed: int) -> tuple[np.ndarray, list[str]]:
+        """n patient vectors; patient i's depends only on (seed, i), not on n."""
         self._require_fitted()
-        g = rng.choice(len(self.groups), size=n, p=self.group_weights)
-        eps = rng.standard_normal((n, len(self.sd)))
-        z = self.group_means[g] + (eps * self.sd) @ self.components
-        return self.mean + self.scale * z, [self.groups[k] for k in g]
+        vectors, groups = [], []
+        for i in range(n):
+            rng = np.random.default_rng(np.random.SeedSequence([int(seed), i]))
+            g = int(rng.choice(len(self.groups), p=self.group_weights))
+            z = self.group_means[g] + (rng.standard_normal(len(self.sd)) * self.sd) @ self.components
+            vectors.append(self.mean + self.scale * z)
+            groups.append(self.groups[g])
+        return np.stack(vectors) if vectors else np.zeros((0, len(self.mean))), groups
 
     def sample(self, n: int, seed: int, size: int | None = None) -> list[SyntheticStack]:
         """`n` new patients' ED and ES stacks at `size` pixels (default: the training size)."""
         size = size or self.size
-        x, groups = self.sample_vectors(n, np.random.default_rng(seed))
+        x, groups = self.sample_vectors(n, seed)
         return [self.render(v, g, size) for v, g in zip(x, groups)]
 
     def render(self, vector: np.ndarray, group: str, size: int) -> SyntheticStack:

@@ -1,0 +1,150 @@
+"""One contract over every registered generator: built from the registry, built directly, and after a save/load
+round trip, a fitted generator gives the same samples and membership scores for the same seed (diffusers-style
+tiny models: 16 px, 1 epoch, 2 sampling steps)."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import generators
+from generators import DPConfig, create_generator, load_generator
+from generators.ddpm import DDPM
+from generators.flow import FlowMatching
+from generators.gan import ConditionalGAN
+from generators.training import PrivacyUnavailableError
+from generators.vae import ConditionalVAE
+
+DIRECT = {"flow": FlowMatching, "ddpm": DDPM, "vae": ConditionalVAE, "gan": ConditionalGAN}
+TINY = {"network": "tiny", "batch_size": 8, "sample_batch": 5}
+STEPS = {"flow": {"steps": 2}, "ddpm": {"steps": 2}}
+
+
+def tiny_config(name: str) -> dict:
+    return {**TINY, **STEPS.get(name, {})}
+
+
+def test_registry_holds_exactly_the_known_generators():
+    assert set(generators.GENERATORS) == set(DIRECT)
+    for name, cls in DIRECT.items():
+        assert generators.GENERATORS[name] is cls
+
+
+def test_unknown_generator_fails_loudly():
+    with pytest.raises(ValueError, match="unknown generator 'nope'.*known: ddpm, flow, gan, vae"):
+        create_generator("nope")
+
+
+@pytest.mark.parametrize("name", sorted(DIRECT))
+def test_unknown_setting_is_refused(name):
+    with pytest.raises(ValueError, match="unknown setting"):
+        create_generator(name, not_a_setting=1)
+
+
+@pytest.fixture(scope="module", params=sorted(DIRECT))
+def fitted(request, toy_train, tmp_path_factory):
+    name = request.param
+    from_registry = create_generator(name, **tiny_config(name))
+    log = from_registry.fit(toy_train, epochs=1, seed=0, quiet=True)
+    direct = DIRECT[name](**tiny_config(name))
+    direct.fit(toy_train, epochs=1, seed=0, quiet=True)
+    folder = tmp_path_factory.mktemp(name) / "model"
+    from_registry.save(folder)
+    loaded = load_generator(folder)
+    return name, from_registry, direct, loaded, log, folder
+
+
+def _request(toy_train, n=7):
+    idx = np.arange(0, len(toy_train), max(len(toy_train) // n, 1))[:n]
+    return toy_train.labels[idx], toy_train.vendors[idx]
+
+
+def test_training_log(fitted, toy_train):
+    name, gen, _, _, log, _ = fitted
+    assert log["steps"] == int(np.ceil(len(toy_train) / TINY["batch_size"]))
+    assert log["epochs"] == pytest.approx(1.0)
+    assert all(np.isfinite(v) for v in log["final_loss"].values())
+
+
+def test_samples_are_images_of_the_right_shape(fitted, toy_train):
+    _, gen, _, _, _, _ = fitted
+    labels, vendors = _request(toy_train)
+    images = gen.sample(labels, vendors, seed=3)
+    assert images.shape == labels.shape and images.dtype == np.float32
+    assert np.isfinite(images).all() and images.min() >= 0.0 and images.max() <= 1.0
+
+
+def test_same_seed_same_samples_everywhere(fitted, toy_train):
+    _, gen, direct, loaded, _, _ = fitted
+    labels, vendors = _request(toy_train)
+    reference = gen.sample(labels, vendors, seed=3)
+    np.testing.assert_array_equal(gen.sample(labels, vendors, seed=3), reference)
+    np.testing.assert_allclose(direct.sample(labels, vendors, seed=3), reference, atol=1e-5)
+    np.testing.assert_allclose(loaded.sample(labels, vendors, seed=3), reference, atol=1e-6)
+    assert not np.allclose(gen.sample(labels, vendors, seed=4), reference)
+
+
+def test_a_sample_does_not_depend_on_its_batch(fitted, toy_train):
+    _, gen, _, _, _, _ = fitted
+    labels, vendors = _request(toy_train)
+    alone = gen.sample(labels[:2], vendors[:2], seed=3)  # sample_batch is 5: the full request spans two batches
+    np.testing.assert_allclose(gen.sample(labels, vendors, seed=3)[:2], alone, atol=1e-5)
+
+
+def test_membership_scores(fitted, toy_train):
+    _, gen, _, loaded, _, _ = fitted
+    part = toy_train.select(np.arange(12))
+    part.has_label[-2:] = False
+    scores = gen.membership_scores(part, seed=1)
+    assert scores.shape == (12,)
+    assert np.isfinite(scores[:-2]).all() and np.isnan(scores[-2:]).all()
+    np.testing.assert_allclose(loaded.membership_scores(part, seed=1), scores, rtol=1e-5, atol=1e-6)
+
+
+def test_model_card(fitted, toy_train):
+    name, gen, _, loaded, _, folder = fitted
+    card = json.loads((folder / "model_card.json").read_text())
+    expected = hashlib.sha256("\n".join(sorted(toy_train.subjects)).encode()).hexdigest()
+    assert card["generator"] == name
+    assert card["training_data"]["subjects_sha256"] == expected
+    assert card["training_data"]["n_subjects"] == len(toy_train.subjects)
+    assert card["training_data"]["n_slices"] == len(toy_train)
+    assert card["privacy"] == {"dp": False, "unit": "patient"}
+    assert card["training"]["steps"] > 0 and card["seed"] == 0
+    assert set(card["checksums"]) == {"config.json", "weights.pt", "masks.json", "vendors.json"}
+    for path in folder.iterdir():  # no real subject id anywhere in the model folder
+        text = path.read_bytes()
+        assert not any(sid.encode() in text for sid in toy_train.subjects), path.name
+    assert loaded.model_card["training_data"] == card["training_data"]
+
+
+def test_dp_is_refused_until_it_exists(toy_train):
+    gen = create_generator("flow", **tiny_config("flow"))
+    with pytest.raises(PrivacyUnavailableError, match="DP training is not available yet"):
+        gen.fit(toy_train, DPConfig(epsilon=8.0), epochs=1, quiet=True)
+
+
+def test_networks_pass_opacus_validation(fitted):
+    from opacus.validators import ModuleValidator
+    _, gen, _, _, _, _ = fitted
+    for name, module in gen._networks().items():
+        assert ModuleValidator.validate(copy.deepcopy(module).train(), strict=False) == [], name
+        assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in module.modules()), name
+
+
+def test_bad_requests_are_refused(fitted, toy_train):
+    _, gen, _, _, _, _ = fitted
+    labels, vendors = _request(toy_train, 2)
+    with pytest.raises(ValueError, match="not one this model was trained on"):
+        gen.sample(labels, ["Z", "Z"], seed=0)
+    with pytest.raises(ValueError, match="trained at 16 px"):
+        gen.sample(np.zeros((1, 32, 32), np.uint8), "A", seed=0)
+    with pytest.raises(ValueError, match="2 label maps but 3 vendors"):
+        gen.sample(labels, ["A", "A", "A"], seed=0)
+    from cmri_release.errors import InputError
+    with pytest.raises(InputError, match="unexpected label values"):
+        gen.sample(np.full((1, 16, 16), 7, np.uint8), "A", seed=0)

@@ -1,0 +1,4 @@
+"""Privacy auditors: nearest-neighbour memorisation and membership inference (registered on import)."""
+from . import memorisation, mia  # noqa: F401 - importing registers the auditors
+
+__all__ = ["memorisation", "mia"]

@@ -1,0 +1,131 @@
+"""`cmri-release audit`: audit a synthetic cohort against the real train and holdout cohorts.
+
+A thin command over `cmri_release.audit`: read and preprocess the cohorts (with the model's
+preprocessing when `--model` is given), run the auditors, write `audit.json`, `audit.html` and
+`junit.xml`, print the checks. Exit 0 when every check passes, 1 when one fails, 2 on an error
+(bad input, bad thresholds file, or an auditor that could not finish).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import CmriError
+
+DEFAULT_SIZE = 64
+
+
+def _value(value) -> str:
+    return "none" if value is None else f"{value:.4g}"
+
+
+def format_checks(report) -> str:
+    """One line per check (value, what it needs, result), then the verdict and the time."""
+    checks = report.checks
+    lines = []
+    if checks:
+        width = max(len(c.name) for c in checks)
+        lines.append(f"{'check':<{width}}  {'value':>9}  {'needs':<11} result")
+        for c in checks:
+            m = c.margin
+            result = "pass" if c.passed else (f"FAIL by {abs(m):.3g}" if m is not None else "FAIL (no value)")
+            lines.append(f"{c.name:<{width}}  {_value(c.value):>9}  {c.op + ' ' + _value(c.threshold):<11} {result}")
+    else:
+        lines.append("no check ran")
+    lines.append(f"verdict: {report.verdict.upper()} ({report.timings.get('total', 0.0):.1f} s)")
+    return "\n".join(lines)
+
+
+def parse_groups(ctx, param, value):
+    """`--only privacy,fidelity` -> ["privacy", "fidelity"]; an unknown or absent group is a usage error."""
+    if value is None:
+        return None
+    from ..audit import available_groups
+
+    present = available_groups()
+    groups = [g.strip() for g in value.split(",") if g.strip()]
+    bad = [g for g in groups if g not in present]
+    if bad or not groups:
+        raise click.BadParameter(f"unknown group(s) {', '.join(bad) or repr(value)}; choose from "
+                                 f"{', '.join(present)}", ctx=ctx, param=param)
+    return list(dict.fromkeys(groups))
+
+
+def _preprocess_config(size: int | None, generator):
+    from ..preprocess import PreprocessConfig
+
+    if generator is None:
+        return PreprocessConfig(size=size or DEFAULT_SIZE)
+    saved = dict(getattr(generator, "preprocess", None) or {})
+    if size is not None and saved.get("size") not in (None, size):
+        raise CmriError(f"--size {size}: the model was trained at {saved.get('size')} px; omit --size or pass "
+                        f"--size {saved.get('size')}")
+    known = set(PreprocessConfig.__dataclass_fields__)
+    config = {k: v for k, v in saved.items() if k in known}
+    config.setdefault("size", size or DEFAULT_SIZE)
+    return PreprocessConfig(**config)
+
+
+def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, quiet, out) -> int:
+    from ..audit import known_checks, load_thresholds, run_audit, write_audit
+    from ..io import read_cohort
+    from ..preprocess import cohort_to_slices
+
+    overrides = load_thresholds(thresholds, known_checks()) if thresholds is not None else {}
+    generator = None
+    if model is not None:
+        from generators import load_generator
+
+        generator = load_generator(model)
+    config = _preprocess_config(size, generator)
+    slices = {}
+    for name, path in (("train", train), ("holdout", holdout), ("synthetic", synthetic), ("test", test)):
+        if path is not None:
+            if not quiet:
+                click.echo(f"[read {name}: {path}]", err=True)
+            slices[name] = cohort_to_slices(read_cohort(path), config)
+    report = run_audit(slices["train"], slices["holdout"], slices["synthetic"], test=slices.get("test"),
+                       generator=generator, model_card=generator.model_card if generator is not None else None,
+                       groups=only, thresholds=overrides, seed=seed, quiet=quiet)
+    paths = write_audit(report, out)
+    click.echo(format_checks(report))
+    click.echo(f"report: {paths['html']}")
+    if report.errors:
+        for name, message in report.errors.items():
+            click.echo(f"error: auditor {name} failed: {message}", err=True)
+        return 2
+    return 0 if report.verdict == "pass" else 1
+
+
+@click.command("audit")
+@click.option("--train", type=click.Path(path_type=Path), required=True, help="Real patients the generator saw.")
+@click.option("--holdout", type=click.Path(path_type=Path), required=True,
+              help="Real patients it never saw (the privacy baseline).")
+@click.option("--synthetic", type=click.Path(path_type=Path), required=True, help="The synthetic cohort to audit.")
+@click.option("--test", type=click.Path(path_type=Path), default=None,
+              help="Real patients for the utility test (neither generator nor segmenter saw them).")
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="The model folder: enables white-box attacks and reuses its preprocessing.")
+@click.option("--only", callback=parse_groups, default=None, metavar="GROUPS",
+              help="Comma list of privacy, fidelity, utility (default: every group present).")
+@click.option("--thresholds", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="TOML file of threshold overrides keyed by check name.")
+@click.option("--size", type=click.IntRange(8, 1024), default=None,
+              help=f"Slice size in pixels (default: the model's, else {DEFAULT_SIZE}).")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars (for CI).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the three report files.")
+def audit_command(train, holdout, synthetic, test, model, only, thresholds, size, seed, quiet, out):
+    """Audit a synthetic cohort: privacy (memorisation, membership inference), fidelity, utility.
+
+    Writes OUT/audit.json, OUT/audit.html (internal: may show real patients) and OUT/junit.xml.
+    Exit 0: every check passes. Exit 1: a check fails. Exit 2: error.
+    """
+    try:
+        code = _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, quiet, out)
+    except CmriError as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = exc.exit_code
+    sys.exit(code)

@@ -37,10 +37,16 @@ def main():
 
 
 def _register():
-    from .commands import inspect_cmd, phantom_cmd
+    # Explicit registration: a command that fails to import breaks the CLI loudly instead of vanishing.
+    from .commands import audit_cmd, inspect_cmd, phantom_cmd, release_cmd, synthesize_cmd, train_cmd
 
     main.add_command(phantom_cmd.phantom_command)
     main.add_command(inspect_cmd.inspect_command)
+    main.add_command(train_cmd.train_command)
+    main.add_command(synthesize_cmd.synthesize_command)
+    main.add_command(audit_cmd.audit_command)
+    main.add_command(release_cmd.release_command)
+    main.add_command(release_cmd.demo_command)
 
 
 _register()

@@ -22,7 +22,7 @@ from cmri_release.labels import NUM_CLASSES
 # or 128 px.
 PRESETS: dict[str, dict] = {
     "tiny": {"channels": (8, 16), "blocks": 1, "emb_dim": 32},  # contract tests only
-    "compact": {"channels": (32, 64, 96), "blocks": 1, "emb_dim": 128},
+    "compact": {"channels": (16, 32, 64, 64), "blocks": 1, "emb_dim": 128},
     "large": {"channels": (64, 128, 256, 256), "blocks": 2, "emb_dim": 256},
 }
 

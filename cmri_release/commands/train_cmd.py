@@ -26,8 +26,8 @@ def _generator_names() -> list[str]:
 @click.option("--size", type=click.IntRange(min=16, max=512), default=64, show_default=True,
               help="Slice size in pixels after preprocessing (a multiple of 16).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--network", type=click.Choice(["compact", "large"]), default=None,
-              help="Network size (default: compact on cpu, large on cuda).")
+@click.option("--network", type=click.Choice(["tiny", "compact", "large"]), default=None,
+              help="Network size (default: compact on cpu, large on cuda; tiny is for tests).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 # DP goes here: --dp, --epsilon E, --delta D, --max-grad-norm C build a generators.DPConfig passed as `privacy`.

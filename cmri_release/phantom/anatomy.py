@@ -289,7 +289,7 @@ _GROUP_PARAMS = {
                 rvef=(0.60, 0.05), shortening=(0.11, 0.02)),
     "MINF": dict(lvedvi=(112, 15), aspect=(2.7, 0.2), wall=(8.0, 0.8), ef=(0.33, 0.05), rvedvi=(85, 12),
                  rvef=(0.50, 0.06), shortening=(0.08, 0.02)),
-    "ARV": dict(lvedvi=(72, 9), aspect=(3.0, 0.2), wall=(8.0, 0.8), ef=(0.58, 0.05), rvedvi=(160, 22),
+    "ARV": dict(lvedvi=(72, 9), aspect=(3.0, 0.2), wall=(8.0, 0.8), ef=(0.58, 0.05), rvedvi=(140, 20),
                 rvef=(0.30, 0.06), shortening=(0.12, 0.02)),
 }
 

@@ -242,8 +242,9 @@ def render_subject(subject_id: str, seed: np.random.SeedSequence, group: str, st
 
     signal = np.stack(signals)  # (phase, z, x, y)
     centre = anatomy.body.centre(float(zs.mean()))
-    gain = bias_field(protocol, u, v, centre, anatomy.body.half_depth)
-    bands = banding_factor(protocol, u, v, anatomy.heart.axis(float(zs.mean())))
+    heart_centre = anatomy.heart.axis(float(zs.mean()))
+    gain = bias_field(protocol, u, v, centre, anatomy.body.half_depth, heart_centre)
+    bands = banding_factor(protocol, u, v, heart_centre)
     if bands is not None:
         gain = gain * bands
     images = acquire(signal, protocol, style, noise_rng, gain)

@@ -104,7 +104,7 @@ def sample_texture(rng, anatomy: Anatomy, u_range, v_range, z_range) -> PatientT
     gain = np.ones(len(Tissue))
     gain[Tissue.FAT] = rng.normal(1.0, 0.07)
     gain[Tissue.MUSCLE] = rng.normal(1.0, 0.08)
-    gain[Tissue.MYOCARDIUM] = rng.normal(1.0, 0.06)
+    gain[Tissue.MYOCARDIUM] = rng.normal(1.0, 0.05)
     gain[Tissue.BLOOD] = rng.normal(1.0, 0.04)
     gain[Tissue.VESSEL] = rng.normal(1.0, 0.1)
     gain[Tissue.LIVER] = rng.normal(1.0, 0.12)  # iron, fat infiltration: livers differ a lot

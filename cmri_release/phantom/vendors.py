@@ -55,27 +55,27 @@ VENDOR_STYLES = {
     style.name: style for style in (
         VendorStyle(
             name="Siemens", letter="A", centres=(("Centre A1", 1.5), ("Centre A2", 3.0)),
-            levels=_levels(lung=0.035, fat=0.92, muscle=0.22, myocardium=0.25, blood=1.0, vessel=0.85,
+            levels=_levels(lung=0.035, fat=0.92, muscle=0.21, myocardium=0.24, blood=1.0, vessel=0.85,
                            liver=0.3, stomach=0.7, marrow=0.55, csf=1.05, bone=0.06, mediastinum=0.45),
-            blood_units=(700.0, 1200.0), noise=0.025, bias=0.55, bias_posterior=0.1,
+            blood_units=(450.0, 900.0), noise=0.022, bias=0.55, bias_posterior=0.1,
             kspace_fraction=(0.85, 0.68), kspace_filter="tukey",
             pixel_mm=(1.3, 1.7), matrix=(208, 224, 256), matrix_aspect=(0.78, 0.9),
             thickness_mm=(6.0, 8.0), gap_mm=(2.0,), n_frames=(25, 30), banding_3t=0.6,
         ),
         VendorStyle(
             name="Philips", letter="B", centres=(("Centre B1", 1.5), ("Centre B2", 3.0)),
-            levels=_levels(lung=0.06, fat=0.72, muscle=0.3, myocardium=0.34, blood=1.0, vessel=0.8,
+            levels=_levels(lung=0.06, fat=0.7, muscle=0.31, myocardium=0.36, blood=1.0, vessel=0.8,
                            liver=0.4, stomach=0.65, marrow=0.5, csf=0.95, bone=0.08, mediastinum=0.4),
-            blood_units=(1900.0, 3400.0), noise=0.035, bias=0.3, bias_posterior=0.45,
+            blood_units=(2000.0, 3600.0), noise=0.035, bias=0.3, bias_posterior=0.45,
             kspace_fraction=(0.6, 0.55), kspace_filter="box",
             pixel_mm=(1.15, 1.4), matrix=(240, 256), matrix_aspect=(1.0, 1.0),
             thickness_mm=(8.0,), gap_mm=(0.0, 2.0), n_frames=(30, 30), banding_3t=0.35,
         ),
         VendorStyle(
             name="GE", letter="C", centres=(("Centre C1", 1.5),),
-            levels=_levels(lung=0.045, fat=1.05, muscle=0.18, myocardium=0.2, blood=1.0, vessel=0.9,
+            levels=_levels(lung=0.045, fat=1.08, muscle=0.16, myocardium=0.175, blood=1.0, vessel=0.9,
                            liver=0.26, stomach=0.75, marrow=0.6, csf=1.1, bone=0.05, mediastinum=0.5),
-            blood_units=(150.0, 260.0), noise=0.05, bias=0.6, bias_posterior=0.0,
+            blood_units=(150.0, 260.0), noise=0.06, bias=0.6, bias_posterior=0.0,
             kspace_fraction=(0.92, 0.8), kspace_filter="fermi",
             pixel_mm=(1.45, 1.8), matrix=(192, 208, 224), matrix_aspect=(1.0, 1.0),
             thickness_mm=(8.0,), gap_mm=(1.0, 2.0), n_frames=(25, 28), banding_3t=0.0,
@@ -84,7 +84,7 @@ VENDOR_STYLES = {
             name="Canon", letter="D", centres=(("Centre D1", 1.5),),
             levels=_levels(lung=0.05, fat=0.85, muscle=0.26, myocardium=0.29, blood=1.0, vessel=0.85,
                            liver=0.34, stomach=0.7, marrow=0.52, csf=1.0, bone=0.07, mediastinum=0.42),
-            blood_units=(380.0, 620.0), noise=0.04, bias=0.45, bias_posterior=0.25,
+            blood_units=(1000.0, 1500.0), noise=0.04, bias=0.45, bias_posterior=0.25,
             kspace_fraction=(0.75, 0.62), kspace_filter="tukey",
             pixel_mm=(1.25, 1.55), matrix=(224, 256), matrix_aspect=(0.85, 1.0),
             thickness_mm=(7.0, 8.0), gap_mm=(1.0, 3.0), n_frames=(25, 30), banding_3t=0.0,
@@ -205,16 +205,21 @@ def sample_protocol(rng, style: VendorStyle, heart: Heart, centre_index: int | N
     )
 
 
-def bias_field(protocol: Protocol, u: np.ndarray, v: np.ndarray, body_centre, body_depth: float) -> np.ndarray:
-    """Receive-coil sensitivity (x, y): brightest at the anterior chest wall (and at the back with a spine coil)."""
-    du = (u[:, None] - body_centre[0]) / body_depth
-    dv = (v[None, :] - body_centre[1]) / body_depth
-    anterior = np.exp(-1.2 * (dv + 1.0))  # decays with depth from the anterior surface (dv = -1)
-    posterior = np.exp(-1.2 * (1.0 - dv))
-    gain = (1.0 - protocol.bias_posterior) * anterior + protocol.bias_posterior * posterior
-    t = protocol.bias_tilt
-    log_gain = protocol.bias * np.log(gain) + t[0] * du + t[1] * dv + t[2] * du * dv
-    field = np.exp(log_gain - log_gain.mean())
+def bias_field(protocol: Protocol, u: np.ndarray, v: np.ndarray, body_centre, body_depth: float,
+               heart) -> np.ndarray:
+    """Receive-coil sensitivity (x, y): brightest at the anterior chest wall (and at the back with a
+    spine coil), 1 at the heart, where the scanner's prescan sets the receiver gain."""
+
+    def log_gain(uu, vv):
+        du = (uu - body_centre[0]) / body_depth
+        dv = (vv - body_centre[1]) / body_depth
+        anterior = np.exp(-1.2 * (dv + 1.0))  # decays with depth from the anterior surface (dv = -1)
+        posterior = np.exp(-1.2 * (1.0 - dv))
+        gain = (1.0 - protocol.bias_posterior) * anterior + protocol.bias_posterior * posterior
+        t = protocol.bias_tilt
+        return protocol.bias * np.log(gain) + t[0] * du + t[1] * dv + t[2] * du * dv
+
+    field = np.exp(log_gain(u[:, None], v[None, :]) - log_gain(heart[0], heart[1]))
     return field.astype(np.float32)
 
 

@@ -248,3 +248,45 @@ def test_static_texture_is_one_field_in_3d():
     assert near > 0.8 and abs(far) < 0.5
     other = SmoothField(np.random.default_rng(2), (-100, 100), (-80, 80), (0, 90), step=6.0)
     assert abs(np.corrcoef(stack[0].ravel(), other.on_slices(u, v, np.array([10.0]))[0].ravel())[0, 1]) < 0.5
+
+
+# --- the command -----------------------------------------------------------------------------------
+def test_phantom_command_writes_a_cohort_that_reads_back(tmp_path):
+    from click.testing import CliRunner
+
+    from cmri_release.cli import main
+    from cmri_release.io import read_cohort
+
+    out = tmp_path / "cohort"
+    result = CliRunner().invoke(main, ["phantom", str(out), "--subjects", "2", "--seed", "3", "--vendors", "C,siemens",
+                                       "--quiet"])
+    assert result.exit_code == 0, result.output
+    back = read_cohort(out)
+    made = make_phantom(2, seed=3, vendors=["GE", "Siemens"])
+    assert back.ids == made.ids and [s.vendor for s in back] == ["GE", "Siemens"]
+    for a, b in zip(back, made):
+        assert (a.group, a.centre, a.n_frames) == (b.group, b.centre, b.n_frames)
+        assert np.allclose(a.affine, b.affine, atol=1e-4)
+        for phase in ("ED", "ES"):
+            assert a.frames[phase].index == b.frames[phase].index
+            assert np.array_equal(a.frames[phase].label, b.frames[phase].label)
+            assert np.array_equal(a.frames[phase].image, b.frames[phase].image)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
+def test_phantom_command_refuses_bad_output_and_vendors(tmp_path):
+    from click.testing import CliRunner
+
+    from cmri_release.cli import main
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["phantom", str(taken), "--subjects", "1", "--quiet"])
+    assert result.exit_code == 2
+    assert "not an empty folder" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert [p.name for p in taken.iterdir()] == ["keep.txt"]
+    result = CliRunner().invoke(main, ["phantom", str(tmp_path / "new"), "--vendors", "Hitachi", "--quiet"])
+    assert result.exit_code == 2 and "unknown vendor" in result.output
+    assert not (tmp_path / "new").exists()

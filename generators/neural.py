@@ -25,8 +25,8 @@ from cmri_release.sliceset import SliceSet
 from .base import DPConfig, Generator
 from .masks import MaskModel
 from .networks import CondUNet, preset
-from .training import (Batch, Objective, TrainSettings, model_to_images, one_hot_tensor, refuse_privacy,
-                       run_training, make_tensors)
+from .training import (Batch, Objective, TrainSettings, model_to_images, one_hot_tensor, run_training,
+                       make_tensors)
 
 # Settings every neural generator takes; a subclass adds its own in EXTRA_DEFAULTS.
 BASE_DEFAULTS: dict = {
@@ -135,6 +135,10 @@ class NeuralGenerator(Generator):
     def _membership_batch(self, batch: Batch, gen: torch.Generator) -> torch.Tensor:
         """(B,) scores, higher = more member-like."""
 
+    def _prepare_private(self, account, seed: int) -> None:
+        """Called by `fit` after the mask model is fitted and before the objectives are built, with the privacy
+        account under DP and None otherwise (a DP GAN draws its fakes' label maps from the DP mask model)."""
+
     def _evaluations_per_sample(self) -> int:
         """Network evaluations one sampled slice costs (benchmarks report it)."""
         return 1
@@ -180,7 +184,6 @@ class NeuralGenerator(Generator):
 
     def fit(self, train: SliceSet, privacy: DPConfig | None = None, *, epochs: int | None = None,
             minutes: float | None = None, device: str = "cpu", seed: int = 0, quiet: bool = False) -> dict:
-        refuse_privacy(privacy)
         labelled = train.labelled()
         if len(labelled) == 0:
             raise ValueError("the training data holds no annotated slices")
@@ -194,22 +197,41 @@ class NeuralGenerator(Generator):
         torch.manual_seed(seed)
         self._build(len(self.vendors))
         self._built = True
+        account = None
+        if privacy is not None:  # patient-level DP: check the networks and the settings before anything is fitted
+            from .dp import open_account, require_dp_compatible
+            require_dp_compatible(self._networks(), self.name)
+            if epochs is None:
+                raise ValueError("DP training needs an epoch budget (--epochs): the noise is calibrated to the "
+                                 "number of steps, which a wall-clock budget does not fix")
+            account = open_account(privacy, n_patients=len(labelled.subjects))
         divisor = max(getattr(m, "divisor", 1) for m in self._networks().values())
         if labelled.size % divisor:
             raise ValueError(f"image size {labelled.size} must be a multiple of {divisor} for this network")
         for m in self._networks().values():
             m.to(device)
         try:  # the mask generator first: it is fast, and a cohort too small for it should say so early
-            self.mask_model = MaskModel().fit(labelled)
+            if account is None:
+                self.mask_model = MaskModel().fit(labelled)
+            else:
+                from .dp.masks import fit_private_mask_model
+                self.mask_model = fit_private_mask_model(labelled, account)
             self.mask_model_error = None
         except ValueError as exc:
             self.mask_model, self.mask_model_error = None, str(exc)
-        self.vendor_stats = vendor_statistics(labelled)
+        if account is None:
+            self.vendor_stats = vendor_statistics(labelled)
+        else:
+            from .dp.metadata import public_vendor_statistics
+            self.vendor_stats = public_vendor_statistics(self.vendors)
+        self._prepare_private(account, seed)
         data = make_tensors(labelled, lambda names: self.vendor_indices(names))
         log = run_training(self._objectives(), data, self._train_settings(), epochs=epochs, minutes=minutes,
-                           seed=seed, device=device, quiet=quiet, privacy=privacy,
+                           seed=seed, device=device, quiet=quiet, privacy=account,
                            ema_modules=self._ema_modules(), description=f"train {self.name}")
         self._card = self._make_card(labelled, log.to_dict(), seed, epochs, minutes, device)
+        if log.privacy is not None:
+            self._card["privacy"] = log.privacy
         return log.to_dict()
 
     def _make_card(self, train: SliceSet, log: dict, seed: int, epochs, minutes, device: str) -> dict:

@@ -3,9 +3,10 @@
 A generator describes its training as one or more `Objective`s (a loss over a batch and the modules it updates:
 one for flow / DDPM / VAE, discriminator then generator for the GAN); this loop owns everything else: batches,
 optimisers, learning-rate warm-up, gradient clipping, EMA, the epoch or wall-clock budget, the progress bar and
-the log. Differential privacy plugs in at two places only, `build_batches` (a patient-level Poisson sampler: one
-DP item = one patient) and `build_optimizer` (Opacus' `PrivacyEngine.make_private_with_epsilon`); until it does,
-asking for it fails.
+the log. Differential privacy (`privacy`, a `generators.dp.PrivacyAccount`) swaps in `generators.dp.PrivateTraining`
+for the batches (Poisson sampling of patients: one DP item = one patient) and for the step of each objective that
+learns from patient data (Opacus' DP optimiser, the noise calibrated to the epoch budget); objectives marked
+`private=False` must touch no patient data and train as usual (a GAN's generator: post-processing).
 """
 from __future__ import annotations
 
@@ -86,6 +87,10 @@ class Objective:
     loss: Callable[[Batch, torch.Generator], torch.Tensor]
     lr: float
     betas: tuple[float, float] = (0.9, 0.999)
+    # Under DP: False for an objective that touches no patient data (trained as usual, post-processing); and a loss
+    # on data-independent inputs only, whose gradient is added after the DP noise (a GAN discriminator on fakes).
+    private: bool = True
+    public_loss: Callable[[torch.Generator], torch.Tensor] | None = None
 
 
 @dataclass
@@ -104,9 +109,11 @@ class TrainLog:
     images_seen: int = 0
     losses: dict[str, list[float]] = field(default_factory=dict)  # per objective, mean loss per epoch
     final_loss: dict[str, float] = field(default_factory=dict)  # per objective, mean over the last steps
+    privacy: dict | None = None  # the privacy ledger of a DP run
 
     def to_dict(self) -> dict:
-        return {"steps": self.steps, "epochs": round(self.epochs, 3), "seconds": round(self.seconds, 2),
+        extra = {} if self.privacy is None else {"privacy": self.privacy}
+        return {**extra, "steps": self.steps, "epochs": round(self.epochs, 3), "seconds": round(self.seconds, 2),
                 "images_per_second": round(self.images_seen / max(self.seconds, 1e-9), 2),
                 "losses_per_epoch": {k: [round(v, 6) for v in vs] for k, vs in self.losses.items()},
                 "final_loss": {k: round(v, 6) for k, v in self.final_loss.items()}}
@@ -158,8 +165,12 @@ def run_training(objectives: list[Objective], data: SliceTensors, settings: Trai
     """Train until `epochs` passes over the data or `minutes` of wall-clock time, whichever comes first.
 
     On return the modules in `ema_modules` hold their EMA weights (what sampling and the model folder use).
+    Under DP, `epochs` is required (the noise is calibrated to the steps it implies); `minutes` may cut the run short,
+    and the ledger then reports the smaller epsilon actually spent.
     """
-    refuse_privacy(privacy)
+    if privacy is not None and epochs is None:
+        raise ValueError("DP training needs an epoch budget (--epochs): the noise is calibrated to the number of "
+                         "steps, which a wall-clock budget does not fix")
     if epochs is None and minutes is None:
         raise ValueError("give a training budget: epochs or minutes")
     if epochs is not None and epochs < 1:
@@ -171,7 +182,11 @@ def run_training(objectives: list[Objective], data: SliceTensors, settings: Trai
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     noise_gen = torch.Generator(device=device).manual_seed(seed)
-    optimizers = [build_optimizer(o) for o in objectives]
+    session = None
+    if privacy is not None:
+        from .dp.engine import PrivateTraining
+        session = PrivateTraining(objectives, data, settings, privacy, epochs=epochs, seed=seed)
+    optimizers = session.optimizers if session else [build_optimizer(o) for o in objectives]
     emas = [EMA(m, settings.ema_decay) for m in ema_modules] if settings.ema_decay else []
     for m in {id(m): m for o in objectives for m in o.modules}.values():
         m.train()
@@ -185,22 +200,27 @@ def run_training(objectives: list[Objective], data: SliceTensors, settings: Trai
     while not done:
         sums = {o.name: 0.0 for o in objectives}
         n_batches = 0
-        for index in build_batches(data, settings.batch_size, rng):
+        for index in (session.batches if session else build_batches(data, settings.batch_size, rng)):
             batch = data.batch(index, device)
             warm = min(1.0, (log.steps + 1) / max(settings.warmup_steps, 1))
             for objective, optimizer in zip(objectives, optimizers):
                 for group in optimizer.param_groups:
                     group["lr"] = objective.lr * warm
                 optimizer.zero_grad(set_to_none=True)
-                loss = objective.loss(batch, noise_gen)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{objective.name} loss became {loss.item()} at step {log.steps}")
-                loss.backward()
-                if settings.grad_clip:
-                    nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                             settings.grad_clip)
-                optimizer.step()
-                value = float(loss.detach())
+                if session is not None:
+                    value = session.step(objective, optimizer, batch, noise_gen, settings.grad_clip)
+                    if value is None:  # an empty Poisson batch: noise only, no loss to log
+                        continue
+                else:
+                    loss = objective.loss(batch, noise_gen)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"{objective.name} loss became {loss.item()} at step {log.steps}")
+                    loss.backward()
+                    if settings.grad_clip:
+                        nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                                 settings.grad_clip)
+                    optimizer.step()
+                    value = float(loss.detach())
                 sums[objective.name] += value
                 recent[objective.name] = (recent[objective.name] + [value])[-50:]
             for ema in emas:
@@ -224,7 +244,10 @@ def run_training(objectives: list[Objective], data: SliceTensors, settings: Trai
             done = True
     bar.close()
     log.seconds = time.perf_counter() - start
-    log.epochs = log.images_seen / len(data)
+    log.epochs = session.epochs_done() if session else log.images_seen / len(data)
+    if session:
+        log.privacy = session.ledger()
+        session.close()
     log.final_loss = {k: float(np.mean(v)) for k, v in recent.items()}
     for ema in emas:
         ema.copy_to_module()

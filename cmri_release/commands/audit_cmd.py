@@ -53,6 +53,23 @@ def parse_groups(ctx, param, value):
     return list(dict.fromkeys(groups))
 
 
+def parse_options(ctx, param, values):
+    """`--option embedding_steps=100` (repeatable) -> {"embedding_steps": 100}; values are read as TOML scalars."""
+    import tomllib
+
+    out = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx=ctx, param=param)
+        try:
+            out[key] = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = raw.strip()
+    return out
+
+
 def _preprocess_config(size: int | None, generator):
     from ..preprocess import PreprocessConfig
 
@@ -68,7 +85,7 @@ def _preprocess_config(size: int | None, generator):
     return PreprocessConfig(**config)
 
 
-def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, quiet, out) -> int:
+def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, quiet, out) -> int:
     from ..audit import known_checks, load_thresholds, run_audit, write_audit
     from ..io import read_cohort
     from ..preprocess import cohort_to_slices
@@ -88,7 +105,7 @@ def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, q
             slices[name] = cohort_to_slices(read_cohort(path), config)
     report = run_audit(slices["train"], slices["holdout"], slices["synthetic"], test=slices.get("test"),
                        generator=generator, model_card=generator.model_card if generator is not None else None,
-                       groups=only, thresholds=overrides, seed=seed, quiet=quiet)
+                       groups=only, thresholds=overrides, seed=seed, options=options, quiet=quiet)
     paths = write_audit(report, out)
     click.echo(format_checks(report))
     click.echo(f"report: {paths['html']}")
@@ -115,16 +132,19 @@ def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, q
 @click.option("--size", type=click.IntRange(8, 1024), default=None,
               help=f"Slice size in pixels (default: the model's, else {DEFAULT_SIZE}).")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--option", "options", multiple=True, callback=parse_options, metavar="KEY=VALUE",
+              help="Auditor budget or tuning option, repeatable: embedding_steps=150, mia_bootstrap=2000, "
+                   "nn_ivf_lists=0 (exact), feature_spaces=['pixels','embedding'], utility_epochs=8.")
 @click.option("--quiet", is_flag=True, help="No progress bars (for CI).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the three report files.")
-def audit_command(train, holdout, synthetic, test, model, only, thresholds, size, seed, quiet, out):
+def audit_command(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, quiet, out):
     """Audit a synthetic cohort: privacy (memorisation, membership inference), fidelity, utility.
 
     Writes OUT/audit.json, OUT/audit.html (internal: may show real patients) and OUT/junit.xml.
     Exit 0: every check passes. Exit 1: a check fails. Exit 2: error.
     """
     try:
-        code = _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, quiet, out)
+        code = _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, quiet, out)
     except CmriError as exc:
         click.echo(f"error: {exc}", err=True)
         code = exc.exit_code

@@ -236,7 +236,7 @@ class Heart:
         zm = self.material_z(z, phase)
         rel = wrap(theta - self.rv_angle)
         half = np.where(rel >= 0, self.rv_half_width[0], self.rv_half_width[1])
-        across = np.clip(1.0 - (rel / half) ** 2, 0.0, None) ** 0.7
+        across = np.clip(1.0 - (rel / half) ** 2, 0.0, None) ** 0.8
         depth = self.rv_depth if depth is None else depth
         d = depth * across * _elliptic_profile(zm, self.rv_length)
         if phase == "ES":
@@ -338,7 +338,7 @@ def sample_body(rng) -> tuple[str, Body]:
         liver_curvature=float(rng.normal(0.006, 0.0015)),
         liver_u=float(rng.normal(-60, 20)),
         stomach_u=float(rng.normal(60, 15)),
-        mediastinum_mm=float(rng.normal(26, 5)),
+        mediastinum_mm=float(rng.normal(19, 4)),
     )
     return sex, body
 
@@ -381,7 +381,7 @@ def sample_heart(rng, group: str, body: Body) -> Heart:
         shortening=_normal(rng, p["shortening"], 0.02, 0.2),
         lv_contraction=1.0,
         rv_angle=float(septal + rng.normal(0.15, 0.1)),
-        rv_half_width=(float(rng.normal(1.75, 0.15) * rv_scale ** 0.3), float(rng.normal(1.35, 0.12) * rv_scale ** 0.3)),
+        rv_half_width=(float(rng.normal(1.5, 0.15) * rv_scale ** 0.3), float(rng.normal(1.15, 0.12) * rv_scale ** 0.3)),
         rv_depth=1.0,
         rv_length=float(rng.uniform(0.72, 0.85) * aspect * radius),
         rv_wall_mm=float(rng.normal(3.5, 0.4) * (0.75 if group == "ARV" else 1.0)),

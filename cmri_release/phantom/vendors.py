@@ -56,7 +56,7 @@ VENDOR_STYLES = {
         VendorStyle(
             name="Siemens", letter="A", centres=(("Centre A1", 1.5), ("Centre A2", 3.0)),
             levels=_levels(lung=0.035, fat=0.92, muscle=0.21, myocardium=0.24, blood=1.0, vessel=0.85,
-                           liver=0.3, stomach=0.7, marrow=0.55, csf=1.05, bone=0.06, mediastinum=0.45),
+                           liver=0.3, stomach=0.7, marrow=0.55, csf=1.05, bone=0.06, mediastinum=0.36),
             blood_units=(450.0, 900.0), noise=0.022, bias=0.55, bias_posterior=0.1,
             kspace_fraction=(0.85, 0.68), kspace_filter="tukey",
             pixel_mm=(1.3, 1.7), matrix=(208, 224, 256), matrix_aspect=(0.78, 0.9),
@@ -65,7 +65,7 @@ VENDOR_STYLES = {
         VendorStyle(
             name="Philips", letter="B", centres=(("Centre B1", 1.5), ("Centre B2", 3.0)),
             levels=_levels(lung=0.06, fat=0.7, muscle=0.31, myocardium=0.36, blood=1.0, vessel=0.8,
-                           liver=0.4, stomach=0.65, marrow=0.5, csf=0.95, bone=0.08, mediastinum=0.4),
+                           liver=0.4, stomach=0.65, marrow=0.5, csf=0.95, bone=0.08, mediastinum=0.38),
             blood_units=(2000.0, 3600.0), noise=0.035, bias=0.3, bias_posterior=0.45,
             kspace_fraction=(0.6, 0.55), kspace_filter="box",
             pixel_mm=(1.15, 1.4), matrix=(240, 256), matrix_aspect=(1.0, 1.0),
@@ -74,7 +74,7 @@ VENDOR_STYLES = {
         VendorStyle(
             name="GE", letter="C", centres=(("Centre C1", 1.5),),
             levels=_levels(lung=0.045, fat=1.08, muscle=0.16, myocardium=0.175, blood=1.0, vessel=0.9,
-                           liver=0.26, stomach=0.75, marrow=0.6, csf=1.1, bone=0.05, mediastinum=0.5),
+                           liver=0.26, stomach=0.75, marrow=0.6, csf=1.1, bone=0.05, mediastinum=0.32),
             blood_units=(150.0, 260.0), noise=0.06, bias=0.6, bias_posterior=0.0,
             kspace_fraction=(0.92, 0.8), kspace_filter="fermi",
             pixel_mm=(1.45, 1.8), matrix=(192, 208, 224), matrix_aspect=(1.0, 1.0),
@@ -83,7 +83,7 @@ VENDOR_STYLES = {
         VendorStyle(
             name="Canon", letter="D", centres=(("Centre D1", 1.5),),
             levels=_levels(lung=0.05, fat=0.85, muscle=0.26, myocardium=0.29, blood=1.0, vessel=0.85,
-                           liver=0.34, stomach=0.7, marrow=0.52, csf=1.0, bone=0.07, mediastinum=0.42),
+                           liver=0.34, stomach=0.7, marrow=0.52, csf=1.0, bone=0.07, mediastinum=0.36),
             blood_units=(1000.0, 1500.0), noise=0.04, bias=0.45, bias_posterior=0.25,
             kspace_fraction=(0.75, 0.62), kspace_filter="tukey",
             pixel_mm=(1.25, 1.55), matrix=(224, 256), matrix_aspect=(0.85, 1.0),

@@ -268,7 +268,8 @@ def run_release(spec: ReleaseSpec, quiet: bool = True, on_stage=None) -> Release
             report = run_audit(data.train, data.holdout, synthetic, test=data.test, generator=gen,
                                model_card=gen.model_card, groups=list(spec.audit.groups),
                                thresholds=dict(spec.thresholds), seed=spec.seed,
-                               options={"utility_epochs": spec.audit.utility_epochs}, quiet=quiet)
+                               options={"utility_epochs": spec.audit.utility_epochs}, quiet=quiet,
+                               device=spec.generator.device)
         with stages("audit report"):
             _write_audit_folder(report, gen, trained, spec.export.audit_path)
             outcome.audit_dir = spec.export.audit_path

@@ -1,0 +1,180 @@
+"""The release gate end to end on a tiny phantom: released, blocked, crashed; nothing exported unless released.
+
+One generator is trained once per module (the passing release); the other cases load it from the audit folder
+(`[generator] model`), so each costs an audit, not a training run.
+"""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pydicom
+import pytest
+from click.testing import CliRunner
+
+from cmri_release import export
+from cmri_release.commands.release_cmd import demo_command, release_command
+from cmri_release.export import verify_manifest
+from cmri_release.io import read_cohort
+from cmri_release.release import run_release
+from cmri_release.spec import default_spec, load_spec, parse_spec
+
+TINY = """
+seed = 0
+[data]
+size = 32
+[data.phantom]
+subjects = 12
+[generator]
+{generator}
+[synthesis]
+subjects = 4
+[audit]
+groups = {groups}
+utility_epochs = 1
+[thresholds]
+{thresholds}
+[export]
+out = "{out}"
+formats = ["nifti", "dicom"]
+"""
+TRAIN = "epochs = 2"
+
+
+def write_spec(folder: Path, out="release", generator=TRAIN, groups='["privacy", "fidelity", "utility"]',
+               thresholds="") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "spec.toml"
+    path.write_text(TINY.format(out=out, generator=generator, groups=groups, thresholds=thresholds))
+    return path
+
+
+def hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    """A release that passes; thresholds of the tiny run's fidelity/utility checks are relaxed to what a 2-epoch
+    generator on 6 patients reaches (the test is about the gate's mechanics, the demo about quality)."""
+    folder = tmp_path_factory.mktemp("pass")
+    relaxed = "\n".join(f'"{name}" = {value}' for name, value in {
+        "fidelity.mask_dice_ratio": 0.0, "fidelity.segmenter_real_dice": 0.0, "fidelity.fd_ratio_segmenter": 1e9,
+        "fidelity.fd_ratio_embedding": 1e9, "fidelity.intensity_w1_ratio": 1e9, "fidelity.precision_ratio": 0.0,
+        "fidelity.coverage_ratio": 0.0, "fidelity.diversity_ratio": 0.0, "utility.tstr_dice_ratio": 0.0}.items())
+    spec = load_spec(write_spec(folder, thresholds=relaxed))
+    outcome = run_release(spec, quiet=True)
+    return folder, spec, outcome
+
+
+@pytest.mark.slow
+def test_a_passing_release_is_complete(released):
+    folder, spec, outcome = released
+    assert outcome.status == "released" and outcome.exit_code == 0, outcome.message
+    out = folder / "release"
+    assert outcome.release_dir == out and hidden(folder) == []
+    assert sorted(p.name for p in out.iterdir()) == ["data", "datasheet.html", "dicom", "manifest.json"]
+    assert verify_manifest(out) == []
+    cohort = read_cohort(out / "data")
+    assert len(cohort) == 4 and all(sid.startswith("syn-0-") for sid in cohort.ids)
+    ds = pydicom.dcmread(next((out / "dicom").rglob("*.dcm")))
+    assert ds.PatientIdentityRemoved == "YES" and ds.PatientID in cohort.ids
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["verdict"] == "pass" and manifest["checks"] == outcome.checks
+    assert {c["name"].split(".")[0] for c in manifest["checks"]} == {"privacy", "fidelity", "utility"}
+    assert manifest["privacy_ledger"]["unit"] == "patient"
+    assert manifest["seeds"]["phantom"] == 0 and manifest["spec"]["thresholds"] == dict(spec.thresholds)
+    # Real phantom patient ids never reach the public release.
+    blob = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+    assert b"ph0000-" not in blob
+    audit = folder / "release.audit"
+    assert {"audit.json", "audit.html", "junit.xml", "model"} <= {p.name for p in audit.iterdir()}
+    assert set(outcome.stage_seconds) == {"data", "train", "synthesise", "audit", "audit report", "export"}
+
+
+@pytest.mark.slow
+def test_a_threshold_no_cohort_meets_blocks(released, tmp_path):
+    model = released[0] / "release.audit" / "model"
+    spec = load_spec(write_spec(tmp_path, generator=f'model = "{model}"', groups='["privacy"]',
+                                thresholds='"privacy.mia_auc" = -1.0'))
+    outcome = run_release(spec, quiet=True)
+    assert outcome.status == "blocked" and outcome.exit_code == 1
+    assert not (tmp_path / "release").exists() and hidden(tmp_path) == []
+    failed = {c["name"] for c in outcome.failed_checks}
+    assert failed == {"privacy.mia_auc"}
+    assert "privacy.mia_auc = " in outcome.message and "needs <= -1 (off by" in outcome.message
+    audit = json.loads((tmp_path / "release.audit" / "audit.json").read_text())
+    assert audit["verdict"] == "fail"
+    junit = ET.parse(tmp_path / "release.audit" / "junit.xml").getroot()
+    failures = [tc.get("name") for tc in junit.iter("testcase") if tc.find("failure") is not None]
+    assert any("privacy.mia_auc" in name for name in failures)
+    assert "model" not in {p.name for p in (tmp_path / "release.audit").iterdir()}  # loaded, not trained
+
+
+@pytest.mark.slow
+def test_a_crash_during_export_leaves_no_release(released, tmp_path, monkeypatch):
+    model = released[0] / "release.audit" / "model"
+    spec = load_spec(write_spec(tmp_path, generator=f'model = "{model}"', groups='["privacy"]'))
+    real = export.write_dicom_release
+
+    def crash_midway(cohort, folder):
+        real(type(cohort)(cohort.subjects[:1]), folder)  # some files are on disk when the crash comes
+        raise OSError("injected: disk full")
+
+    monkeypatch.setattr(export, "write_dicom_release", crash_midway)
+    outcome = run_release(spec, quiet=True)
+    assert outcome.status == "error" and outcome.exit_code == 2 and outcome.failed_stage == "export"
+    assert "injected: disk full" in outcome.message
+    assert not (tmp_path / "release").exists() and hidden(tmp_path) == []
+    assert (tmp_path / "release.audit" / "audit.json").exists()  # the audit is kept whatever happens next
+
+
+@pytest.mark.slow
+def test_a_crash_in_an_early_stage_is_an_error(released, tmp_path, monkeypatch):
+    import generators.synthesis
+
+    model = released[0] / "release.audit" / "model"
+    spec = load_spec(write_spec(tmp_path, generator=f'model = "{model}"', groups='["privacy"]'))
+    monkeypatch.setattr(generators.synthesis, "synthesize", lambda *a, **k: 1 / 0)
+    outcome = run_release(spec, quiet=True)
+    assert outcome.status == "error" and outcome.failed_stage == "synthesise"
+    assert outcome.message.startswith("unexpected ZeroDivisionError")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]
+
+
+@pytest.mark.slow
+def test_cli_exit_codes_and_table(released, tmp_path):
+    model = released[0] / "release.audit" / "model"
+    spec_file = write_spec(tmp_path, generator=f'model = "{model}"', groups='["privacy"]',
+                           thresholds='"privacy.near_copy_rate" = -0.5')
+    result = CliRunner().invoke(release_command, [str(spec_file), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "BLOCKED: nothing exported" in result.stdout and "privacy.near_copy_rate" in result.stdout
+    assert "FAIL by" in result.stdout and "total" in result.stdout
+    assert not (tmp_path / "release").exists()
+
+
+def test_existing_release_folder_is_refused_before_any_work(tmp_path):
+    spec = load_spec(write_spec(tmp_path))
+    (tmp_path / "release").mkdir()
+    outcome = run_release(spec, quiet=True)
+    assert outcome.status == "error" and "already exists" in outcome.message
+    assert outcome.stage_seconds == {}
+
+
+def test_bad_spec_exits_2_with_one_line(tmp_path):
+    spec_file = write_spec(tmp_path, generator="epochz = 2")
+    result = CliRunner().invoke(release_command, [str(spec_file)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "[generator] epochz: unknown key (did you mean 'epochs'?)" in result.stderr
+
+
+def test_demo_writes_the_default_spec(tmp_path):
+    target = tmp_path / "my.toml"
+    result = CliRunner().invoke(demo_command, ["--write-spec", str(target)])
+    assert result.exit_code == 0, result.output
+    assert parse_spec(target.read_text(), base_dir=tmp_path) == default_spec(tmp_path)
+    again = CliRunner().invoke(demo_command, ["--write-spec", str(target)])
+    assert again.exit_code == 2 and "already exists" in again.stderr

@@ -1,0 +1,64 @@
+"""Validation with ground truth from the phantom: the privacy audit must fail copies and pass new patients.
+
+Real patients: 24 of one phantom seed (12 train, 12 holdout). 'Synthetic' cohorts:
+- copies: every training patient, shifted (up to 1 px at 32 px), rotated (up to 5 degrees), rescaled
+  (+-10%) and noised;
+- minority: 9 such copies mixed with 21 new patients (30% copies);
+- new: 24 patients of another phantom seed, from the same population (an ideal honest generator).
+The embedding is trained once on the training split and shared by the three audits (it only sees train).
+"""
+from __future__ import annotations
+
+import pytest
+
+from auditors.base import AuditContext
+from auditors.features import EmbeddingConfig, train_embedder
+from auditors.runner import run_auditors, verdict
+from cmri_release.sliceset import SliceSet
+
+OPTIONS = {"mia_bootstrap": 1000}
+
+
+@pytest.fixture(scope="module")
+def embedder(phantom_slices):
+    train, _, _ = phantom_slices
+    return train_embedder(train.images, EmbeddingConfig(steps=60), seed=0, quiet=True)
+
+
+def _audit(phantom_slices, embedder, synthetic):
+    train, holdout, _ = phantom_slices
+    ctx = AuditContext(train=train, holdout=holdout, synthetic=synthetic, seed=0, quiet=True, options=OPTIONS,
+                       cache={"embedding": embedder})
+    results = run_auditors(ctx, ["privacy"])
+    assert not [r.error for r in results if r.error]
+    return verdict(results), {c.name: c for r in results for c in r.checks}, results
+
+
+def test_copies_of_every_training_patient_fail(phantom_slices, embedder, copies):
+    train, _, _ = phantom_slices
+    result, checks, _ = _audit(phantom_slices, embedder, copies(train, seed=5))
+    assert result == "fail"
+    assert not checks["privacy.near_copy_rate"].passed
+    assert not checks["privacy.closer_to_train_share"].passed
+    assert not checks["privacy.mia_auc"].passed
+
+
+def test_a_minority_of_copies_among_new_patients_fails(phantom_slices, embedder, copies):
+    train, _, new = phantom_slices
+    copied = copies(train.for_subjects(train.subjects[:9]), seed=6)
+    synthetic = SliceSet.concat([copied, new.for_subjects(new.subjects[:21])])
+    result, checks, results = _audit(phantom_slices, embedder, synthetic)
+    assert result == "fail"
+    assert not checks["privacy.near_copy_rate"].passed
+    spaces = results[0].metrics["feature_spaces"]
+    # The near-copy rule finds the copied patients and (about) nothing else, in the pixel and embedding spaces.
+    assert all(8 <= spaces[s]["near_copy_patients"] <= 11 for s in spaces), {s: spaces[s]["near_copy_patients"]
+                                                                             for s in spaces}
+
+
+def test_new_patients_from_the_same_population_pass(phantom_slices, embedder):
+    _, _, new = phantom_slices
+    result, checks, results = _audit(phantom_slices, embedder, new.for_subjects(new.subjects[:24]))
+    assert result == "pass", {name: (c.value, c.threshold) for name, c in checks.items()}
+    spaces = results[0].metrics["feature_spaces"]
+    assert all(spaces[s]["near_copy_rate_slices"] < 0.12 for s in spaces)  # about the 5% real-data baseline

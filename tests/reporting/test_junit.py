@@ -1,0 +1,27 @@
+import xml.etree.ElementTree as ET
+
+from cmri_release.audit import AuditReport
+from cmri_release.reporting.junit import write_junit
+
+
+def test_one_testcase_per_check_failures_and_errors(tmp_path, report):
+    root = ET.parse(write_junit(report, tmp_path / "junit.xml")).getroot()  # well-formed despite '<', '&', NUL
+    cases = {tc.get("name"): tc for tc in root.iter("testcase")}
+    assert set(cases) == {"privacy.near_copy_rate", "privacy.mia_auc", "fidelity.boom_completed"}
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("3", "1", "1")
+    assert cases["privacy.near_copy_rate"].find("failure") is None and cases["privacy.near_copy_rate"].find(
+        "error") is None
+    failure = cases["privacy.mia_auc"].find("failure")
+    assert failure.get("message") == "privacy.mia_auc = 0.91, needs <= 0.6"
+    assert "<script>" in failure.text and "gan_leaks & co" in failure.text  # escaped in the file, intact when parsed
+    error = cases["fidelity.boom_completed"].find("error")
+    assert "RuntimeError: <disk> &" in error.get("message") and "\x00" not in error.text
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    assert suites["cmri-release audit: privacy"].get("tests") == "2"
+    assert cases["privacy.mia_auc"].get("classname") == "privacy.membership_inference"
+
+
+def test_an_audit_without_checks_is_an_error_for_ci(tmp_path):
+    empty = AuditReport(results=[], verdict="fail", groups=[], thresholds={}, timings={"total": 0.0})
+    root = ET.parse(write_junit(empty, tmp_path / "junit.xml")).getroot()
+    assert root.get("errors") == "1" and root.find(".//error").get("message") == "the audit ran no check at all"

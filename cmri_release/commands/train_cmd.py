@@ -1,4 +1,5 @@
-"""`cmri-release train DATA --generator NAME --out MODEL`: fit a generator on a cohort's annotated slices."""
+"""`cmri-release train DATA --generator NAME --out MODEL [--dp --epsilon E ...]`: fit a generator on a cohort's
+annotated slices, optionally with patient-level differential privacy (generators/dp, docs/differential-privacy.md)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,8 +31,18 @@ def _generator_names() -> list[str]:
               help="Network size (default: compact on cpu, large on cuda; tiny is for tests).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-# DP goes here: --dp, --epsilon E, --delta D, --max-grad-norm C build a generators.DPConfig passed as `privacy`.
-def train_command(data, generator_name, out, epochs, minutes, size, device, network, seed, quiet):
+@click.option("--dp", is_flag=True, help="Patient-level differential privacy (DP-SGD with Opacus); needs --epsilon "
+                                        "and --epochs.")
+@click.option("--epsilon", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Target epsilon per patient (the larger of the PRV and RDP accountants' stays at or below it).")
+@click.option("--delta", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=None,
+              help="Delta (default and maximum: 1 / (10 x training patients)).")
+@click.option("--max-grad-norm", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Clipping bound of each patient's gradient.")
+@click.option("--accountant", type=click.Choice(["prv", "rdp"]), default="prv", show_default=True,
+              help="The accountant Opacus tracks; the ledger reports both.")
+def train_command(data, generator_name, out, epochs, minutes, size, device, network, seed, quiet, dp, epsilon, delta,
+                  max_grad_norm, accountant):
     """Train a generator on the annotated slices of DATA and save it to a model folder."""
     import torch
 
@@ -43,6 +54,7 @@ def train_command(data, generator_name, out, epochs, minutes, size, device, netw
 
     if epochs is not None and minutes is not None:
         raise click.UsageError("give --epochs or --minutes, not both")
+    privacy = _privacy_settings(dp, epsilon, delta, max_grad_norm, accountant, epochs)
     if epochs is None and minutes is None:
         minutes = DEFAULT_MINUTES
     if size % 16:
@@ -50,7 +62,6 @@ def train_command(data, generator_name, out, epochs, minutes, size, device, netw
     if device == "cuda" and not torch.cuda.is_available():
         raise CmriError("--device cuda: no CUDA device is available here")
     check_output(out)  # fail before training, not after, when OUT is taken
-    privacy = None
     config = PreprocessConfig(size=size)
     slices = cohort_to_slices(read_cohort(data), config)
     if not slices.has_label.any():
@@ -67,6 +78,33 @@ def train_command(data, generator_name, out, epochs, minutes, size, device, netw
     click.echo(f"trained {generator_name} on {card['training_data']['n_subjects']} subjects "
                f"({card['training_data']['n_slices']} slices, {size} px) in {log['seconds']:.0f} s: "
                f"{log['epochs']:.1f} epochs, {log['steps']} steps, loss {loss} -> {out}")
+    ledger = card.get("privacy", {})
+    if ledger.get("dp"):
+        click.echo(f"privacy: epsilon {ledger['epsilon']:.3g} per patient at delta {ledger['delta']:.3g} "
+                   f"(PRV {_fmt(ledger['epsilon_prv'])}, RDP {_fmt(ledger['epsilon_rdp'])}; target {epsilon:g}), "
+                   f"noise {ledger['noise_multiplier']:.3g}, sample rate {ledger['sample_rate']:.3g}, "
+                   f"{ledger['steps']} steps")
     if card["mask_generator"]["kind"] is None:
         click.echo(f"warning: no mask generator ({card['mask_generator']['reason']}); synthesize will need --masks",
                    err=True)
+
+
+def _fmt(value) -> str:
+    return "failed" if value is None else f"{value:.3g}"
+
+
+def _privacy_settings(dp: bool, epsilon, delta, max_grad_norm: float, accountant: str, epochs):
+    """The DPConfig for --dp, after the checks the command line can make before reading any data."""
+    from generators import DPConfig
+
+    if not dp:
+        given = [flag for flag, value in (("--epsilon", epsilon), ("--delta", delta)) if value is not None]
+        if given:
+            raise click.UsageError(f"{' and '.join(given)} only apply with --dp")
+        return None
+    if epsilon is None:
+        raise click.UsageError("--dp needs --epsilon (the privacy budget per patient, e.g. --epsilon 3)")
+    if epochs is None:
+        raise click.UsageError("--dp needs --epochs: the noise is calibrated to the number of steps, which a "
+                               "wall-clock budget does not fix")
+    return DPConfig(epsilon=float(epsilon), delta=delta, max_grad_norm=float(max_grad_norm), accountant=accountant)

@@ -32,14 +32,15 @@ POSITION_TERMS = 3
 HARMONICS = 1
 MIN_PATIENTS = 3
 
-# Textbook adult heart, millimetres (ED; ES scales the cavity and thickens the wall): LV cavity radius at the base,
-# tapering towards the apex; myocardial wall; mean RV width around the heart (the RV lies on one side only, and its
-# side depends on the image orientation, so the reference spreads it evenly).
-REF_LV_RADIUS_MM = 24.0
-REF_APEX_TAPER = 0.55
+# Textbook adult heart, millimetres (ED; ES scales the cavity and thickens the wall): LV cavity radius at the base
+# (end-diastolic diameter ~50-55 mm), tapering towards the apex; myocardial wall ~9 mm; the RV cavity's width
+# averaged around the heart (~25 mm over a third of the circle at the base, vanishing at the apex; its side depends
+# on the image orientation, so the reference spreads it evenly).
+REF_LV_RADIUS_MM = 27.0
+REF_APEX_TAPER = 0.8
 REF_WALL_MM = {"ED": 9.0, "ES": 12.0}
 REF_ES_CAVITY = 0.72
-REF_RV_WIDTH_MM = 5.0
+REF_RV_WIDTH_MM = 9.0
 REF_SLICES = 10
 BLOCKS = ("centre", "endo", "epi", "rv_in", "rv_w", "count")
 
@@ -107,7 +108,7 @@ def reference_vector(fov_mm: float) -> np.ndarray:
         for j in range(N_POSITIONS):
             rows.append(np.concatenate([[0.5 * fov_mm, 0.5 * fov_mm], np.full(N_SECTORS, cavity[j]),
                                         np.full(N_SECTORS, epi[j]), np.full(N_SECTORS, epi[j]),
-                                        np.full(N_SECTORS, REF_RV_WIDTH_MM)]) / fov_mm)
+                                        np.full(N_SECTORS, REF_RV_WIDTH_MM * (1 - pos[j]))]) / fov_mm)
         parts.append(np.concatenate(rows))
     return np.concatenate(parts + [[REF_SLICES]])
 

@@ -130,7 +130,7 @@ class Embedder:
                 "config": asdict(self.config), "training": self.log}
 
     @torch.no_grad()
-    def transform(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    def transform(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         images = np.asarray(images, dtype=np.float32)
         if images.ndim != 3:
             raise ValueError(f"images must be (N, H, W), got shape {images.shape}")

@@ -20,19 +20,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cmri_release.errors import CmriError
 from cmri_release.labels import NUM_CLASSES
 from cmri_release.sliceset import SliceSet
-
-
-class PrivacyUnavailableError(CmriError):
-    """Raised when DP training is requested before the DP training path exists (never silently ignored)."""
-
-
-def refuse_privacy(privacy) -> None:
-    if privacy is not None:
-        raise PrivacyUnavailableError(
-            "DP training is not available yet: train without --dp, or wait for the patient-level DP-SGD path")
 
 
 @dataclass

@@ -12,11 +12,10 @@ import pytest
 import torch
 
 import generators
-from generators import DPConfig, create_generator, load_generator
+from generators import create_generator, load_generator
 from generators.ddpm import DDPM
 from generators.flow import FlowMatching
 from generators.gan import ConditionalGAN
-from generators.training import PrivacyUnavailableError
 from generators.vae import ConditionalVAE
 
 DIRECT = {"flow": FlowMatching, "ddpm": DDPM, "vae": ConditionalVAE, "gan": ConditionalGAN}
@@ -120,12 +119,6 @@ def test_model_card(fitted, toy_train):
         text = path.read_bytes()
         assert not any(sid.encode() in text for sid in toy_train.subjects), path.name
     assert loaded.model_card["training_data"] == card["training_data"]
-
-
-def test_dp_is_refused_until_it_exists(toy_train):
-    gen = create_generator("flow", **tiny_config("flow"))
-    with pytest.raises(PrivacyUnavailableError, match="DP training is not available yet"):
-        gen.fit(toy_train, DPConfig(epsilon=8.0), epochs=1, quiet=True)
 
 
 def test_networks_pass_opacus_validation(fitted):

@@ -198,6 +198,11 @@ class ConvEncoder(nn.Module):
         self.head = nn.Conv2d(c, 2 * latent_channels, 3, padding=1)
         self.reduction = 2 ** len(channels)
 
+    @property
+    def divisor(self) -> int:
+        """Input height and width must be multiples of this."""
+        return self.reduction
+
     def forward(self, x, cond):
         return self.head(self.body(torch.cat([x, cond], dim=1))).chunk(2, dim=1)
 

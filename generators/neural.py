@@ -95,8 +95,7 @@ class NeuralGenerator(Generator):
         if unknown:
             raise ValueError(f"unknown setting(s) {unknown} for generator {self.name!r}; known: {sorted(defaults)}")
         self.config = {**defaults, **config}
-        if self.config["network"] not in ("tiny", "compact", "large"):
-            preset(self.config["network"])  # raises with the known names
+        preset(self.config["network"])  # an unknown preset raises here, with the known names
         self.device = "cpu"
         self.vendors: list[str] = []
         self.image_size: int | None = None

@@ -36,7 +36,6 @@ class ConditionalVAE(NeuralGenerator):
         c = int(self.config["latent_channels"])
         self.encoder = ConvEncoder(in_channels=1, latent_channels=c, channels=tuple(self.config["encoder_channels"]))
         self.decoder = self._unet(in_channels=c, time_conditioned=False)
-        self.encoder.divisor = self.encoder.reduction
 
     def _networks(self):
         return {"encoder": self.encoder, "decoder": self.decoder}

@@ -94,12 +94,32 @@ def subject_entries(path) -> tuple[str, list[SubjectEntry]]:
     elif layout == "mnms2":
         entries = [SubjectEntry(f, partial(mnms.read_mnms2_subject, f, meta)) for f, meta in mnms.mnms2_entries(root)]
     else:
-        sources, errors = dicom.scan_dicom_folder(root)
-        entries = [SubjectEntry(Path(e.path), partial(_raise, e)) for e in errors]
-        entries += [SubjectEntry(src.folder, partial(dicom.read_dicom_subject, sid, src)) for sid, src in sources]
+        entries = _dicom_entries(root)
     if not entries:
         raise InputError(root, f"no subjects found ({layout} layout)")
     return layout, entries
+
+
+def _dicom_entries(root: Path) -> list[SubjectEntry]:
+    """One entry per bad file, then one per patient. A patient whose folder holds a bad file reports that file
+    (the cause) instead of being read without it, which would blame a symptom such as a missing slice."""
+    sources, errors = dicom.scan_dicom_folder(root)
+    folders = [src.folder for _, src in sources]
+    blamed: dict[Path, InputError] = {}
+    entries = []
+    for error in errors:
+        owners = [f for f in folders if Path(error.path).is_relative_to(f)]
+        deepest = max(owners, key=lambda f: len(f.parts), default=None)
+        if deepest is not None and sum(f == deepest for f in folders) == 1 and deepest not in blamed:
+            blamed[deepest] = error
+        else:
+            entries.append(SubjectEntry(Path(error.path), partial(_raise, error)))
+    for sid, src in sources:
+        if src.folder in blamed:
+            entries.append(SubjectEntry(Path(blamed[src.folder].path), partial(_raise, blamed[src.folder])))
+        else:
+            entries.append(SubjectEntry(src.folder, partial(dicom.read_dicom_subject, sid, src)))
+    return entries
 
 
 def duplicate_id_problem(subject_id: str, source: Path, seen: dict[str, Path]) -> InputError | None:

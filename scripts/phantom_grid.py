@@ -2,8 +2,8 @@
 
     python scripts/phantom_grid.py OUT.png [--per-vendor 2] [--seed 0] [--vendors Siemens,Philips,GE]
 
-Each row is one subject; columns are the ED base, mid and apical slices, then ES at the same
-mid slice and a zoom on the heart at ED and ES. Contours: RV yellow, MYO green, LV red.
+Each row is one subject; columns are the ED base, mid and apical slices, ES at the base and at
+the mid slice, and a zoom on the heart at ED and ES. Contours: RV yellow, MYO green, LV red.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def main(argv=None):
     vendors = [v for v in args.vendors.split(",") if v]
     cohort = make_phantom(args.per_vendor * len(vendors), args.seed, vendors=vendors)
     subjects = sorted(cohort, key=lambda s: s.vendor)
-    fig, axes = plt.subplots(len(subjects), 6, figsize=(18, 3.1 * len(subjects)))
+    fig, axes = plt.subplots(len(subjects), 7, figsize=(21, 3.1 * len(subjects)))
     axes = np.atleast_2d(axes)
     for row, subject in zip(axes, subjects):
         ed, es = subject.frames["ED"], subject.frames["ES"]
@@ -53,13 +53,14 @@ def main(argv=None):
         name = f"{subject.id} {subject.vendor} {subject.group}"
         for ax, (k, tag) in zip(row[:3], ((0, "base"), (mid, "mid"), (nz - 1, "apex"))):
             _show(ax, ed.image[:, :, k], ed.label[:, :, k], f"{name} ED {tag} z{k}")
-        _show(row[3], es.image[:, :, mid], es.label[:, :, mid], f"ES mid z{mid}")
+        _show(row[3], es.image[:, :, 0], es.label[:, :, 0], "ES base z0")
+        _show(row[4], es.image[:, :, mid], es.label[:, :, mid], f"ES mid z{mid}")
         xs, ys = np.nonzero(ed.label[:, :, mid])
         half = int(70 / subject.spacing[0])
         cx, cy = int(xs.mean()), int(ys.mean())
         win = ((max(cy - half, 0), cy + half), (max(cx - half, 0), cx + half))
-        _show(row[4], ed.image[:, :, mid], ed.label[:, :, mid], "ED mid zoom", win)
-        _show(row[5], es.image[:, :, mid], es.label[:, :, mid], "ES mid zoom", win)
+        _show(row[5], ed.image[:, :, mid], ed.label[:, :, mid], "ED mid zoom", win)
+        _show(row[6], es.image[:, :, mid], es.label[:, :, mid], "ES mid zoom", win)
     fig.tight_layout()
     fig.savefig(args.out, dpi=80)
     print(f"wrote {args.out} ({len(subjects)} subjects)")

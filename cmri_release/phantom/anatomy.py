@@ -240,8 +240,28 @@ class Heart:
         depth = self.rv_depth if depth is None else depth
         d = depth * across * _elliptic_profile(zm, self.rv_length)
         if phase == "ES":
-            d = d * (self.rv_contraction if k is None else k)
+            d = d * (self.rv_contraction if k is None else k) * (1.0 - self.valve_gap(z, phase))
         return d
+
+    def valve_gap(self, z, phase):
+        """Fraction (0-1) of the basal ring missing because the slice lies above the valve plane.
+
+        At ES the base has descended: a slice above the new valve plane cuts the atrium through the
+        open mitral ring, so only an arc of the ventricle is left; 12 mm above it nothing is.
+        """
+        if phase == "ED":
+            return np.zeros(np.shape(z))
+        s = self.shortening
+        above = (s * self.length - np.asarray(z, dtype=float)) / (1.0 - s)
+        return np.clip(above / 12.0, 0.0, 1.0)
+
+    def mitral_angle(self) -> float:
+        """Where the basal ring opens to the atrium: lateral of the atrium, away from the septum."""
+        return self.atrium_angle - 0.4
+
+    def lv_labelled(self, z, phase):
+        """Annotators label the LV (cavity and wall) in a basal slice only while most of its ring is there."""
+        return self.valve_gap(z, phase) < 0.4
 
     def outflow_open(self, theta, z, phase):
         """True where the basal myocardial ring is open towards the outflow tract."""
@@ -258,7 +278,8 @@ class Heart:
         """LV cavity volume (ml) over the whole ventricle, by integration in polar coordinates."""
         th, zs, dz = self._grid()
         endo, _ = self.lv_radii(th, zs, phase, k=k)
-        return float(np.mean(endo**2, axis=1).sum() * np.pi * dz / 1000.0)
+        visible = (1.0 - self.valve_gap(zs[:, 0], phase)) * self.lv_labelled(zs[:, 0], phase)
+        return float((np.mean(endo**2, axis=1) * visible).sum() * np.pi * dz / 1000.0)
 
     def rv_cavity_volume(self, phase, *, depth=None, k=None) -> float:
         th, zs, dz = self._grid()
@@ -391,7 +412,7 @@ def sample_heart(rng, group: str, body: Body) -> Heart:
         outflow_depth=float(rng.uniform(4, 12)) if rng.random() < 0.65 else 0.0,
         target_ef=_normal(rng, p["ef"], 0.08, 0.85),
         target_rv_ef=_normal(rng, p["rvef"], 0.1, 0.75),
-        atrium_radius=float(rng.normal(20, 3)), atrium_angle=float(np.pi / 2 + rng.normal(0.35, 0.2)),
+        atrium_radius=float(rng.normal(20, 3)), atrium_angle=float(np.pi / 2 + rng.normal(-0.1, 0.2)),
         atrium_depth=float(rng.uniform(-4.0, 9.0)),
         **infarct,
     )

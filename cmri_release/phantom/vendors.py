@@ -68,7 +68,7 @@ VENDOR_STYLES = {
                            liver=0.4, stomach=0.65, marrow=0.5, csf=0.95, bone=0.08, mediastinum=0.38),
             blood_units=(2000.0, 3600.0), noise=0.035, bias=0.3, bias_posterior=0.45,
             kspace_fraction=(0.6, 0.55), kspace_filter="box",
-            pixel_mm=(1.15, 1.4), matrix=(240, 256), matrix_aspect=(1.0, 1.0),
+            pixel_mm=(1.2, 1.45), matrix=(240, 256), matrix_aspect=(1.0, 1.0),
             thickness_mm=(8.0,), gap_mm=(0.0, 2.0), n_frames=(30, 30), banding_3t=0.35,
         ),
         VendorStyle(

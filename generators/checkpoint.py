@@ -47,11 +47,21 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
 
 
-def check_output(folder: Path) -> None:
-    """An output folder must not exist yet, or be empty: nothing is ever overwritten."""
+def check_output(folder: Path, inputs: dict | None = None) -> None:
+    """An output folder must not exist yet, or be empty: nothing is ever overwritten; nor lie inside an input."""
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise CmriError(f"{folder}: exists and is not an empty folder; choose a new output path")
+    check_outside_inputs(folder, inputs or {})
+
+
+def check_outside_inputs(out: Path, inputs: dict) -> None:
+    """Refuse an output that is, or lies inside, an input folder ({name: path or None}): a model or a report
+    written into a cohort becomes a broken subject of it, and real data is never written to."""
+    target = Path(out).resolve()
+    for name, path in inputs.items():
+        if path is not None and target.is_relative_to(Path(path).resolve()):
+            raise CmriError(f"{out}: inside the input {name} ({path}); write outputs outside every input folder")
 
 
 def prepare_output(folder: Path) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import CmriError
+from ..errors import CmriError, InputError
 
 DEFAULT_SIZE = 64
 
@@ -90,6 +90,8 @@ def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, o
     from ..io import read_cohort
     from ..preprocess import cohort_to_slices
 
+    _check_out(out, {"--train": train, "--holdout": holdout, "--synthetic": synthetic, "--test": test,
+                     "--model": model})
     overrides = load_thresholds(thresholds, known_checks()) if thresholds is not None else {}
     generator = None
     if model is not None:
@@ -103,9 +105,13 @@ def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, o
             if not quiet:
                 click.echo(f"[read {name}: {path}]", err=True)
             slices[name] = cohort_to_slices(read_cohort(path), config)
-    report = run_audit(slices["train"], slices["holdout"], slices["synthetic"], test=slices.get("test"),
-                       generator=generator, model_card=generator.model_card if generator is not None else None,
-                       groups=only, thresholds=overrides, seed=seed, options=options, quiet=quiet)
+    try:
+        report = run_audit(slices["train"], slices["holdout"], slices["synthetic"], test=slices.get("test"),
+                           generator=generator, model_card=generator.model_card if generator is not None else None,
+                           groups=only, thresholds=overrides, seed=seed, options=options, quiet=quiet)
+    except InputError as exc:  # run_audit names a split ("holdout"); the user knows it by its folder
+        folder = {"train": train, "holdout": holdout, "synthetic": synthetic, "test": test}.get(exc.path)
+        raise InputError(folder or exc.path, exc.problem) from None
     paths = write_audit(report, out)
     click.echo(format_checks(report))
     click.echo(f"report: {paths['html']}")
@@ -114,6 +120,15 @@ def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, o
             click.echo(f"error: auditor {name} failed: {message}", err=True)
         return 2
     return 0 if report.verdict == "pass" else 1
+
+
+def _check_out(out: Path, inputs: dict) -> None:
+    """Before any work: OUT must be a folder (or new) and outside every input (reports never land in real data)."""
+    from generators.checkpoint import check_outside_inputs
+
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder; --out names the folder for the reports")
+    check_outside_inputs(out, inputs)
 
 
 @click.command("audit")

@@ -31,7 +31,7 @@ def synthesize_command(model, out, subjects, masks, vendors, seed, quiet):
     vendor_list = [v.strip() for v in vendors.split(",") if v.strip()] if vendors else None
     if vendors is not None and not vendor_list:
         raise click.UsageError("--vendors needs at least one vendor name")
-    check_output(out)  # fail before sampling when OUT is taken
+    check_output(out, {"MODEL": model, "--masks": masks})  # fail before sampling when OUT is taken or an input
     gen = load_generator(model)
     masks_from = None
     if masks is not None:

@@ -61,7 +61,7 @@ def train_command(data, generator_name, out, epochs, minutes, size, device, netw
         raise click.UsageError(f"--size must be a multiple of 16, got {size}")
     if device == "cuda" and not torch.cuda.is_available():
         raise CmriError("--device cuda: no CUDA device is available here")
-    check_output(out)  # fail before training, not after, when OUT is taken
+    check_output(out, {"DATA": data})  # fail before training, not after, when OUT is taken or inside DATA
     config = PreprocessConfig(size=size)
     slices = cohort_to_slices(read_cohort(data), config)
     if not slices.has_label.any():

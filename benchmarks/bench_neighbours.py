@@ -78,7 +78,10 @@ def bench_search(n_queries: int, n_index: int, dim: int, k: int, reps: int, skle
            "project_s": float(np.median(t_project)), "faiss_s": float(np.median(t_faiss)),
            "project_runs_s": t_project, "faiss_runs_s": t_faiss,
            "same_neighbours": bool((ids_p == ids_f).all())}
-    out["project_over_faiss"] = out["project_s"] / out["faiss_s"]
+    # The same FAISS call underneath: the best of the interleaved runs is the fairest comparison on a shared CPU.
+    out["project_best_s"], out["faiss_best_s"] = min(t_project), min(t_faiss)
+    out["project_over_faiss"] = out["project_best_s"] / out["faiss_best_s"]
+    out["project_over_faiss_median"] = out["project_s"] / out["faiss_s"]
     out["project_gflops"] = flop / out["project_s"] / 1e9
     out["faiss_gflops"] = flop / out["faiss_s"] / 1e9
     if sklearn_too:

@@ -216,6 +216,11 @@ class PrivateTraining:
             with self.hooks_off():
                 public = objective.public_loss(noise_gen)
                 public_grads = torch.autograd.grad(public, self.params, allow_unused=True)
+            # Scaled to at most max_grad_norm, like one patient's clipped gradient, so that the unclipped fake-data
+            # term cannot drown the private real-data one (opacus PR #494 saw that imbalance); post-processing.
+            norm = torch.sqrt(sum((g.detach() ** 2).sum() for g in public_grads if g is not None))
+            scale = min(1.0, self.config.max_grad_norm / (float(norm) + 1e-12))
+            public_grads = [None if g is None else g * scale for g in public_grads]
         value = None
         if len(batch.x) == 0:
             # Nobody sampled: the step still releases noise (skipping it would tell that the batch was empty).

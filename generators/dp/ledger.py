@@ -21,6 +21,16 @@ PATIENT_LEVEL_ARGUMENT = (
     "and are composed into the same accountant history.")
 
 
+# What the model folder holds that the guarantee does not cover, treated as public (as Opacus treats the dataset
+# size), so that whoever publishes a card can judge it.
+OUTSIDE_THE_GUARANTEE = (
+    "the number of training patients (sample rate and delta depend on it)",
+    "the vendor names (the cohort's schema)",
+    "model_card training_data: the sha256 of the training subject ids (it confirms a guessed exact training set), "
+    "the slice count and the patients per vendor; drop them from a card published beyond the data holder",
+)
+
+
 def no_dp_ledger() -> dict:
     return {"dp": False, "unit": "patient"}
 
@@ -60,6 +70,7 @@ def build_ledger(*, history: History, delta: float, target_epsilon: float, accou
         "releases": releases,
         "history": [[float(s), float(q), int(n)] for s, q, n in history],
         "argument": PATIENT_LEVEL_ARGUMENT,
+        "outside_the_guarantee": list(OUTSIDE_THE_GUARANTEE),
         "opacus": opacus.__version__,
     }
     if eps.prv_error:

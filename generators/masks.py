@@ -289,4 +289,5 @@ class MaskModel:
         for a in (m.mean, m.scale, m.components, m.sd, m.group_means):
             if not np.all(np.isfinite(a)):
                 raise ValueError("mask model holds NaN or inf")
+        m.group_weights = m.group_weights / m.group_weights.sum()  # JSON rounding must not break sampling
         return m

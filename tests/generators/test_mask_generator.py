@@ -170,3 +170,13 @@ def test_descriptor_reconstructs_a_real_slice(toy_population):
 def test_too_few_patients_is_an_error():
     with pytest.raises(ValueError, match="at least 3 patients"):
         MaskModel().fit(toy_slices(n_subjects=2, size=32, seed=3))
+
+
+def test_group_weights_survive_json_rounding():
+    """Three groups of three patients: weights of 1/3 rounded in JSON must still sample."""
+    slices = toy_slices(n_subjects=9, size=32, seed=4)
+    for i, sid in enumerate(slices.subjects):
+        slices.subject_meta[sid]["group"] = ("NOR", "DCM", "HCM")[i % 3]
+    model = MaskModel().fit(slices)
+    restored = MaskModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert [s.group for s in restored.sample(6, seed=2)] == [s.group for s in model.sample(6, seed=2)]

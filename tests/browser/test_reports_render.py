@@ -109,3 +109,47 @@ def test_datasheet_renders(chromium, tmp_path):
     assert console == [], console
     assert requests == [], requests
     assert_not_blank(png)
+
+
+def _png(title: str) -> bytes:
+    import io
+
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(4, 3), dpi=80)
+    ax = fig.add_subplot()
+    ax.plot([0, 0.2, 1], [0, 0.6, 1], label="attack")
+    ax.plot([0, 1], [0, 1], "--", label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def test_audit_report_renders(chromium, tmp_path):
+    from auditors.base import AuditResult, Check, Figure
+    from cmri_release.audit import AuditReport, write_audit
+
+    results = [
+        AuditResult("membership_inference", "privacy", metrics={"auc": 0.55, "note": "<b>not bold</b>"},
+                    checks=[Check("privacy.mia_auc", 0.55, 0.6, "<=", description="best attack AUC")],
+                    figures=[Figure("mia_roc", "ROC curves", _png("ROC"), public=True)], seconds=1.5),
+        AuditResult("nn_memorisation", "privacy",
+                    checks=[Check("privacy.near_copy_rate", 0.3, 0.1, "<=", description="near copies")],
+                    figures=[Figure("pairs", "Closest pairs", _png("pairs"), public=False)], seconds=2.0),
+        AuditResult("utility", "utility", error="RuntimeError: out of memory", seconds=0.1,
+                    checks=[Check("utility.utility_completed", 0.0, 1.0, ">=")]),
+    ]
+    report = AuditReport(results=results, verdict="fail", groups=["privacy", "utility"], thresholds={},
+                         timings={"membership_inference": 1.5, "total": 3.6})
+    write_audit(report, tmp_path / "audit")
+    html = (tmp_path / "audit" / "audit.html").read_text()
+    assert_no_external_reference(html)
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in html
+    png, console, requests = render(chromium, tmp_path / "audit" / "audit.html", tmp_path)
+    assert console == [], console
+    assert requests == [], requests
+    assert_not_blank(png)

@@ -10,7 +10,8 @@ A statistical shape model fitted per patient, so that it can later be trained wi
 3. the vectors are standardised and modelled as a Gaussian: a per-group mean (shrunk towards the population mean so
    that no small group's mean is one patient) plus the pooled within-group covariance, through its principal
    components;
-4. a new patient draws a group with the training mix, a vector from the Gaussian, and is rasterised slice by slice.
+4. new patients get groups in the training mix (exact counts, shuffled), a vector each from their group's
+   Gaussian, and are rasterised slice by slice.
 The sampled patients are new draws from the fitted distribution, never a training patient's stack.
 """
 from __future__ import annotations
@@ -220,13 +221,22 @@ class MaskModel:
         if not self.fitted:
             raise RuntimeError("the mask model is not fitted")
 
+    def sample_groups(self, n: int, seed: int) -> list[int]:
+        """Groups for n patients in the training mix: counts by largest remainder (so even 10 patients get the mix,
+        not a lottery), in an order shuffled by the seed."""
+        exact = self.group_weights * n
+        counts = np.floor(exact).astype(int)
+        for k in np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]:
+            counts[k] += 1
+        groups = np.repeat(np.arange(len(self.groups)), counts)
+        return np.random.default_rng(np.random.SeedSequence([int(seed), 0])).permutation(groups).tolist()
+
     def sample_vectors(self, n: int, seed: int) -> tuple[np.ndarray, list[str]]:
-        """n patient vectors; patient i's depends only on (seed, i), not on n."""
+        """n patient vectors and groups; deterministic for (n, seed)."""
         self._require_fitted()
         vectors, groups = [], []
-        for i in range(n):
-            rng = np.random.default_rng(np.random.SeedSequence([int(seed), i]))
-            g = int(rng.choice(len(self.groups), p=self.group_weights))
+        for i, g in enumerate(self.sample_groups(n, seed)):
+            rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1, i]))
             z = self.group_means[g] + (rng.standard_normal(len(self.sd)) * self.sd) @ self.components
             vectors.append(self.mean + self.scale * z)
             groups.append(self.groups[g])

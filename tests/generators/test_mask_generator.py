@@ -115,7 +115,7 @@ def test_structure_sizes_match_the_training_population(sampled, real, structure)
 def test_group_mix_and_group_effect(sampled, toy_population, model):
     groups = [m["group"] for m in toy_population.subject_meta.values()]
     for g in model.groups:
-        assert np.mean([s.group == g for s in sampled]) == pytest.approx(groups.count(g) / len(groups), abs=0.1)
+        assert np.mean([s.group == g for s in sampled]) == pytest.approx(groups.count(g) / len(groups), abs=0.01)
     # the toy's DCM hearts are larger: the sampled DCM patients must be too
     lv = {g: np.mean([(s.labels["ED"] == LV).sum() for s in sampled if s.group == g]) for g in model.groups}
     assert lv["DCM"] > 1.2 * lv["NOR"]
@@ -137,13 +137,19 @@ def test_no_sample_copies_a_training_patient(sampled, real):
 
 
 def test_sampling_is_deterministic(model, sampled):
-    again = model.sample(3, seed=11)
-    for a, b in zip(again, sampled[:3]):
+    again = model.sample(N_SAMPLES, seed=11)
+    for a, b in zip(again, sampled):
         assert a.group == b.group
         np.testing.assert_array_equal(a.labels["ED"], b.labels["ED"])
+        np.testing.assert_array_equal(a.labels["ES"], b.labels["ES"])
     other = model.sample(3, seed=12)
     assert any(a.labels["ED"].shape != b.labels["ED"].shape or not np.array_equal(a.labels["ED"], b.labels["ED"])
                for a, b in zip(other, sampled[:3]))
+
+
+def test_a_small_cohort_gets_the_group_mix_exactly(model):
+    groups = [s.group for s in model.sample(10, seed=3)]
+    assert sorted(groups) == ["DCM"] * 5 + ["NOR"] * 5
 
 
 def test_state_round_trips_through_json(model):

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import tempfile
 from importlib import metadata
 from pathlib import Path, PurePosixPath
@@ -92,6 +93,42 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def partial_prefix(target: Path) -> str:
+    """Name prefix of the hidden folder a finished `target` is written in before its rename: it carries this
+    host and process, so a later run can tell a folder whose writer was killed from one still being written."""
+    return f".{Path(target).name}.partial-{_host_tag()}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_partials(target: Path) -> list[Path]:
+    """Remove the hidden partial folders of `target` left by a writer on this host that no longer runs (killed
+    with SIGKILL, or the machine lost power): they hold half an export, never to be published. Returns them."""
+    target = Path(target)
+    stem = f".{target.name}.partial-{_host_tag()}-"
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for path in target.parent.iterdir():
+        pid = path.name[len(stem):].split("-", 1)[0] if path.name.startswith(stem) else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -138,7 +175,8 @@ def export_release(out_dir: Path, cohort: Cohort, spec: dict, verdict: str, chec
     if out_dir.exists() or out_dir.is_symlink():
         raise CmriError(f"{out_dir}: already exists; a release is never overwritten (choose a new folder)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    sweep_partials(out_dir)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=partial_prefix(out_dir)))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a release folder is meant to be shared
         write_cohort(cohort, tmp / "data")

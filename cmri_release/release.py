@@ -18,6 +18,7 @@ from pathlib import Path
 from .audit import MIN_HOLDOUT_PATIENTS
 from .cohort import Cohort
 from .errors import CmriError
+from .export import partial_prefix, sweep_partials
 from .preprocess import PreprocessConfig, cohort_to_slices, slices_to_cohort
 from .spec import ReleaseSpec
 from .splits import split_subjects
@@ -89,8 +90,10 @@ class _Data:
 
 
 def _preflight(spec: ReleaseSpec) -> None:
-    """Refuse before an hour of work what would be refused at the end."""
+    """Refuse before an hour of work what would be refused at the end; clear what a killed run left."""
     out = spec.export.out
+    sweep_partials(out)
+    sweep_partials(spec.export.audit_path)
     if out.exists() or out.is_symlink():
         raise CmriError(f"{out}: already exists; a release is never overwritten (choose a new [export] out)")
     audit = spec.export.audit_path
@@ -202,7 +205,7 @@ def _synthesise(spec: ReleaseSpec, gen, data: _Data, quiet: bool):
 def _replace_folder(tmp: Path, target: Path) -> None:
     """Put a finished folder in place of an earlier audit folder (checked by `_preflight` to hold only ours)."""
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{int(time.time() * 1000)}")
+        old = target.with_name(f"{partial_prefix(target)}old")
         target.rename(old)
         tmp.rename(target)
         shutil.rmtree(old, ignore_errors=True)
@@ -214,7 +217,7 @@ def _write_audit_folder(report, gen, trained: bool, target: Path) -> None:
     from .audit import write_audit
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=partial_prefix(target)))
     try:
         write_audit(report, tmp)
         if trained:  # the trained model stays internal, beside the audit: reload it with [generator] model
@@ -310,11 +313,24 @@ def run_release(spec: ReleaseSpec, quiet: bool = True, on_stage=None) -> Release
     except CmriError as exc:
         outcome.message, outcome.failed_stage = str(exc), stages.current
     except Exception as exc:  # noqa: BLE001 - any failure of any stage is an error, and nothing is exported
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        outcome.message = f"unexpected {type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"
+        outcome.message = describe_unexpected(exc)
         outcome.failed_stage = stages.current
     outcome.status = ERROR
     return outcome
+
+
+def describe_unexpected(exc: BaseException) -> str:
+    """One line for an unexpected error: its root cause and where it was raised. Libraries wrap errors in
+    multi-line messages (pydicom appends a whole traceback to a failed write); the cause is what a user can act
+    on, e.g. `OSError: [Errno 28] No space left on device`."""
+    root, seen = exc, set()
+    while root.__cause__ is not None and id(root) not in seen:
+        seen.add(id(root))
+        root = root.__cause__
+    text = " ".join(str(root).split())[:300]
+    frames = traceback.extract_tb(root.__traceback__) or traceback.extract_tb(exc.__traceback__)
+    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"unexpected {type(root).__name__}: {text}{where}"
 
 
 def _training_summary(card: dict) -> str:

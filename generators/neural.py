@@ -36,7 +36,7 @@ BASE_DEFAULTS: dict = {
     "spade": True,  # label-map modulation of every normalisation, on top of the concatenated one-hot
     "batch_size": 16,
     "lr": 1e-3,
-    "warmup_steps": 50,
+    "warmup_steps": 20,
     "grad_clip": 1.0,
     "ema_decay": 0.995,
     "sample_batch": 64,

@@ -141,3 +141,14 @@ def test_bad_requests_are_refused(fitted, toy_train):
     from cmri_release.errors import InputError
     with pytest.raises(InputError, match="unexpected label values"):
         gen.sample(np.full((1, 16, 16), 7, np.uint8), "A", seed=0)
+
+
+def test_flow_with_classifier_free_guidance(toy_train):
+    gen = create_generator("flow", **tiny_config("flow"), cond_dropout=0.2, guidance=2.0)
+    gen.fit(toy_train, epochs=1, quiet=True)
+    labels, vendors = _request(toy_train, 3)
+    images = gen.sample(labels, vendors, seed=0)
+    assert np.isfinite(images).all() and images.shape == labels.shape
+    assert gen.model_card["sampling"]["network_evaluations_per_slice"] == 2 * 3  # Heun, 2 steps, two passes
+    with pytest.raises(ValueError, match="needs an unconditional model"):
+        create_generator("flow", guidance=2.0)

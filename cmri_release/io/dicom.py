@@ -26,8 +26,10 @@ duplicated slices, multi-frame or colour images. Files that are clearly not DICO
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +91,27 @@ def _floats(ds, keyword: str, count: int, path: Path) -> np.ndarray:
     return out
 
 
+def _refusing_malformed(read):
+    """pydicom decodes elements lazily, so a damaged element raises (ValueError, TypeError, NotImplementedError,
+    ...) only when it is used, and warns about odd values on the way; every such failure is an InputError naming
+    the file, and the warnings are not printed (the file is either refused on one line or fit for use)."""
+    @functools.wraps(read)
+    def wrapper(arg):
+        path = getattr(arg, "path", arg)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return read(arg)
+            except InputError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any other failure is a malformed file
+                while exc.__cause__ is not None:  # pydicom re-raises with a traceback in the message; keep the cause
+                    exc = exc.__cause__
+                raise InputError(path, f"malformed DICOM ({describe(exc)})") from None
+    return wrapper
+
+
+@_refusing_malformed
 def read_header(path: Path) -> DicomImage:
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -163,6 +186,7 @@ def _check_orientations(images: list[DicomImage]) -> np.ndarray:
     return reference
 
 
+@_refusing_malformed
 def read_pixels(image: DicomImage) -> np.ndarray:
     """Pixel values after RescaleSlope/Intercept, float32 (Rows, Columns); checks the byte length first."""
     path = image.path

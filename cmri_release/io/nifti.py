@@ -12,8 +12,11 @@ names in the past.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
 import os
+import warnings
 import zlib
 from pathlib import Path
 
@@ -128,12 +131,31 @@ def check_same_grid(reference: np.ndarray, other: np.ndarray, what: str, source)
         raise InputError(source, f"origin or orientation differs from {what}'s")
 
 
+@contextlib.contextmanager
+def _quiet_nibabel():
+    """nibabel logs every header fix it makes (sizeof_hdr, vox_offset, unknown codes) straight to stderr, and numpy
+    warns on overflowing scale factors; the checks here decide, and a refusal is one line naming the file."""
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def load_nifti(path, *, label: bool = False, ndim: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Read a NIfTI volume safely. Returns (array, affine): float32 for images, uint8 ACDC-valued for labels.
 
     `ndim` is 3 for a frame, 4 for a cine (X, Y, Z, T). Label values are checked, not mapped.
     """
-    path = Path(path)
+    with _quiet_nibabel():
+        return _load_nifti(Path(path), label, ndim)
+
+
+def _load_nifti(path: Path, label: bool, ndim: int) -> tuple[np.ndarray, np.ndarray]:
     img = _open_header(path)
     shape = _check_shape(path, img, ndim)
     affine = check_affine(img.affine, path)

@@ -178,3 +178,49 @@ def test_demo_writes_the_default_spec(tmp_path):
     assert parse_spec(target.read_text(), base_dir=tmp_path) == default_spec(tmp_path)
     again = CliRunner().invoke(demo_command, ["--write-spec", str(target)])
     assert again.exit_code == 2 and "already exists" in again.stderr
+
+
+def _report(checks, errors=None, verdict="pass"):
+    from types import SimpleNamespace
+
+    from auditors.base import Check
+
+    return SimpleNamespace(checks=[Check(*c) for c in checks], errors=errors or {}, verdict=verdict)
+
+
+@pytest.mark.parametrize("checks,errors,groups,passes,words", [
+    ([("privacy.a", 0.01, 0.02, "<="), ("fidelity.b", 0.9, 0.8, ">=")], {}, ("privacy", "fidelity"), True, ""),
+    ([("privacy.a", 0.05, 0.02, "<="), ("fidelity.b", 0.9, 0.8, ">=")], {}, ("privacy", "fidelity"), False,
+     "privacy.a = 0.05, needs <= 0.02 (off by 0.03)"),
+    ([("privacy.a", None, 0.02, "<=")], {}, ("privacy",), False, "privacy.a = none, needs <= 0.02 (no value)"),
+    ([("privacy.a", 0.01, 0.02, "<=")], {}, ("privacy", "utility"), False, "no check from group(s) utility"),
+    ([("privacy.a", 0.01, 0.02, "<=")], {"mia": "boom"}, ("privacy",), False, "auditor error(s): mia"),
+    ([], {}, ("privacy",), False, "no check from group(s) privacy"),
+])
+def test_the_gate_fails_closed(tmp_path, checks, errors, groups, passes, words):
+    from dataclasses import replace
+
+    from cmri_release.release import _gate
+
+    spec = default_spec(tmp_path, known_checks={})
+    spec = replace(spec, audit=replace(spec.audit, groups=groups))
+    passed, why = _gate(_report(checks, errors), spec)
+    assert passed is passes
+    assert words in why
+
+
+def test_blocked_summary_lists_each_failure_with_its_margin():
+    from cmri_release.commands.release_cmd import format_outcome
+    from cmri_release.release import ReleaseOutcome
+
+    checks = [{"name": "privacy.mia_auc", "value": 0.71, "threshold": 0.6, "op": "<=", "passed": False},
+              {"name": "utility.tstr_dice_ratio", "value": 0.9, "threshold": 0.7, "op": ">=", "passed": True}]
+    outcome = ReleaseOutcome(status="blocked", checks=checks, stage_seconds={"data": 1.0, "audit": 2.5},
+                             audit_dir=Path("x.audit"),
+                             message="privacy.mia_auc = 0.71, needs <= 0.6 (off by 0.11); other reason")
+    text = format_outcome(outcome)
+    assert "FAIL by 0.11" in text and "pass" in text
+    assert "total               3.5" in text
+    assert "BLOCKED: nothing exported (audit: x.audit)" in text
+    assert "  - privacy.mia_auc = 0.71, needs <= 0.6 (off by 0.11)" in text and "  - other reason" in text
+    assert outcome.exit_code == 1 and len(text.splitlines()) < 40

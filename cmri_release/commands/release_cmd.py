@@ -44,7 +44,7 @@ def format_outcome(outcome) -> str:
         lines.append(f"RELEASED: {outcome.release_dir}{audit}")
     elif outcome.status == BLOCKED:
         lines.append(f"BLOCKED: nothing exported{audit}")
-        lines.append(f"  {outcome.message}")
+        lines += [f"  - {reason}" for reason in outcome.message.split("; ")]
     else:
         stage = f" in stage '{outcome.failed_stage}'" if outcome.failed_stage else ""
         lines.append(f"ERROR{stage}: nothing exported{audit}")

@@ -117,7 +117,9 @@ def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, o
     click.echo(f"report: {paths['html']}")
     if report.errors:
         for name, message in report.errors.items():
-            click.echo(f"error: auditor {name} failed: {message}", err=True)
+            # The first line says what failed (audit.json keeps it all); libraries append dumps to their messages.
+            first = (message.strip().splitlines() or ["no message"])[0]
+            click.echo(f"error: auditor {name} failed: {first[:300]}", err=True)
         return 2
     return 0 if report.verdict == "pass" else 1
 

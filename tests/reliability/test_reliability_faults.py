@@ -104,7 +104,7 @@ def test_sigkill_during_the_export_never_leaves_a_partial_release(tmp_path):
     assert_whole_or_absent(out)
     shutil.rmtree(out)
     rng = random.Random()
-    delays = [rng.uniform(i / 4, (i + 1) / 4) * seconds * 0.9 for i in range(4)]  # one in each quarter
+    delays = [rng.uniform(i / 3, (i + 1) / 3) * seconds * 0.9 for i in range(3)]  # one in each third
     left = []
     for delay in delays:
         child = _export_child(cohort, out)
@@ -303,3 +303,20 @@ def test_an_auditor_that_raises_blocks_the_release_and_the_reports_name_it(tmp_p
     html = (audit / "audit.html").read_text()
     assert "nn_memorisation" in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script>alert" not in html
+
+
+def test_an_auditor_that_raises_fails_the_audit_command_with_one_line(tmp_path, cohorts, monkeypatch):
+    from auditors.privacy.mia import MembershipInference
+
+    def explode(self, ctx):
+        raise ValueError("first line\nTraceback (most recent call last):\n  a library's own dump")
+
+    monkeypatch.setattr(MembershipInference, "run", explode)
+    synthetic = write_ring_cohort(tmp_path / "syn", 2, "s", 20)
+    ran = invoke("audit", "--train", cohorts["train"], "--holdout", cohorts["holdout"], "--synthetic", synthetic,
+                 "--only", "privacy", "--size", "16", "--out", tmp_path / "audit", "--quiet")
+    assert ran.exception is None and ran.exit_code == 2, (ran.stdout, ran.stderr)
+    assert ran.error_lines == ["error: auditor membership_inference failed: ValueError: first line"]
+    assert "privacy.membership_inference_completed" in ran.stdout and "verdict: FAIL" in ran.stdout
+    doc = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert doc["verdict"] == "fail" and "a library's own dump" in doc["errors"]["membership_inference"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -136,6 +137,15 @@ def read_card(folder: Path) -> dict:
     return card
 
 
+def _unpickler_reason(exc: Exception) -> str:
+    """The line of torch's refusal that says what the file holds (e.g. `Unsupported global: GLOBAL exec`), without
+    its terminal colour codes or its advice on how to load the file unsafely anyway."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(exc).__name__]
+    reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0])
+    return reason.split(". Please use")[0][:200]
+
+
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     with open(path, "rb") as fh:
         if fh.read(4) != ZIP_MAGIC:
@@ -143,9 +153,8 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any refusal of the safe unpickler is a bad folder
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFolderError(path, f"refused by the weights-only loader (it holds more than tensors): "
-                                     f"{first[:200]}") from None
+                                     f"{_unpickler_reason(exc)}") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise ModelFolderError(path, "not a state dict (a mapping of names to tensors)")

@@ -185,8 +185,12 @@ def _train(spec: ReleaseSpec, data: _Data, config: PreprocessConfig, quiet: bool
         raise CmriError(f"{spec.source}: [generator] device: {g.device!r}, but no CUDA device is available here")
     gen = create_generator(g.name, network="large" if g.device.startswith("cuda") else "compact")
     gen.preprocess = config.to_dict()
+    minutes = g.minutes
+    if g.epochs is None and minutes is None:  # the spec's "generator's own default": the train command's budget
+        from .commands.train_cmd import DEFAULT_MINUTES
+        minutes = DEFAULT_MINUTES
     try:
-        gen.fit(data.train, _privacy(spec), epochs=g.epochs, minutes=g.minutes if g.epochs is None else None,
+        gen.fit(data.train, _privacy(spec), epochs=g.epochs, minutes=minutes if g.epochs is None else None,
                 device=g.device, seed=spec.seed, quiet=quiet)
     except ValueError as exc:
         raise CmriError(f"training {g.name}: {exc}") from None

@@ -1,0 +1,239 @@
+"""Every benchmark in one run, each figure beside its peer measured in the same run, written to
+`benchmarks/results.json` and printed as a table.
+
+    python benchmarks/run_all.py [--quick] [--out benchmarks/results.json] [--only neighbours,dp,generators,demo]
+
+The benchmarks themselves live beside this file and each runs in its own process (so its peak memory and its
+thread pools are its own):
+  neighbours  bench_neighbours.py: the audit's nearest-neighbour layer vs FAISS alone vs scikit-learn brute force,
+              GFLOP/s vs torch sgemm; peak RSS of the privacy audit at 1x / 4x / 16x synthetic slices
+  dp          bench_dp.py: DP-SGD step time and peak memory of the default generator vs a plain step
+  generators  bench_generators.py: sampling slices/s and network evaluations per slice (flow vs ddpm and the rest),
+              training images/s
+  demo        `cmri-release demo` (full) or `cmri-release release` on a reduced spec (--quick): wall time, per stage
+              and per auditor
+`--quick` shrinks every size (a smoke run of a few minutes on 2 cores); the full run takes about an hour there.
+The machine's load average is recorded before and after every step: on a shared CPU it explains most of the noise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+STEPS = ("neighbours", "dp", "generators", "demo")
+CLI = "from cmri_release.cli import main; main()"  # `cmri-release` with this interpreter
+
+# A reduced release for --quick: fewer patients, a 30 s training budget, one utility epoch.
+QUICK_SPEC = """seed = 0
+[data]
+size = 64
+[data.phantom]
+subjects = 16
+[generator]
+name = "flow"
+minutes = 0.5
+[synthesis]
+subjects = 8
+[audit]
+utility_epochs = 1.0
+[export]
+out = "{out}"
+"""
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def step_commands(step: str, quick: bool, work: Path) -> tuple[list[list[str]], Path | None]:
+    """The command lines of one step and the JSON file the last of them writes (None: parsed from stdout)."""
+    py = sys.executable
+    out = work / f"{step}.json"
+    if step == "neighbours":
+        return [[py, str(HERE / "bench_neighbours.py"), str(out)] + (["--quick", "--reps", "2"] if quick else [])], out
+    if step == "dp":
+        extra = ["--sizes", "64", "--modes", "plain,hooks,ours", "--steps", "2"] if quick else \
+            ["--sizes", "64,128"]
+        return [[py, str(HERE / "bench_dp.py"), str(out)] + extra], out
+    if step == "generators":
+        extra = ["--quick", "--sizes", "64", "--generators", "flow,ddpm"] if quick else []
+        return [[py, str(HERE / "bench_generators.py"), str(out)] + extra], out
+    if step == "demo":
+        release = work / "release"
+        if quick:
+            spec = work / "quick.toml"
+            spec.write_text(QUICK_SPEC.format(out=release.as_posix()), encoding="utf-8")
+            return [[py, "-c", CLI, "release", str(spec), "--quiet"]], None
+        return [[py, "-c", CLI, "demo", "--out", str(release), "--quiet"]], None
+    raise ValueError(f"unknown step {step!r}; known: {', '.join(STEPS)}")
+
+
+def parse_stage_table(stdout: str) -> dict[str, float]:
+    """The per-stage seconds the release prints (`stage  seconds` ... `total`)."""
+    stages, inside = {}, False
+    for line in stdout.splitlines():
+        if re.match(r"^stage\s+seconds\s*$", line):
+            inside = True
+            continue
+        if inside:
+            m = re.match(r"^(.+?)\s+([0-9.]+)\s*$", line)
+            if not m:
+                break
+            stages[m.group(1).strip()] = float(m.group(2))
+    return stages
+
+
+def run_step(step: str, quick: bool, work: Path) -> dict:
+    commands, out = step_commands(step, quick, work)
+    row = {"step": step, "load_before": load_average(), "commands": [" ".join(c) for c in commands]}
+    start = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True, cwd=work, env=env)
+        row["returncode"] = done.returncode
+        if step == "demo":
+            row["stdout"] = done.stdout
+        # the demo exits 1 when the gate blocks: a verdict, not a failed benchmark
+        if done.returncode not in ((0, 1) if step == "demo" else (0,)):
+            row["error"] = (done.stderr.strip().splitlines() or ["(no message)"])[-1][:300]
+            break
+    row["wall_s"] = round(time.perf_counter() - start, 1)
+    row["load_after"] = load_average()
+    if "error" in row:
+        return row
+    if out is not None:
+        row["result"] = json.loads(out.read_text())
+    else:
+        row["result"] = demo_result(row.pop("stdout"), work / "release")
+    return row
+
+
+def demo_result(stdout: str, release: Path) -> dict:
+    stages = parse_stage_table(stdout)
+    result = {"stage_seconds": stages, "verdict": stdout.strip().splitlines()[-1].split(":")[0] if stdout else ""}
+    audit = release.with_name(release.name + ".audit") / "audit.json"
+    if audit.exists():
+        report = json.loads(audit.read_text())
+        result["auditor_seconds"] = report.get("timings", {})
+    return result
+
+
+# ---- the table ---------------------------------------------------------------------------------------------------
+
+def _load(row: dict) -> str:
+    return f"load {row.get('load_before', ['?'])[0]}->{row.get('load_after', ['?'])[0]}"
+
+
+def table(results: dict) -> str:
+    lines = []
+    steps = results["steps"]
+    if "neighbours" in steps and "result" in steps["neighbours"]:
+        row = steps["neighbours"]
+        r = row["result"]
+        peak = max(r["torch_sgemm_gflops"], r.get("torch_sgemm_gflops_after", 0))
+        lines.append(f"## Nearest-neighbour search, k=2, dim {r['search'][0]['dim']} "
+                     f"(torch sgemm {r['torch_sgemm_gflops']:.0f} / {r.get('torch_sgemm_gflops_after', 0):.0f} "
+                     f"GFLOP/s before/after; {_load(row)})")
+        lines.append(f"{'queries x index':>18} {'method':>9} {'seconds':>8} {'GFLOP/s':>8} {'% sgemm':>8}")
+        for s in r["search"]:
+            shape = f"{s['queries']} x {s['index']}"
+            for method, key in (("project", "project"), ("faiss", "faiss"), ("sklearn", "sklearn")):
+                seconds = s.get(f"{key}_s" if key != "sklearn" else "sklearn_brute_s")
+                gflops = s.get(f"{key}_gflops")
+                if seconds is None:
+                    continue
+                lines.append(f"{shape:>18} {method:>9} {seconds:8.2f} {gflops:8.1f} {100 * gflops / peak:7.0f}%")
+            if "sklearn_gflops" in s:
+                lines.append(f"{'':>18} project / sklearn speed: {s['project_gflops'] / s['sklearn_gflops']:.2f}x; "
+                             f"same neighbours as FAISS: {s['same_neighbours']}")
+        lines.append("")
+        lines.append(f"## Privacy audit memory ({_load(row)})")
+        lines.append(f"{'scale':>6} {'synthetic':>10} {'peak RSS MB':>12} {'x 1x':>6} {'wall s':>8}")
+        base = r["audit_memory"][0]["peak_rss_mb"] if r.get("audit_memory") else 1
+        for a in r.get("audit_memory", []):
+            lines.append(f"{a['scale']:>5}x {a['synthetic_slices']:>10} {a['peak_rss_mb']:>12.0f} "
+                         f"{a['peak_rss_mb'] / base:>6.2f} {a['wall_s']:>8.1f}")
+        lines.append("")
+    if "dp" in steps and "result" in steps["dp"]:
+        row = steps["dp"]
+        lines.append(f"## DP-SGD step vs plain step, flow (compact U-Net) ({_load(row)})")
+        lines.append(f"{'px':>4} {'mode':>10} {'s/step':>8} {'x plain':>8} {'peak MB':>8} {'x plain':>8} {'load':>6}")
+        for d in row["result"]["results"]:
+            load = (d.get("load_before") or ["?"])[0]
+            if "error" in d:
+                lines.append(f"{d['size']:>4} {d['mode']:>10}  failed: {d['error'][:80]}")
+                continue
+            lines.append(f"{d['size']:>4} {d['mode']:>10} {d['s_per_step']:8.3f} {d.get('slowdown', 1.0):8.2f} "
+                         f"{d['peak_rss_mb']:8.0f} {d.get('memory_ratio', 1.0):8.2f} {load:>6}")
+        lines.append("")
+    if "generators" in steps and "result" in steps["generators"]:
+        row = steps["generators"]
+        lines.append(f"## Generators: sampling and training, compact networks, default sampler steps ({_load(row)})")
+        lines.append(f"{'generator':>10} {'px':>4} {'slices/s':>9} {'net evals/slice':>16} {'train img/s':>12}")
+        for g in row["result"]["results"]:
+            lines.append(f"{g['generator']:>10} {g['size']:>4} {g['sample_slices_per_s']:>9.2f} "
+                         f"{g['network_evaluations_per_slice']:>16} {g['train_images_per_s']:>12.2f}")
+        lines.append("")
+    if "demo" in steps and "result" in steps["demo"]:
+        row = steps["demo"]
+        d = row["result"]
+        lines.append(f"## End to end: {'reduced spec (--quick)' if results['quick'] else 'cmri-release demo'}, "
+                     f"verdict {d.get('verdict', '?')}, wall {row['wall_s']:.0f} s ({_load(row)})")
+        for name, seconds in d.get("stage_seconds", {}).items():
+            lines.append(f"{name:>16} {seconds:8.1f} s")
+        for name, seconds in d.get("auditor_seconds", {}).items():
+            lines.append(f"{'audit: ' + name:>40} {seconds:8.1f} s")
+        lines.append("")
+    for name, row in steps.items():
+        if "error" in row:
+            lines.append(f"{name}: FAILED (exit {row['returncode']}): {row['error']}")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few minutes")
+    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    parser.add_argument("--only", default=",".join(STEPS), help=f"comma-separated steps among {', '.join(STEPS)}")
+    args = parser.parse_args(argv)
+    args.steps = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in args.steps if s not in STEPS]
+    if unknown or not args.steps:
+        parser.error(f"--only: unknown step(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(STEPS)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    results = {"quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                           "thread_env": {k: v for k, v in os.environ.items()
+                                          if k.startswith(("OMP_", "MKL_", "OPENBLAS_"))}},
+               "steps": {}}
+    with tempfile.TemporaryDirectory(prefix="cmri-bench-") as tmp:
+        for step in args.steps:
+            print(f"[{step}] load {load_average()}", file=sys.stderr, flush=True)
+            results["steps"][step] = run_step(step, args.quick, Path(tmp))
+            print(f"[{step}] {results['steps'][step]['wall_s']} s", file=sys.stderr, flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(table(results))
+    print(f"wrote {args.out}")
+    return 1 if any("error" in r for r in results["steps"].values()) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,7 +10,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import CmriError
+from .errors import CmriError, describe_unexpected, one_line
 
 
 class _Group(click.Group):
@@ -18,7 +18,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except CmriError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)
             sys.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
@@ -26,7 +26,7 @@ class _Group(click.Group):
             click.echo("error: interrupted", err=True)
             sys.exit(2)
         except Exception as exc:  # noqa: BLE001 - fail closed with one line, exit 2
-            click.echo(f"error: unexpected {type(exc).__name__}: {exc}", err=True)
+            click.echo(f"error: {describe_unexpected(exc)}", err=True)
             sys.exit(2)
 
 

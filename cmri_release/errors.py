@@ -29,3 +29,25 @@ class SpecError(CmriError):
 
 class ModelFolderError(InputError):
     """A model folder that is missing files, was tampered with, or holds code."""
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """Fold a message onto one line (a CI log reads one line per error)."""
+    return " ".join(str(text).split())[:limit]
+
+
+def describe_unexpected(exc: BaseException) -> str:
+    """One line for an unexpected error: its root cause and where it was raised.
+
+    Libraries wrap errors in multi-line messages (pydicom appends a whole traceback to a failed
+    write); the cause is what a user can act on, e.g. `OSError: [Errno 28] No space left on device`.
+    """
+    import traceback
+
+    root, seen = exc, set()
+    while root.__cause__ is not None and id(root) not in seen:
+        seen.add(id(root))
+        root = root.__cause__
+    frames = traceback.extract_tb(root.__traceback__) or traceback.extract_tb(exc.__traceback__)
+    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"unexpected {type(root).__name__}: {one_line(root, 300)}{where}"

@@ -20,3 +20,19 @@ def test_missing_cohort_is_one_line_exit_2(tmp_path):
     result = CliRunner().invoke(main, ["inspect", str(tmp_path / "nope")])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def test_unexpected_errors_are_one_line_with_the_root_cause(monkeypatch, tmp_path):
+    from cmri_release.commands import inspect_cmd
+
+    def boom(path, **kwargs):
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as exc:
+            raise RuntimeError("write failed\nTraceback (most recent call last):\n  lots of lines") from exc
+
+    monkeypatch.setattr(inspect_cmd, "inspect_cohort", boom)
+    result = CliRunner().invoke(main, ["inspect", str(tmp_path)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "OSError" in lines[0] and "No space left" in lines[0]

@@ -5,6 +5,7 @@ anything unexpected also exits 2 (fail closed) with one line naming the exceptio
 """
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -13,7 +14,29 @@ from . import __version__
 from .errors import CmriError, describe_unexpected, one_line
 
 
+# Explicit registry of commands, imported on first use: a command that fails to import breaks loudly
+# instead of vanishing, and `inspect` or `--help` do not pay for importing torch.
+COMMANDS = {
+    "phantom": "cmri_release.commands.phantom_cmd:phantom_command",
+    "inspect": "cmri_release.commands.inspect_cmd:inspect_command",
+    "train": "cmri_release.commands.train_cmd:train_command",
+    "synthesize": "cmri_release.commands.synthesize_cmd:synthesize_command",
+    "audit": "cmri_release.commands.audit_cmd:audit_command",
+    "release": "cmri_release.commands.release_cmd:release_command",
+    "demo": "cmri_release.commands.release_cmd:demo_command",
+}
+
+
 class _Group(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module_name, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -34,19 +57,3 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="cmri-release")
 def main():
     """Decide whether a synthetic cardiac MRI cohort may leave the building."""
-
-
-def _register():
-    # Explicit registration: a command that fails to import breaks the CLI loudly instead of vanishing.
-    from .commands import audit_cmd, inspect_cmd, phantom_cmd, release_cmd, synthesize_cmd, train_cmd
-
-    main.add_command(phantom_cmd.phantom_command)
-    main.add_command(inspect_cmd.inspect_command)
-    main.add_command(train_cmd.train_command)
-    main.add_command(synthesize_cmd.synthesize_command)
-    main.add_command(audit_cmd.audit_command)
-    main.add_command(release_cmd.release_command)
-    main.add_command(release_cmd.demo_command)
-
-
-_register()

@@ -5,8 +5,13 @@ from cmri_release.cli import main
 COMMANDS = {"phantom", "inspect", "train", "synthesize", "audit", "release", "demo"}
 
 
-def test_every_command_is_registered():
-    assert COMMANDS <= set(main.commands)
+def test_every_command_is_registered_and_imports():
+    from click import Context
+
+    ctx = Context(main)
+    assert COMMANDS <= set(main.list_commands(ctx))
+    for name in COMMANDS:
+        assert main.get_command(ctx, name).name == name
 
 
 def test_help_and_version():

@@ -7,6 +7,7 @@ statistics that `synthesize` needs, the model folder) lives here once.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import platform
 import time
@@ -272,8 +273,25 @@ class NeuralGenerator(Generator):
             raise ValueError(f"label maps are {lab.shape[1]} px but this model was trained at {self.image_size} px")
         return one_hot_tensor(lab)
 
+    @contextlib.contextmanager
+    def _channels_last(self):
+        """Networks in channels_last while sampling: oneDNN's convolutions run about 20% faster on the CPU in that
+        layout (the same numbers to 1e-5); the contiguous layout is restored after, for training and saving."""
+        modules = list(self._networks().values())
+        for m in modules:
+            m.to(memory_format=torch.channels_last)
+        try:
+            yield
+        finally:
+            for m in modules:
+                m.to(memory_format=torch.contiguous_format)
+
     @torch.no_grad()
     def sample(self, labels: np.ndarray, vendors, seed: int) -> np.ndarray:
+        with self._channels_last():
+            return self._sample(labels, vendors, seed)
+
+    def _sample(self, labels: np.ndarray, vendors, seed: int) -> np.ndarray:
         self._require_fitted()
         cond = self._labels_tensor(labels)
         n = len(cond)
@@ -307,9 +325,10 @@ class NeuralGenerator(Generator):
         gen = torch.Generator().manual_seed(int(seed))
         out = []
         step = int(self.config["sample_batch"])
-        for start in range(0, len(data), step):
-            batch = data.batch(np.arange(start, min(start + step, len(data))), "cpu")
-            out.append(self._membership_batch(batch, gen).double().cpu().numpy())
+        with self._channels_last():
+            for start in range(0, len(data), step):
+                batch = data.batch(np.arange(start, min(start + step, len(data))), "cpu")
+                out.append(self._membership_batch(batch, gen).double().cpu().numpy())
         scores[idx] = np.concatenate(out)
         return scores
 

@@ -78,9 +78,9 @@ class FeatureDistanceAuditor(Auditor):
     name = "feature_distance"
     group = "fidelity"
     default_thresholds = {
-        "fidelity.fd_ratio_segmenter": (2.0, "<=", "Frechet distance to train in the segmenter's encoder features, "
+        "fidelity.fd_ratio_segmenter": (2.5, "<=", "Frechet distance to train in the segmenter's encoder features, "
                                                    "synthetic over real holdout (same slice count)"),
-        "fidelity.fd_ratio_embedding": (2.0, "<=", "Frechet distance to train in the self-supervised embedding, "
+        "fidelity.fd_ratio_embedding": (2.5, "<=", "Frechet distance to train in the self-supervised embedding, "
                                                    "synthetic over real holdout (same slice count)"),
     }
 

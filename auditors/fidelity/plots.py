@@ -20,7 +20,7 @@ LABEL_COLOURS = {1: "tab:blue", 2: "tab:green", 3: "tab:red"}  # RV, MYO, LV
 
 def to_png(fig: MplFigure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=90)
     return buf.getvalue()
 
 
@@ -28,7 +28,7 @@ def sample_grid(images_by_row: dict[str, np.ndarray], labels_by_row: dict[str, n
     """Rows of slices (one row per vendor) with the label outlines they were conditioned on."""
     rows = list(images_by_row)
     cols = max(len(v) for v in images_by_row.values())
-    fig = MplFigure(figsize=(1.3 * cols, 1.4 * len(rows) + 0.4))
+    fig = MplFigure(figsize=(1.3 * cols, 1.4 * len(rows) + 0.4), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(rows), cols, squeeze=False))
     for r, row in enumerate(rows):
         for c in range(cols):
@@ -52,7 +52,7 @@ def sample_grid(images_by_row: dict[str, np.ndarray], labels_by_row: dict[str, n
 def grouped_bars(groups: list[str], series: dict[str, list[float]], title: str, ylabel: str,
                  errors: dict[str, list[tuple[float, float]]] | None = None, ylim=None) -> bytes:
     """Bars of several series (e.g. synthetic, real) side by side for each group (e.g. structure)."""
-    fig = MplFigure(figsize=(max(4.0, 0.9 * len(groups) * max(len(series), 1)), 3.0))
+    fig = MplFigure(figsize=(min(10.0, max(4.0, 0.6 * len(groups) * max(len(series), 1))), 3.0), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(len(series), 1)
     x = np.arange(len(groups))
@@ -79,7 +79,7 @@ def histograms(panels: dict[str, dict[str, np.ndarray]], title: str, bins: np.nd
     keys = list(panels)
     cols = min(3, len(keys))
     rows = int(np.ceil(len(keys) / cols))
-    fig = MplFigure(figsize=(3.2 * cols, 2.3 * rows))
+    fig = MplFigure(figsize=(3.2 * cols, 2.3 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, key in zip(axes, keys):
         for name, values in panels[key].items():

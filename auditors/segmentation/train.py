@@ -24,7 +24,10 @@ from .unet import UNet, UNetConfig
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 300
-    batch_size: int = 32
+    # Small batches: at a fixed CPU budget, many small steps beat few large ones by far (on the
+    # 40-patient phantom at 64 px, 6 epochs gave Dice 0.82 with batch 8 against 0.49 with batch 32,
+    # for the same 12.5 s of CPU). GroupNorm makes the network indifferent to the batch size.
+    batch_size: int = 8
     lr: float = 4e-3  # peak of a one-cycle schedule: high, because the budget is a few hundred steps
     weight_decay: float = 1e-4
     max_shift: int = 4  # px, random translation
@@ -101,7 +104,7 @@ class Segmenter:
     """A trained U-Net, frozen: label maps and pooled encoder features for (N, H, W) images."""
 
     def __init__(self, model: UNet, device: str = "cpu", log: dict | None = None):
-        self.model = model.to(device).eval()
+        self.model = model.to(device, memory_format=torch.channels_last).eval()
         self.device = device
         self.log = log or {}
 
@@ -110,8 +113,9 @@ class Segmenter:
         if images.ndim != 3:
             raise ValueError(f"expected (N, H, W) images, got {images.shape}")
         for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(images[start:start + batch_size][:, None]).to(self.device)
-            yield pad_to_multiple(x, self.model.divisor)
+            x, size = pad_to_multiple(torch.from_numpy(images[start:start + batch_size][:, None]).to(self.device),
+                                      self.model.divisor)
+            yield x.contiguous(memory_format=torch.channels_last), size
 
     @torch.inference_mode()
     def predict(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -142,7 +146,8 @@ def train_segmenter(slices: SliceSet, config: TrainConfig = TrainConfig(), seed:
     with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
         torch.manual_seed(seed)
         model = UNet(config.unet)
-    model.to(device).train()
+    # channels_last: about a third faster for these narrow convolutions on the CPU (oneDNN).
+    model.to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.15)
     order, cursor, losses = rng.permutation(len(data)), 0, []
@@ -156,7 +161,7 @@ def train_segmenter(slices: SliceSet, config: TrainConfig = TrainConfig(), seed:
                        config.intensity_jitter)
         x, _ = pad_to_multiple(x, model.divisor)
         y, _ = pad_to_multiple(y[:, None], model.divisor)
-        loss = dice_ce_loss(model(x), y[:, 0])
+        loss = dice_ce_loss(model(x.contiguous(memory_format=torch.channels_last)), y[:, 0])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -27,6 +27,7 @@ from cmri_release.sliceset import SliceSet
 from cmri_release.splits import split_subjects
 
 DEFAULT_LOW_DATA_FRACTION = 0.2
+EXPERIMENTS = ("mixed", "lovo", "low_data")  # beside TRTR and TSTR, which the check needs and always run
 STRUCTURES = list(metrics.STRUCTURE_LABELS)
 
 
@@ -80,6 +81,12 @@ class SegmentationUtilityAuditor(Auditor):
             if len(s) == 0:
                 raise ValueError(f"the {name} slices carry no label maps: segmentation utility cannot be measured")
         config = audit_train_config(ctx)
+        wanted = ctx.options.get("utility_experiments", EXPERIMENTS)
+        if isinstance(wanted, str):  # "mixed,lovo" from a command line or a spec
+            wanted = [w.strip() for w in wanted.split(",") if w.strip()]
+        unknown = set(wanted) - set(EXPERIMENTS)
+        if unknown:
+            raise ValueError(f"unknown utility experiment(s) {sorted(unknown)}; known: {', '.join(EXPERIMENTS)}")
         runs: dict[str, dict] = {}
 
         def run(name: str, real: SliceSet | None, syn: SliceSet | None, on: SliceSet = test, segmenter=None):
@@ -94,11 +101,12 @@ class SegmentationUtilityAuditor(Auditor):
 
         trtr = run("TRTR (real train)", train, None, segmenter=real_train_segmenter(ctx))
         tstr = run("TSTR (synthetic only)", None, synthetic)
-        run("real + synthetic", train, synthetic)
+        if "mixed" in wanted:
+            run("real + synthetic", train, synthetic)
 
         lovo = {}
         train_vendors = set(train.vendor_names)
-        if len(train_vendors) >= 2:
+        if "lovo" in wanted and len(train_vendors) >= 2:
             for vendor in test.vendor_names:
                 if vendor not in train_vendors:
                     continue
@@ -110,12 +118,18 @@ class SegmentationUtilityAuditor(Auditor):
                     entry["with_synthetic"] = run(f"LOVO {vendor}: + synthetic {vendor}", rest, syn_v, on)["dice"]["mean"]
                     entry["gain"] = entry["with_synthetic"] - entry["without_synthetic"]
                 lovo[vendor] = entry
-        lovo_note = None if lovo else "not run: the real train split holds fewer than two vendors"
+        lovo_note = ("not run: the real train split holds fewer than two vendors" if "lovo" in wanted
+                     else "not run: not among the requested utility experiments")
 
-        fraction = float(ctx.options.get("utility_low_data_fraction", DEFAULT_LOW_DATA_FRACTION))
-        few = train.for_subjects(low_data_subjects(train, fraction, ctx.seed))
-        low = run(f"low data ({fraction:.0%} real)", few, None)
-        low_syn = run(f"low data ({fraction:.0%} real) + synthetic", few, synthetic)
+        low_data = "not run: not among the requested utility experiments"
+        if "low_data" in wanted:
+            fraction = float(ctx.options.get("utility_low_data_fraction", DEFAULT_LOW_DATA_FRACTION))
+            few = train.for_subjects(low_data_subjects(train, fraction, ctx.seed))
+            low = run(f"low data ({fraction:.0%} real)", few, None)
+            low_syn = run(f"low data ({fraction:.0%} real) + synthetic", few, synthetic)
+            low_data = {"fraction": fraction, "real_subjects": len(few.subjects), "without_synthetic":
+                        low["dice"]["mean"], "with_synthetic": low_syn["dice"]["mean"],
+                        "gain": low_syn["dice"]["mean"] - low["dice"]["mean"]}
 
         ratio = (tstr["dice"]["mean"] / trtr["dice"]["mean"]) if trtr["dice"]["mean"] > 0 else float("nan")
         summary = {
@@ -124,8 +138,9 @@ class SegmentationUtilityAuditor(Auditor):
                        "steps_per_segmenter": config.steps, "batch_size": config.batch_size,
                        "segmenters": len(runs)},
             "runs": runs, "tstr_dice_ratio": ratio,
-            "real_plus_synthetic_gain": runs["real + synthetic"]["dice"]["mean"] - trtr["dice"]["mean"],
-            "low_data_gain": low_syn["dice"]["mean"] - low["dice"]["mean"],
+            "real_plus_synthetic_gain": (runs["real + synthetic"]["dice"]["mean"] - trtr["dice"]["mean"]
+                                         if "real + synthetic" in runs else None),
+            "low_data": low_data,
             "leave_one_vendor_out": lovo or lovo_note,
         }
         figures = [self._bars(runs), *([self._lovo_bars(lovo)] if lovo else [])]

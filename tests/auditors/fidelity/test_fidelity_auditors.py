@@ -1,0 +1,90 @@
+"""The fidelity defaults pass a perfect generator (unseen real patients) and fail the three classic faults."""
+import numpy as np
+import pytest
+
+from auditors.base import AuditContext, auditors_in
+from auditors.fidelity.mask_consistency import MaskConsistencyAuditor
+from auditors.runner import run_auditors, verdict
+
+# 144 segmenter steps on 12 tiny patients (96 slices, batch 8); a short embedding; a short bootstrap.
+OPTIONS = {"utility_epochs": 12, "embedding_steps": 40, "fidelity_bootstrap": 50}
+KINDS = ("good", "shuffled_labels", "mode_collapse", "noise")
+
+
+@pytest.fixture(scope="module")
+def audits(heart_splits, make_faulty):
+    """kind -> {check name: Check}, {auditor: AuditResult}; the real-data models are trained once."""
+    shared, out = {}, {}
+    for kind in KINDS:
+        ctx = AuditContext(train=heart_splits["train"], holdout=heart_splits["holdout"],
+                           synthetic=make_faulty(kind, heart_splits["synthetic"]), test=heart_splits["test"],
+                           options=OPTIONS, quiet=True)
+        # What depends only on real data is reused; anything computed from the synthetic set is not.
+        ctx.cache.update({k: v for k, v in shared.items() if "synthetic" not in k and not k.startswith("fidelity.")})
+        results = run_auditors(ctx, ["fidelity"])
+        shared.update(ctx.cache)
+        out[kind] = ({c.name: c for r in results for c in r.checks}, {r.auditor: r for r in results})
+    return out
+
+
+def test_a_perfect_generator_passes_every_fidelity_check(audits):
+    checks, results = audits["good"]
+    assert all(r.error is None for r in results.values()), {k: r.error for k, r in results.items()}
+    assert set(results) == set(auditors_in(["fidelity"]))
+    failed = {n: (c.value, c.threshold) for n, c in checks.items() if not c.passed}
+    assert not failed
+    assert verdict(list(results.values())) == "pass"
+    assert {"fidelity.mask_dice_ratio", "fidelity.segmenter_real_dice", "fidelity.fd_ratio_segmenter",
+            "fidelity.fd_ratio_embedding", "fidelity.precision_ratio", "fidelity.coverage_ratio",
+            "fidelity.diversity_ratio", "fidelity.intensity_w1_ratio"} <= set(checks)
+
+
+@pytest.mark.parametrize("kind,must_fail", [
+    ("shuffled_labels", {"fidelity.mask_dice_ratio", "fidelity.intensity_w1_ratio"}),
+    ("mode_collapse", {"fidelity.diversity_ratio", "fidelity.coverage_ratio", "fidelity.fd_ratio_segmenter",
+                       "fidelity.fd_ratio_embedding"}),
+    ("noise", {"fidelity.mask_dice_ratio", "fidelity.fd_ratio_segmenter", "fidelity.fd_ratio_embedding",
+               "fidelity.precision_ratio", "fidelity.coverage_ratio", "fidelity.intensity_w1_ratio"}),
+])
+def test_each_fault_fails_the_checks_that_guard_against_it(audits, kind, must_fail):
+    checks, results = audits[kind]
+    assert all(r.error is None for r in results.values())
+    passed_anyway = {n: checks[n].value for n in must_fail if checks[n].passed}
+    assert not passed_anyway
+    assert verdict(list(results.values())) == "fail"
+    # The segmenter is the same instrument for every kind: only the synthetic side moved.
+    assert checks["fidelity.segmenter_real_dice"].passed
+
+
+def test_image_only_metrics_are_blind_to_shuffled_masks(audits):
+    """Shuffling masks leaves the images real: the image-only checks must agree with the good case."""
+    good, _ = audits["good"]
+    shuffled, _ = audits["shuffled_labels"]
+    for name in ("fidelity.fd_ratio_segmenter", "fidelity.precision_ratio", "fidelity.coverage_ratio",
+                 "fidelity.diversity_ratio"):
+        assert shuffled[name].value == pytest.approx(good[name].value)
+
+
+def test_metrics_and_figures(audits):
+    _, results = audits["good"]
+    mask = results["mask_consistency"].metrics
+    assert set(mask["synthetic"]["by_vendor"]) == {"A", "B", "C"}
+    assert 0 < mask["real_holdout"]["dice"]["mean"] <= 1 and mask["synthetic"]["volume_dice"]["mean"] > 0.5
+    fd = results["feature_distance"].metrics["spaces"]["segmenter"]["fd"]
+    lo, hi = fd["ratio_ci95"]
+    assert lo <= hi and fd["holdout_vs_train"] > 0
+    figures = [f for r in results.values() for f in r.figures]
+    names = {f.name for f in figures}
+    assert {"fidelity_sample_grid", "fidelity_mask_dice", "fidelity_prdc", "fidelity_intensity_histograms"} <= names
+    assert all(f.png.startswith(b"\x89PNG") for f in figures)
+    grid = next(f for f in figures if f.name == "fidelity_sample_grid")
+    assert grid.public  # synthetic slices only
+
+
+def test_mask_consistency_fails_closed_without_masks(heart_splits):
+    syn = heart_splits["synthetic"]
+    unlabelled = syn.select(np.arange(len(syn)))
+    unlabelled.has_label[:] = False
+    ctx = AuditContext(train=heart_splits["train"], holdout=heart_splits["holdout"], synthetic=unlabelled)
+    with pytest.raises(ValueError, match="no label maps"):
+        MaskConsistencyAuditor().run(ctx)

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+from scipy import linalg
+from sklearn.metrics.pairwise import polynomial_kernel
+
+from auditors.fidelity import distances
+
+
+def _reference_fd(a, b):
+    """The pytorch-fid formula with scipy's general matrix square root."""
+    mu1, mu2 = a.mean(0), b.mean(0)
+    c1, c2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(c1 @ c2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * covmean))
+
+
+def _reference_kid(a, b):
+    """Unbiased MMD^2 written out pair by pair, with scikit-learn's polynomial kernel."""
+    d = a.shape[1]
+    kxx = polynomial_kernel(a, a, degree=3, gamma=1 / d, coef0=1)
+    kyy = polynomial_kernel(b, b, degree=3, gamma=1 / d, coef0=1)
+    kxy = polynomial_kernel(a, b, degree=3, gamma=1 / d, coef0=1)
+    m, n = len(a), len(b)
+    xx = sum(kxx[i, j] for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(kyy[i, j] for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    return xx + yy - 2 * kxy.mean()
+
+
+def test_frechet_distance_matches_the_scipy_sqrtm_formula():
+    rng = np.random.default_rng(0)
+    for shift in (0.0, 0.5, 2.0):
+        a = rng.normal(size=(200, 6)) @ rng.normal(size=(6, 6))
+        b = rng.normal(size=(150, 6)) @ rng.normal(size=(6, 6)) + shift
+        assert distances.frechet_distance(a, b) == pytest.approx(_reference_fd(a, b), rel=1e-6, abs=1e-8)
+
+
+def test_frechet_distance_of_known_gaussians_and_singular_covariances():
+    # Two Gaussians with diagonal covariances: FD = |mu1-mu2|^2 + sum (s1 - s2)^2.
+    fd = distances.frechet_from_stats(np.zeros(3), np.diag([1.0, 4.0, 9.0]), np.ones(3), np.diag([4.0, 4.0, 1.0]))
+    assert fd == pytest.approx(3 + (1 - 2) ** 2 + 0 + (3 - 1) ** 2)
+    # Fewer samples than dimensions: still finite, real and about 0 for a set against itself.
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(10, 40))
+    assert distances.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert np.isfinite(distances.frechet_distance(a, rng.normal(size=(12, 40))))
+
+
+def test_kid_matches_the_pairwise_definition():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(30, 5)), rng.normal(size=(25, 5)) + 0.7
+    assert distances.kernel_inception_distance(a, b) == pytest.approx(_reference_kid(a, b))
+    # Unbiased: same-distribution samples average out near 0, a shift is far above it.
+    same = [distances.kernel_inception_distance(rng.normal(size=(60, 5)), rng.normal(size=(60, 5)))
+            for _ in range(30)]
+    assert abs(np.mean(same)) < 3 * np.std(same) / np.sqrt(len(same))
+    assert distances.kernel_inception_distance(a, b) > 10 * np.std(same)
+
+
+def test_matched_sample_draws_whole_subjects_up_to_n():
+    ids = np.array(["a"] * 3 + ["b"] * 5 + ["c"] * 2 + ["d"] * 4)
+    groups = distances.subject_groups(ids)
+    assert [len(g) for g in groups] == [3, 5, 2, 4]
+    rng = np.random.default_rng(3)
+    idx = distances.matched_sample(groups, 9, rng, replace=False)
+    assert len(idx) == 9 and len(set(idx.tolist())) == 9
+    # Every subject but the last one drawn is complete.
+    drawn = [s for s in dict.fromkeys(ids[idx])]
+    for s in drawn[:-1]:
+        assert (ids[idx] == s).sum() == (ids == s).sum()
+    assert len(distances.matched_sample(groups, 100, rng, replace=False)) == len(ids)  # runs out of subjects
+    boot = distances.matched_sample(groups, 30, rng, replace=True)
+    assert len(boot) == 30
+
+
+def test_percentile_interval_drops_undefined_replicates():
+    lo, hi = distances.percentile_interval([np.nan, *range(101)])
+    assert (lo, hi) == pytest.approx((2.5, 97.5))

@@ -3,28 +3,24 @@
 - `segmenter`: pooled encoder features of the U-Net trained on real train (always available);
   it sees what matters for anatomy and contrast.
 - `embedding`: the self-supervised embedding trained on real train (auditors.features), built for
-  near-copy search; used here when that package is installed.
+  near-copy search and shared with the privacy auditors (trained once per audit).
 
 Features are standardised with the train split's per-dimension mean and spread, so that
 Euclidean distances (PRDC, diversity) weigh every dimension alike and read in train-spread units.
 """
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 
+from auditors.features import features as shared_features
 from auditors.segmentation.train import real_train_segmenter
 
 SPLITS = ("train", "holdout", "synthetic")
+SPACES = ("segmenter", "embedding")
 
 
 def available_spaces() -> list[str]:
-    # The embedding is another package of this project; it is absent only in a partial checkout.
-    spaces = ["segmenter"]
-    if importlib.util.find_spec("auditors.features.embedding") is not None:
-        spaces.append("embedding")
-    return spaces
+    return list(SPACES)
 
 
 def _raw(ctx, space: str, split: str) -> np.ndarray:
@@ -32,9 +28,8 @@ def _raw(ctx, space: str, split: str) -> np.ndarray:
     if space == "segmenter":
         return ctx.shared(f"features.segmenter.{split}",
                           lambda: real_train_segmenter(ctx).features(slices.images))
-    if space == "embedding":
-        from auditors.features import features  # the shared cache of the privacy auditors
-        return features(ctx, "embedding", split)
+    if space == "embedding":  # computed once, in the cache the privacy auditors use too
+        return shared_features(ctx, "embedding", split)
     raise ValueError(f"unknown fidelity feature space {space!r}; known: segmenter, embedding")
 
 

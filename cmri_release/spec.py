@@ -44,7 +44,7 @@ class SplitSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    size: int = 64  # slices are size x size pixels after preprocessing
+    size: int = 32  # slices are size x size pixels after preprocessing (the demo's CPU budget; 64+ for real use)
     train: Path | None = None
     holdout: Path | None = None
     test: Path | None = None
@@ -66,7 +66,7 @@ class DataSpec:
 @dataclass(frozen=True)
 class GeneratorSpec:
     name: str = "flow"
-    epochs: int | None = None
+    epochs: int | None = 5  # the demo's budget; None when `minutes` is given
     minutes: float | None = None
     device: str = "cpu"
     model: Path | None = None  # a model folder to load instead of training
@@ -310,6 +310,8 @@ def _generator(t: _Table, known_generators) -> GeneratorSpec:
     minutes = t.number("minutes", None, positive=True)
     if epochs is not None and minutes is not None:
         raise t.error("minutes", "give `epochs` or `minutes`, not both")
+    if epochs is None and minutes is None and model is None:
+        epochs = GeneratorSpec.epochs
     device = t.string("device", GeneratorSpec.device)
     if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         raise t.error("device", f"must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
@@ -523,7 +525,8 @@ def default_spec_text(known_checks: Mapping[str, tuple] | None = None) -> str:
         "# flow (default), ddpm, vae or gan. Or load a trained model folder instead of training:",
         '#   model = "models/flow"     (then leave out name / epochs / minutes)',
         f"name = {_toml(g.name)}",
-        "# Training budget: epochs = N  or  minutes = M  (default: the generator's own default).",
+        "# Training budget: epochs = N (reproducible) or minutes = M (a wall-clock cap). DP needs epochs.",
+        f"epochs = {_toml(g.epochs)}",
         f"device = {_toml(g.device)}",
         "",
         "[privacy]",

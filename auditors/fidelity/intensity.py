@@ -89,6 +89,7 @@ def intensity_report(ctx: AuditContext) -> tuple[dict, dict]:
     mean_real = float(np.mean(real_w1)) if real_w1 else float("nan")
     summary = {"by_vendor": out, "mean_subject_w1_synthetic": mean_syn, "mean_subject_w1_holdout": mean_real,
                "w1_ratio": mean_syn / mean_real if mean_real > 0 else float("nan"),
+               "synthetic_vendors_not_in_train": sorted(set(ctx.synthetic.vendor_names) - set(vendors)),
                "subjects": {"synthetic": len(ctx.synthetic.subjects),
                             "holdout": len(shared.subjects) if shared is not None else 0}}
     return summary, panels

@@ -210,6 +210,16 @@ def quality(out: Path, size: int, train_steps: int, epsilons: list[float], n_tra
         if eps is None:  # the same optimiser steps as the DP runs, over slices
             epochs = max(1, round(train_steps * 16 / len(train)))
             log = gen.fit(train, epochs=epochs, seed=seed, quiet=True)
+        elif eps == float("inf"):
+            # Diagnostic, not a DP model: the DP path (patients sampled, clipped once) with zero noise, to tell the
+            # cost of the noise from that of clipping and patient sampling.
+            from unittest import mock
+
+            import generators.dp.engine as dp_engine
+            with mock.patch.object(dp_engine, "calibrate_noise", lambda **kw: (0.0, "none")), \
+                    mock.patch.object(dp_engine, "build_ledger", lambda **kw: {"dp": False, "note": "clip only"}):
+                log = gen.fit(train, DPConfig(epsilon=10.0), epochs=max(1, round(train_steps / steps_per_epoch_dp)),
+                              seed=seed, quiet=True)
         else:
             log = gen.fit(train, DPConfig(epsilon=eps), epochs=max(1, round(train_steps / steps_per_epoch_dp)),
                           seed=seed, quiet=True)
@@ -219,7 +229,7 @@ def quality(out: Path, size: int, train_steps: int, epsilons: list[float], n_tra
         ctx = AuditContext(train=train, holdout=holdout, synthetic=synthetic, seed=seed, quiet=True,
                            cache=shared_cache)
         mc = MaskConsistencyAuditor().run(ctx)
-        name = "no DP" if eps is None else f"epsilon {eps:g}"
+        name = "no DP" if eps is None else "clip only, no noise" if eps == float("inf") else f"epsilon {eps:g}"
         ledger = gen.model_card["privacy"]
         row = {"setting": name, "target_epsilon": eps, "epsilon": ledger.get("epsilon"),
                "epsilon_prv": ledger.get("epsilon_prv"), "noise_multiplier": ledger.get("noise_multiplier"),
@@ -254,7 +264,8 @@ def main() -> None:
     parser.add_argument("--quality", action="store_true", help="the quality experiment; OUT is a folder")
     parser.add_argument("--size", type=int, default=32, help="quality: slice size")
     parser.add_argument("--train-steps", type=int, default=240, help="quality: optimiser steps per model")
-    parser.add_argument("--epsilons", default="10,3,1", help="quality: target epsilons")
+    parser.add_argument("--epsilons", default="inf,10,3,1",
+                        help="quality: target epsilons (inf: the DP path with zero noise, a diagnostic)")
     parser.add_argument("--train-patients", type=int, default=48)
     parser.add_argument("--holdout-patients", type=int, default=12)
     args = parser.parse_args()

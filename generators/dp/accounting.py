@@ -16,6 +16,9 @@ import numpy as np
 
 ACCOUNTANTS = ("prv", "rdp")
 MAX_SIGMA = 1e6
+# The least noise the search tries: below it the accountants' series converge very slowly (minutes per call) and
+# the epsilon is in the hundreds. A target still met at this noise is simply not binding (the ledger says so).
+MIN_SIGMA = 0.5
 # Opacus' default RDP orders plus larger ones: un-subsampled releases with much noise need high orders.
 RDP_ALPHAS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 96, 128, 192, 256, 384, 512, 1024]
 
@@ -75,8 +78,13 @@ def _search(eps_of, target: float, tolerance: float, sigma_low: float = 0.0, sig
     Opacus' `get_noise_multiplier` brackets by doubling and then bisects; an accountant call costs up to a second
     here, so the bracket is narrowed by false position on log(noise) (Illinois variant, which keeps both ends
     moving), falling back to bisection; the answer is always an evaluated noise whose epsilon is <= target."""
-    eps_high = eps_of(sigma_high)
     eps_low = float("inf")
+    if sigma_low < MIN_SIGMA:
+        eps_low = eps_of(MIN_SIGMA)
+        if eps_low <= target:
+            return MIN_SIGMA
+        sigma_low, sigma_high = MIN_SIGMA, max(sigma_high, MIN_SIGMA)
+    eps_high = eps_of(sigma_high)
     while eps_high > target:
         sigma_low, eps_low = sigma_high, eps_high
         sigma_high *= 2

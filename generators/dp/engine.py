@@ -25,7 +25,7 @@ from torch import nn
 from cmri_release.errors import CmriError
 
 from ..base import DPConfig
-from .accounting import History, calibrate_noise, check_accountant, epsilons
+from .accounting import MIN_SIGMA, History, calibrate_noise, check_accountant, epsilons
 from .ledger import build_ledger
 from .sampler import PatientBatches, PatientIndex, group_grad_samples
 from .validate import require_dp_compatible
@@ -255,7 +255,9 @@ class PrivateTraining:
             max_grad_norm=self.config.max_grad_norm, sample_rate=self.sample_rate, steps=self.steps_taken,
             epochs=self.epochs_done(), secure_mode=self.config.secure_mode, n_patients=self.account.n_patients,
             slices_per_patient=self.k, releases=self.account.releases, grad_sample_mode=self.grad_sample_mode,
-            notes=self.account.notes + ([f"stopped after {self.steps_taken} of {self.planned_steps} planned steps "
+            notes=self.account.notes + ([f"the target epsilon does not bind: the least noise searched "
+                                         f"({MIN_SIGMA}) already meets it"] if self.noise_multiplier <= MIN_SIGMA
+                                        else []) + ([f"stopped after {self.steps_taken} of {self.planned_steps} planned steps "
                                          f"(time budget); epsilon is what was spent"]
                                         if self.steps_taken < self.planned_steps else []))
 

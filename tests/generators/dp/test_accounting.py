@@ -52,3 +52,10 @@ def test_prior_releases_cost_noise():
 def test_unreachable_budget_fails_with_advice():
     with pytest.raises(ValueError, match="already spend"):
         calibrate_noise(target_epsilon=0.5, delta=1e-3, sample_rate=0.5, steps=10, prior=[(0.5, 1.0, 1)])
+
+
+def test_a_target_no_noise_level_binds_stops_at_the_floor():
+    from generators.dp.accounting import MIN_SIGMA
+    sigma, _ = calibrate_noise(target_epsilon=1000.0, delta=1e-3, sample_rate=0.25, steps=10)
+    assert sigma == MIN_SIGMA
+    assert epsilons([(sigma, 0.25, 10)], 1e-3).worst <= 1000.0

@@ -1,7 +1,8 @@
 """The release gate end to end on a tiny phantom: released, blocked, crashed; nothing exported unless released.
 
-One generator is trained once per module (the passing release); the other cases load it from the audit folder
-(`[generator] model`), so each costs an audit, not a training run.
+One generator is trained once per module (the passing release, ~25 s on 2 idle cores); the other cases load it
+from the audit folder (`[generator] model`), so each costs an audit (~10 s), not a training run. The two cases
+that repeat what tests/test_export.py checks at unit level (a crash during the export, the CLI table) are slow.
 """
 from __future__ import annotations
 
@@ -68,7 +69,6 @@ def released(tmp_path_factory):
     return folder, spec, outcome
 
 
-@pytest.mark.slow
 def test_a_passing_release_is_complete(released):
     folder, spec, outcome = released
     assert outcome.status == "released" and outcome.exit_code == 0, outcome.message
@@ -93,7 +93,6 @@ def test_a_passing_release_is_complete(released):
     assert set(outcome.stage_seconds) == {"data", "train", "synthesise", "audit", "audit report", "export"}
 
 
-@pytest.mark.slow
 def test_a_threshold_no_cohort_meets_blocks(released, tmp_path):
     model = released[0] / "release.audit" / "model"
     spec = load_spec(write_spec(tmp_path, generator=f'model = "{model}"', groups='["privacy"]',
@@ -130,7 +129,6 @@ def test_a_crash_during_export_leaves_no_release(released, tmp_path, monkeypatch
     assert (tmp_path / "release.audit" / "audit.json").exists()  # the audit is kept whatever happens next
 
 
-@pytest.mark.slow
 def test_a_crash_in_an_early_stage_is_an_error(released, tmp_path, monkeypatch):
     import generators.synthesis
 

@@ -24,7 +24,7 @@ from .. import __version__
 from ..cohort import Cohort
 from ..labels import LABEL_NAMES, STRUCTURES
 
-STRUCTURE_COLOURS = {1: "#e8a33d", 2: "#59b36b", 3: "#d9534f"}  # RV, MYO, LV contours in the sample grid
+STRUCTURE_COLOURS = {1: "#1f77b4", 2: "#2ca02c", 3: "#d62728"}  # RV blue, MYO green, LV red (as the audit draws them)
 
 
 @dataclass
@@ -131,7 +131,7 @@ def sample_grid(cohort: Cohort, per_vendor: int = 4) -> Image:
                     if mask.any():
                         ax.contour(mask, levels=[0.5], colors=[colour], linewidths=0.8)
             ax.set_title(f"{subject.id}\n{vendor} · {phase}", fontsize=6)
-    fig.suptitle("Synthetic subjects, mid-ventricular slice (contours: RV orange, MYO green, LV red)", fontsize=8)
+    fig.suptitle("Synthetic subjects, mid-ventricular slice (contours: RV blue, MYO green, LV red)", fontsize=8)
     png = _png(fig)
     plt.close(fig)
     return Image("Synthetic samples by vendor", png,

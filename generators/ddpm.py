@@ -53,10 +53,11 @@ class DDPM(NeuralGenerator):
     def _sample_batch(self, noise, cond, vendor):
         ts = ddim_timesteps(self.schedule, int(self.config["steps"]))
         x = noise
+        prepared = self.net.prepare(cond)  # the same label maps at every step: SPADE modulations once
         for i, t in enumerate(ts):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             t_in = self.schedule.time_input(torch.full((len(x),), t, device=x.device))
-            eps = self.net(x, cond, vendor, t_in)
+            eps = self.net(x, prepared, vendor, t_in)
             x = ddim_step(self.schedule, x, eps, t, t_prev)
         return x
 
@@ -66,10 +67,11 @@ class DDPM(NeuralGenerator):
     def _membership_batch(self, batch, gen):
         """Negative noise-prediction loss at a few intermediate timesteps."""
         losses = []
+        cond = self.net.prepare(batch.cond)
         for t_value in self.config["membership_timesteps"]:
             noise = torch.randn(batch.x.shape, generator=gen)
             t = torch.full((len(batch.x),), int(t_value), dtype=torch.long)
-            eps = self.net(self.schedule.add_noise(batch.x, noise, t), batch.cond, batch.vendor,
+            eps = self.net(self.schedule.add_noise(batch.x, noise, t), cond, batch.vendor,
                            self.schedule.time_input(t))
             losses.append((eps - noise).pow(2).mean(dim=(1, 2, 3)))
         return -torch.stack(losses).mean(dim=0)

@@ -81,11 +81,15 @@ class FlowMatching(NeuralGenerator):
 
     def _velocity(self, cond, vendor):
         w = float(self.config["guidance"])
+        # The label maps are the same at every solver step: their SPADE modulations are computed once.
+        prepared = self.net.prepare(cond)
+        if w != 1.0:
+            no_cond, no_vendor = self.net.prepare(torch.zeros_like(cond)), torch.full_like(vendor, self.null_vendor)
 
         def velocity(x, t):
-            v = self.net(x, cond, vendor, t)
+            v = self.net(x, prepared, vendor, t)
             if w != 1.0:
-                v_uncond = self.net(x, torch.zeros_like(cond), torch.full_like(vendor, self.null_vendor), t)
+                v_uncond = self.net(x, no_cond, no_vendor, t)
                 v = v_uncond + w * (v - v_uncond)
             return v
 
@@ -102,9 +106,10 @@ class FlowMatching(NeuralGenerator):
         """Negative flow-matching loss averaged over a few intermediate times (Matsumoto et al.: mid t leaks most)."""
         x1 = batch.x
         losses = []
+        cond = self.net.prepare(batch.cond)
         for t_value in self.config["membership_times"]:
             x0 = torch.randn(x1.shape, generator=gen)
             t = torch.full((len(x1),), float(t_value))
-            v = self.net((1 - t_value) * x0 + t_value * x1, batch.cond, batch.vendor, t)
+            v = self.net((1 - t_value) * x0 + t_value * x1, cond, batch.vendor, t)
             losses.append((v - (x1 - x0)).pow(2).mean(dim=(1, 2, 3)))
         return -torch.stack(losses).mean(dim=0)

@@ -1,7 +1,7 @@
 """Every benchmark in one run, each figure beside its peer measured in the same run, written to
 `benchmarks/results.json` and printed as a table.
 
-    python benchmarks/run_all.py [--quick] [--out benchmarks/results.json] [--only neighbours,dp,generators,demo]
+    python benchmarks/run_all.py [--quick] [--out benchmarks/results.json] [--only neighbours,dp,generators,demo,sampling]
 
 The benchmarks themselves live beside this file and each runs in its own process (so its peak memory and its
 thread pools are its own):
@@ -10,6 +10,8 @@ thread pools are its own):
   dp          bench_dp.py: DP-SGD step time and peak memory of the default generator vs a plain step
   generators  bench_generators.py: sampling slices/s and network evaluations per slice (flow vs ddpm and the rest),
               training images/s
+  sampling    bench_sampling_quality.py: slices/s and network evaluations per slice of flow (Heun, Euler) and ddpm
+              (DDIM) sampler settings at equal mask consistency (`fidelity.mask_dice_ratio`), both trained alike
   demo        `cmri-release demo` (full) or `cmri-release release` on a reduced spec (--quick): wall time, per stage
               and per auditor
 `--quick` shrinks every size (a smoke run of a few minutes on 2 cores); the full run takes about an hour there.
@@ -30,7 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-STEPS = ("neighbours", "dp", "generators", "demo")
+STEPS = ("neighbours", "dp", "generators", "demo", "sampling")
 CLI = "from cmri_release.cli import main; main()"  # `cmri-release` with this interpreter
 
 # A reduced release for --quick: fewer patients, a 30 s training budget, one utility epoch.
@@ -71,6 +73,9 @@ def step_commands(step: str, quick: bool, work: Path) -> tuple[list[list[str]], 
     if step == "generators":
         extra = ["--quick", "--sizes", "64", "--generators", "flow,ddpm"] if quick else []
         return [[py, str(HERE / "bench_generators.py"), str(out)] + extra], out
+    if step == "sampling":
+        extra = ["--quick"] if quick else ["--patients", "24", "--epochs", "5", "--size", "32"]
+        return [[py, str(HERE / "bench_sampling_quality.py"), str(out), "--quiet"] + extra], out
     if step == "demo":
         release = work / "release"
         if quick:
@@ -186,6 +191,25 @@ def table(results: dict) -> str:
         for g in row["result"]["results"]:
             lines.append(f"{g['generator']:>10} {g['size']:>4} {g['sample_slices_per_s']:>9.2f} "
                          f"{g['network_evaluations_per_slice']:>16} {g['train_images_per_s']:>12.2f}")
+        lines.append("")
+    if "sampling" in steps and "result" in steps["sampling"]:
+        row = steps["sampling"]
+        r = row["result"]
+        s = r["settings"]
+        lines.append(f"## Sampling at equal mask consistency, flow vs ddpm ({s['patients']} patients, {s['size']} px, "
+                     f"{s['epochs']} epochs each, segmenter real-holdout Dice "
+                     f"{r['segmenter']['real_holdout_dice']:.3f}; {_load(row)})")
+        lines.append(f"{'generator':>10} {'solver':>7} {'steps':>6} {'net evals/slice':>16} {'slices/s':>9} "
+                     f"{'mask Dice ratio':>16}")
+        for g in r["table"]:
+            lines.append(f"{g['generator']:>10} {g['solver']:>7} {g['steps']:>6} {g['evaluations_per_slice']:>16} "
+                         f"{g['slices_per_s']:>9.2f} {g['mask_dice_ratio']:>16.3f}")
+        eq = r["equal_quality"]
+        flow, ddpm = eq["chosen"]["flow"], eq["chosen"]["ddpm"]
+        lines.append(f"target ratio {eq['target_ratio']:.3f} ({eq['target_share']} x the lower best): cheapest flow "
+                     f"{flow['solver']} {flow['steps']} ({flow['evaluations_per_slice']} evals), ddpm ddim "
+                     f"{ddpm['steps']} ({ddpm['evaluations_per_slice']} evals); flow / ddpm speed "
+                     f"{eq['speed_ratio_flow_over_ddpm']:.2f}x")
         lines.append("")
     if "demo" in steps and "result" in steps["demo"]:
         row = steps["demo"]

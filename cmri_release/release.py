@@ -11,13 +11,12 @@ import contextlib
 import shutil
 import tempfile
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .audit import MIN_HOLDOUT_PATIENTS
 from .cohort import Cohort
-from .errors import CmriError
+from .errors import CmriError, describe_unexpected
 from .export import partial_prefix, sweep_partials
 from .preprocess import PreprocessConfig, cohort_to_slices, slices_to_cohort
 from .spec import ReleaseSpec
@@ -321,20 +320,6 @@ def run_release(spec: ReleaseSpec, quiet: bool = True, on_stage=None) -> Release
         outcome.failed_stage = stages.current
     outcome.status = ERROR
     return outcome
-
-
-def describe_unexpected(exc: BaseException) -> str:
-    """One line for an unexpected error: its root cause and where it was raised. Libraries wrap errors in
-    multi-line messages (pydicom appends a whole traceback to a failed write); the cause is what a user can act
-    on, e.g. `OSError: [Errno 28] No space left on device`."""
-    root, seen = exc, set()
-    while root.__cause__ is not None and id(root) not in seen:
-        seen.add(id(root))
-        root = root.__cause__
-    text = " ".join(str(root).split())[:300]
-    frames = traceback.extract_tb(root.__traceback__) or traceback.extract_tb(exc.__traceback__)
-    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
-    return f"unexpected {type(root).__name__}: {text}{where}"
 
 
 def _training_summary(card: dict) -> str:

@@ -23,6 +23,7 @@ from jinja2 import Environment, PackageLoader
 from .. import __version__
 from ..cohort import Cohort
 from ..labels import LABEL_NAMES, STRUCTURES
+from .html import fmt
 
 STRUCTURE_COLOURS = {1: "#1f77b4", 2: "#2ca02c", 3: "#d62728"}  # RV blue, MYO green, LV red (as the audit draws them)
 
@@ -68,21 +69,6 @@ def _flatten(value, prefix: str = "") -> list[tuple[str, str]]:
     else:
         rows.append((prefix, fmt(value)))
     return rows
-
-
-def fmt(value) -> str:
-    """Numbers with 4 significant digits, lists joined, None as an em dash."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(fmt(v) for v in value)
-    return str(value)
 
 
 def _png(fig) -> str:

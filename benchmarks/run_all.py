@@ -1,7 +1,7 @@
 """Every benchmark in one run, each figure beside its peer measured in the same run, written to
 `benchmarks/results.json` and printed as a table.
 
-    python benchmarks/run_all.py [--quick] [--out benchmarks/results.json] [--only neighbours,dp,generators,demo,sampling]
+    python benchmarks/run_all.py [--quick] [--out benchmarks/results.json] [--only neighbours,dp,generators,demo,sampling,threads]
 
 The benchmarks themselves live beside this file and each runs in its own process (so its peak memory and its
 thread pools are its own):
@@ -12,6 +12,8 @@ thread pools are its own):
               training images/s
   sampling    bench_sampling_quality.py: slices/s and network evaluations per slice of flow (Heun, Euler) and ddpm
               (DDIM) sampler settings at equal mask consistency (`fidelity.mask_dice_ratio`), both trained alike
+  threads     bench_threads.py: the demo's segmenter training, generator training and sampling at 1 and 2
+              threads, OpenMP wait policy default and PASSIVE
   demo        `cmri-release demo` (full) or `cmri-release release` on a reduced spec (--quick): wall time, per stage
               and per auditor
 `--quick` shrinks every size (a smoke run of a few minutes on 2 cores); the full run takes about an hour there.
@@ -32,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-STEPS = ("neighbours", "dp", "generators", "demo", "sampling")
+STEPS = ("neighbours", "dp", "generators", "demo", "sampling", "threads")
 CLI = "from cmri_release.cli import main; main()"  # `cmri-release` with this interpreter
 
 # A reduced release for --quick: fewer patients, a 30 s training budget, one utility epoch.
@@ -83,6 +85,8 @@ def step_commands(step: str, quick: bool, work: Path) -> tuple[list[list[str]], 
             spec.write_text(QUICK_SPEC.format(out=release.as_posix()), encoding="utf-8")
             return [[py, "-c", CLI, "release", str(spec), "--quiet"]], None
         return [[py, "-c", CLI, "demo", "--out", str(release), "--quiet"]], None
+    if step == "threads":
+        return [[py, str(HERE / "bench_threads.py"), str(out)] + (["--quick"] if quick else [])], out
     raise ValueError(f"unknown step {step!r}; known: {', '.join(STEPS)}")
 
 
@@ -220,6 +224,16 @@ def table(results: dict) -> str:
             lines.append(f"{name:>16} {seconds:8.1f} s")
         for name, seconds in d.get("auditor_seconds", {}).items():
             lines.append(f"{'audit: ' + name:>40} {seconds:8.1f} s")
+        lines.append("")
+    if "threads" in steps and "result" in steps["threads"]:
+        row = steps["threads"]
+        r = row["result"]
+        lines.append(f"## Thread settings, {r['size']} px: seconds (speed-up over 1 thread, default policy) ({_load(row)})")
+        lines.append(f"{'threads':>8} {'OMP wait':>9} {'segmenter train':>20} {'generator train':>20} {'sampling':>20}")
+        for t in r["rows"]:
+            up = t["speedup_vs_1_thread_default"]
+            cells = [f"{t[k]:.2f} s ({up[k]:.2f}x)" for k in ("segmenter_train_s", "generator_train_s", "sampling_s")]
+            lines.append(f"{t['omp_num_threads']:>8} {t['omp_wait_policy']:>9} {cells[0]:>20} {cells[1]:>20} {cells[2]:>20}")
         lines.append("")
     for name, row in steps.items():
         if "error" in row:

@@ -4,23 +4,16 @@ measured by the benchmark, never asserted here."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_sampling_quality",
-                                                  ROOT / "benchmarks" / "bench_sampling_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("bench_sampling_quality")
 
 
 @pytest.fixture(scope="module")

@@ -2,24 +2,18 @@
 release's own summary. Speed is measured by the benchmarks, never asserted here."""
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
 from cmri_release.commands.release_cmd import format_outcome
 from cmri_release.release import ReleaseOutcome
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def run_all():
-    spec = importlib.util.spec_from_file_location("run_all", ROOT / "benchmarks" / "run_all.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run_all(load_benchmark):
+    return load_benchmark("run_all")
 
 
 def test_quick_and_only_are_parsed(run_all):

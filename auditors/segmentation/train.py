@@ -7,6 +7,7 @@ they got. The step count comes from an epoch budget over the real training set (
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -40,6 +41,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_WEIGHT_INIT_LOCK = threading.Lock()
 
 
 def steps_for(epochs: float, n_slices: int, batch_size: int, minimum: int = 20) -> int:
@@ -143,7 +147,9 @@ def train_segmenter(slices: SliceSet, config: TrainConfig = TrainConfig(), seed:
     images = torch.from_numpy(data.images[:, None])
     labels = torch.from_numpy(data.labels.astype(np.int64))
     rng = np.random.default_rng(seed)
-    with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
+    # Seed the weights without touching the caller's RNG; the lock keeps concurrent trainings (parallel.py) from
+    # seeding the one global generator at the same time.
+    with _WEIGHT_INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = UNet(config.unet)
     # channels_last: about a third faster for these narrow convolutions on the CPU (oneDNN).

@@ -20,6 +20,7 @@ import numpy as np
 from auditors.base import AuditContext, AuditResult, Auditor, Figure, register_auditor
 from auditors.fidelity import plots
 from auditors.segmentation import metrics
+from auditors.segmentation.parallel import effective_workers, map_jobs
 from auditors.segmentation.train import (DEFAULT_UTILITY_EPOCHS, audit_train_config, real_train_segmenter,
                                          train_segmenter)
 from cmri_release.errors import CmriError
@@ -87,24 +88,12 @@ class SegmentationUtilityAuditor(Auditor):
         unknown = set(wanted) - set(EXPERIMENTS)
         if unknown:
             raise ValueError(f"unknown utility experiment(s) {sorted(unknown)}; known: {', '.join(EXPERIMENTS)}")
-        runs: dict[str, dict] = {}
-
-        def run(name: str, real: SliceSet | None, syn: SliceSet | None, on: SliceSet = test, segmenter=None):
-            start = time.perf_counter()
-            if segmenter is None:
-                data = SliceSet.concat([p for p in (real, syn) if p is not None and len(p)])
-                segmenter = train_segmenter(data, config, seed=ctx.seed, device=ctx.device, quiet=ctx.quiet,
-                                            desc=f"segmenter: {name}")
-            runs[name] = {**_composition(real, syn), **evaluate(segmenter, on),
-                          "seconds": round(time.perf_counter() - start, 2)}
-            return runs[name]
-
-        trtr = run("TRTR (real train)", train, None, segmenter=real_train_segmenter(ctx))
-        tstr = run("TSTR (synthetic only)", None, synthetic)
+        # Plan every segmenter first, then train them side by side (parallel.py): they are independent.
+        jobs: list[tuple[str, SliceSet | None, SliceSet | None, SliceSet]] = [("TSTR (synthetic only)", None,
+                                                                                 synthetic, test)]
         if "mixed" in wanted:
-            run("real + synthetic", train, synthetic)
-
-        lovo = {}
+            jobs.append(("real + synthetic", train, synthetic, test))
+        lovo_plan = []
         train_vendors = set(train.vendor_names)
         if "lovo" in wanted and len(train_vendors) >= 2:
             for vendor in test.vendor_names:
@@ -112,21 +101,51 @@ class SegmentationUtilityAuditor(Auditor):
                     continue
                 rest, on = train.select(train.vendors != vendor), test.select(test.vendors == vendor)
                 syn_v = synthetic.select(synthetic.vendors == vendor)
-                without = run(f"LOVO {vendor}: real without {vendor}", rest, None, on)
-                entry = {"without_synthetic": without["dice"]["mean"], "synthetic_slices": len(syn_v)}
+                without, with_syn = f"LOVO {vendor}: real without {vendor}", f"LOVO {vendor}: + synthetic {vendor}"
+                jobs.append((without, rest, None, on))
                 if len(syn_v):
-                    entry["with_synthetic"] = run(f"LOVO {vendor}: + synthetic {vendor}", rest, syn_v, on)["dice"]["mean"]
-                    entry["gain"] = entry["with_synthetic"] - entry["without_synthetic"]
-                lovo[vendor] = entry
+                    jobs.append((with_syn, rest, syn_v, on))
+                lovo_plan.append((vendor, without, with_syn if len(syn_v) else None, len(syn_v)))
         lovo_note = ("not run: the real train split holds fewer than two vendors" if "lovo" in wanted
                      else "not run: not among the requested utility experiments")
-
-        low_data = "not run: not among the requested utility experiments"
+        low_plan = None
         if "low_data" in wanted:
             fraction = float(ctx.options.get("utility_low_data_fraction", DEFAULT_LOW_DATA_FRACTION))
             few = train.for_subjects(low_data_subjects(train, fraction, ctx.seed))
-            low = run(f"low data ({fraction:.0%} real)", few, None)
-            low_syn = run(f"low data ({fraction:.0%} real) + synthetic", few, synthetic)
+            low_plan = (fraction, few, f"low data ({fraction:.0%} real)",
+                        f"low data ({fraction:.0%} real) + synthetic")
+            jobs += [(low_plan[2], few, None, test), (low_plan[3], few, synthetic, test)]
+
+        def run(job) -> dict:
+            name, real, syn, on = job
+            start = time.perf_counter()
+            data = SliceSet.concat([p for p in (real, syn) if p is not None and len(p)])
+            segmenter = train_segmenter(data, config, seed=ctx.seed, device=ctx.device, quiet=True,
+                                        desc=f"segmenter: {name}")
+            return {**_composition(real, syn), **evaluate(segmenter, on),
+                    "seconds": round(time.perf_counter() - start, 2)}
+
+        start = time.perf_counter()
+        runs: dict[str, dict] = {"TRTR (real train)": {**_composition(train, None),
+                                                       **evaluate(real_train_segmenter(ctx), test),
+                                                       "seconds": round(time.perf_counter() - start, 2)}}
+        workers = ctx.options.get("segmenter_workers")
+        runs.update(zip([j[0] for j in jobs], map_jobs(run, jobs, workers=workers, device=ctx.device,
+                                                       quiet=ctx.quiet, desc="utility segmenters")))
+        trtr, tstr = runs["TRTR (real train)"], runs["TSTR (synthetic only)"]
+
+        lovo = {}
+        for vendor, without, with_syn, n_syn in lovo_plan:
+            entry = {"without_synthetic": runs[without]["dice"]["mean"], "synthetic_slices": n_syn}
+            if with_syn is not None:
+                entry["with_synthetic"] = runs[with_syn]["dice"]["mean"]
+                entry["gain"] = entry["with_synthetic"] - entry["without_synthetic"]
+            lovo[vendor] = entry
+
+        low_data = "not run: not among the requested utility experiments"
+        if low_plan is not None:
+            fraction, few, low_name, low_syn_name = low_plan
+            low, low_syn = runs[low_name], runs[low_syn_name]
             low_data = {"fraction": fraction, "real_subjects": len(few.subjects), "without_synthetic":
                         low["dice"]["mean"], "with_synthetic": low_syn["dice"]["mean"],
                         "gain": low_syn["dice"]["mean"] - low["dice"]["mean"]}
@@ -136,7 +155,8 @@ class SegmentationUtilityAuditor(Auditor):
             "test_split": test_split, "test_slices": len(test), "test_subjects": len(test.subjects),
             "budget": {"utility_epochs": float(ctx.options.get("utility_epochs", DEFAULT_UTILITY_EPOCHS)),
                        "steps_per_segmenter": config.steps, "batch_size": config.batch_size,
-                       "segmenters": len(runs)},
+                       "segmenters": len(runs),
+                       "trained_at_once": effective_workers(workers, len(jobs), ctx.device)},
             "runs": runs, "tstr_dice_ratio": ratio,
             "real_plus_synthetic_gain": (runs["real + synthetic"]["dice"]["mean"] - trtr["dice"]["mean"]
                                          if "real + synthetic" in runs else None),

@@ -165,16 +165,23 @@ def table(results: dict) -> str:
                 if seconds is None:
                     continue
                 lines.append(f"{shape:>18} {method:>9} {seconds:8.2f} {gflops:8.1f} {100 * gflops / peak:7.0f}%")
+            if "same_shape_gemm_gflops" in s:
+                g = s["same_shape_gemm_gflops"]
+                lines.append(f"{shape:>18} {'gemm only':>9} {'':>8} {g:8.1f} {100 * g / peak:7.0f}%  "
+                             f"(torch.matmul of this shape, no top-k)")
             if "sklearn_gflops" in s:
                 lines.append(f"{'':>18} project / sklearn speed: {s['project_gflops'] / s['sklearn_gflops']:.2f}x; "
                              f"same neighbours as FAISS: {s['same_neighbours']}")
         lines.append("")
         lines.append(f"## Privacy audit memory ({_load(row)})")
-        lines.append(f"{'scale':>6} {'synthetic':>10} {'peak RSS MB':>12} {'x 1x':>6} {'wall s':>8}")
+        lines.append(f"{'scale':>6} {'synthetic':>10} {'peak RSS MB':>12} {'x 1x':>6} {'input MB':>9} "
+                     f"{'peak - input':>13} {'wall s':>8}")
         base = r["audit_memory"][0]["peak_rss_mb"] if r.get("audit_memory") else 1
         for a in r.get("audit_memory", []):
+            images = a.get("synthetic_images_mb", float("nan"))
             lines.append(f"{a['scale']:>5}x {a['synthetic_slices']:>10} {a['peak_rss_mb']:>12.0f} "
-                         f"{a['peak_rss_mb'] / base:>6.2f} {a['wall_s']:>8.1f}")
+                         f"{a['peak_rss_mb'] / base:>6.2f} {images:>9.0f} {a['peak_rss_mb'] - images:>13.0f} "
+                         f"{a['wall_s']:>8.1f}")
         lines.append("")
     if "dp" in steps and "result" in steps["dp"]:
         row = steps["dp"]

@@ -172,6 +172,12 @@ def test_loaded_model_excludes_training_keys(tmp_path):
     assert "[privacy] dp:" in error_of(PHANTOM + '[generator]\nmodel = "model"\n[privacy]\ndp = true\n', tmp_path)
 
 
+def test_dp_needs_an_epoch_budget_up_front(tmp_path):
+    assert "DP training needs `epochs`" in error_of(PHANTOM + "[generator]\nminutes = 2.0\n[privacy]\ndp = true\n",
+                                                    tmp_path)
+    assert parse(PHANTOM + "[generator]\nepochs = 2\n[privacy]\ndp = true\n", tmp_path).privacy.dp
+
+
 def test_with_output_moves_release_and_audit(tmp_path):
     spec = with_output(parse(PHANTOM, tmp_path), tmp_path / "demo")
     assert spec.export.out == (tmp_path / "demo").resolve()

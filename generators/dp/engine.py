@@ -25,9 +25,11 @@ from torch import nn
 from cmri_release.errors import CmriError
 
 from ..base import DPConfig
+from . import grad_samplers
 from .accounting import MIN_SIGMA, History, calibrate_noise, check_accountant, epsilons
 from .ledger import build_ledger
 from .sampler import PatientBatches, PatientIndex, group_grad_samples
+from .summed_grads import SkipSummedGrads
 from .validate import require_dp_compatible
 
 GRAD_SAMPLE_MODES = ("hooks", "functorch")
@@ -162,6 +164,8 @@ class PrivateTraining:
                 module=self.module, optimizer=optimizer, data_loader=loader, noise_multiplier=1.0,
                 max_grad_norm=self.config.max_grad_norm, poisson_sampling=True, grad_sample_mode=grad_sample_mode,
                 wrap_model=False, loss_reduction="mean")
+        if grad_sample_mode == "hooks":
+            grad_samplers.install(self.hooks)  # the same per-sample gradients, cheaper for convolutions
         # Opacus records q = 1 / len(dp_loader) per step; its Poisson sampler draws with 1 / len(loader), which is
         # never larger (int(1 / (1 / L)) can round down), so accounting with the former is exact or conservative.
         self.steps_per_epoch = len(dp_loader)
@@ -181,6 +185,8 @@ class PrivateTraining:
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 5]))
         self.batches = PatientBatches(data.patient, dp_loader.batch_sampler, self.k, rng)
         self.steps_taken = 0
+        # Hooks mode: autograd's batch-summed weight gradients, which the DP optimiser overwrites, are not computed.
+        self.skip = SkipSummedGrads(self.private.modules, self.hooks) if grad_sample_mode == "hooks" else None
 
     def step(self, objective, optimizer, batch, noise_gen: torch.Generator, grad_clip: float | None) -> float | None:
         """One step of `objective`: DP-SGD for the private one; for one that touches no patient data (a GAN's
@@ -227,7 +233,8 @@ class PrivateTraining:
             for p in self.params:
                 p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
         else:
-            loss = objective.loss(batch, noise_gen)
+            with self.skip.forward_pass() if self.skip else contextlib.nullcontext():
+                loss = objective.loss(batch, noise_gen)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{objective.name} loss became {loss.item()} at DP step {self.steps_taken}")
             with _quiet_opacus():
@@ -263,6 +270,8 @@ class PrivateTraining:
 
     def close(self) -> None:
         """Remove Opacus' hooks and per-sample state so the networks are plain modules again."""
+        if self.skip is not None:
+            self.skip.remove()
         self.hooks.cleanup()
         for p in self.params:
             for attr in ("grad_sample", "summed_grad"):

@@ -1,0 +1,162 @@
+"""The Conv2d per-sample gradient sampler: the same gradients as Opacus' sampler and as torch.func, every path, and
+installed on one session's hooks only."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from opacus.grad_sample import GradSampleModule
+from opacus.grad_sample.conv import compute_conv_grad_sample
+from opacus.grad_sample.grad_sample_module import GradSampleHooks
+from torch import nn
+from torch.func import functional_call, grad, vmap
+from torch.nn import functional as F
+
+from generators.dp import grad_samplers
+from generators.dp.grad_samplers import conv2d_grad_sample, conv2d_method
+from generators.dp.summed_grads import SkipSummedGrads
+from generators.networks import CondUNet, preset
+
+pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook")
+
+TOL = 1e-5  # largest error allowed, relative to the largest entry of the reference per-sample gradient
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    assert actual.shape == expected.shape, what
+    scale = expected.abs().max().clamp_min(1e-12)
+    err = float((actual - expected).abs().max() / scale)
+    assert err <= TOL, f"{what}: relative error {err:.2e}"
+
+
+def func_per_sample(layer: nn.Module, x: torch.Tensor, backprops: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample gradients of <layer(x_i), backprops_i> with respect to the layer's parameters, by torch.func."""
+    params = {k: v.detach() for k, v in layer.named_parameters() if v.requires_grad}
+
+    def inner(p, xi, gi):
+        return (functional_call(layer, p, (xi[None],)) * gi[None]).sum()
+
+    return vmap(grad(inner), in_dims=(None, 0, 0))(params, x, backprops)
+
+
+# (in, out, kernel, stride, padding, dilation, groups, bias, size, expected method)
+LAYERS = [
+    (16, 16, 3, 1, 1, 1, 1, True, 12, "grouped"),     # the U-Net's residual convolutions
+    (16, 8, 3, 2, 1, 1, 1, True, 16, "grouped"),      # its stride-2 downsampling
+    (16, 32, 3, 1, (0, 2), 2, 2, False, 12, "grouped"),  # groups, dilation, uneven padding, no bias
+    (16, 1, 3, 1, 1, 1, 1, True, 12, "shifted"),      # the U-Net's output layer
+    (8, 3, (3, 5), 1, (1, 2), 1, 1, True, 10, "shifted"),  # a rectangular kernel
+    (4, 32, 3, 1, 1, 1, 1, True, 12, "opacus"),       # the label-map modulations: Opacus' is faster there
+    (16, 16, 3, 1, 1, 1, 1, True, 4, "opacus"),       # a small feature map: Opacus' is faster there
+    (16, 16, 3, 1, "same", 1, 1, True, 12, "opacus"),  # string padding
+]
+
+
+@pytest.mark.parametrize("spec", LAYERS, ids=[f"{s[-1]}-{i}" for i, s in enumerate(LAYERS)])
+def test_conv_per_sample_gradients_match_opacus_and_torch_func(spec):
+    c_in, c_out, kernel, stride, padding, dilation, groups, bias, size, method = spec
+    torch.manual_seed(0)
+    layer = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                      bias=bias)
+    x = torch.randn(5, c_in, size, size)
+    backprops = torch.randn_like(layer(x))
+    assert conv2d_method(layer, x) == method
+    ours = conv2d_grad_sample(layer, [x], backprops)
+    opacus = compute_conv_grad_sample(layer, [x], backprops)
+    reference = func_per_sample(layer, x, backprops)
+    assert set(ours) == set(opacus) == {p for p in layer.parameters()}
+    for name, p in layer.named_parameters():
+        assert_close(ours[p], opacus[p], f"{name} vs Opacus")
+        assert_close(ours[p], reference[name], f"{name} vs torch.func")
+
+
+def test_channels_last_activations_and_a_frozen_weight():
+    torch.manual_seed(1)
+    layer = nn.Conv2d(16, 16, 3, padding=1)
+    layer.weight.requires_grad_(False)
+    x = torch.randn(3, 16, 10, 10).to(memory_format=torch.channels_last)
+    backprops = torch.randn(3, 16, 10, 10).to(memory_format=torch.channels_last)
+    ours = conv2d_grad_sample(layer, [x], backprops)
+    assert set(ours) == {layer.bias}
+    assert_close(ours[layer.bias], compute_conv_grad_sample(layer, [x], backprops)[layer.bias], "bias")
+    layer.weight.requires_grad_(True)
+    ours = conv2d_grad_sample(layer, [x], backprops)
+    assert_close(ours[layer.weight], func_per_sample(layer, x, backprops)["weight"], "channels-last weight")
+
+
+def test_an_empty_batch_gives_empty_gradients():
+    layer = nn.Conv2d(16, 16, 3, padding=1)
+    out = conv2d_grad_sample(layer, [torch.zeros(0, 16, 8, 8)], torch.zeros(0, 16, 8, 8))
+    assert out[layer.weight].abs().sum() == 0 and out[layer.weight].shape[1:] == layer.weight.shape
+
+
+def _unet_per_sample_grads(net: nn.Module, batch, *, fast: bool) -> dict[str, torch.Tensor]:
+    """Per-sample gradients of the per-sample MSE through Opacus' hooks, with Opacus' samplers or ours (plus the
+    skipped summed gradients, as PrivateTraining runs them)."""
+    x, cond, vendor, t, target = batch
+    hooks = GradSampleHooks(net, loss_reduction="mean")
+    skip = None
+    if fast:
+        grad_samplers.install(hooks)
+        skip = SkipSummedGrads([net], hooks)
+    with skip.forward_pass() if skip else torch.enable_grad():
+        out = net(x, cond, vendor, t)
+    F.mse_loss(out, target, reduction="none").flatten(1).mean(1).mean().backward()
+    result = {name: p.grad_sample.clone() for name, p in net.named_parameters()}
+    summed = {name: p.grad for name, p in net.named_parameters()}
+    if skip:
+        skip.remove()
+    hooks.cleanup()
+    return result, summed
+
+
+def test_compact_unet_per_sample_gradients_match_opacus_and_torch_func():
+    torch.manual_seed(0)
+    net = CondUNet(in_channels=1, out_channels=1, n_vendors=2, **preset("compact")).train()
+    for p in net.parameters():  # the zero-initialised modulations would make half the gradients trivially equal
+        nn.init.normal_(p, std=0.05)
+    n, size = 4, 16
+    labels = torch.randint(0, 4, (n, size, size))
+    batch = (torch.randn(n, 1, size, size), F.one_hot(labels, 4).permute(0, 3, 1, 2).float().contiguous(),
+             torch.tensor([0, 1, 2, 1]), torch.rand(n), torch.randn(n, 1, size, size))
+    methods = set()
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(lambda mod, inp, out: methods.add(conv2d_method(mod, inp[0])))
+    ours, ours_summed = _unet_per_sample_grads(copy.deepcopy(net), batch, fast=True)
+    assert methods == {"grouped", "shifted", "opacus"}, "the U-Net must exercise every path"
+    opacus, opacus_summed = _unet_per_sample_grads(copy.deepcopy(net), batch, fast=False)
+
+    x, cond, vendor, t, target = batch
+    params = {k: v.detach() for k, v in net.named_parameters()}
+
+    def per_sample_loss(p, xi, ci, vi, ti, yi):
+        out = functional_call(net, p, (xi[None], ci[None], vi[None], ti[None]))
+        return F.mse_loss(out, yi[None])
+
+    reference = vmap(grad(per_sample_loss), in_dims=(None, 0, 0, 0, 0, 0))(params, x, cond, vendor, t, target)
+    assert set(ours) == set(reference)
+    for name in reference:
+        assert_close(ours[name], opacus[name], f"{name} vs Opacus")
+        assert_close(ours[name], reference[name], f"{name} vs torch.func")
+    # The summed gradients DP-SGD discards were not computed for convolutions and linear layers.
+    for name, p in net.named_parameters():
+        layer = net.get_submodule(name.rsplit(".", 1)[0])
+        skipped = type(layer) in (nn.Conv2d, nn.Linear)
+        assert (ours_summed[name] is None) == skipped, name
+        assert opacus_summed[name] is not None, name
+
+
+def test_the_sampler_is_installed_on_one_session_only():
+    a, b = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1)), nn.Sequential(nn.Conv2d(16, 16, 3, padding=1))
+    hooks_a, hooks_b = GradSampleHooks(a), GradSampleHooks(b)
+    grad_samplers.install(hooks_a)
+    assert hooks_a.GRAD_SAMPLERS[nn.Conv2d] is conv2d_grad_sample
+    # Opacus' registry and every other user keep Opacus' sampler.
+    assert GradSampleHooks.GRAD_SAMPLERS[nn.Conv2d] is compute_conv_grad_sample
+    assert GradSampleModule.GRAD_SAMPLERS[nn.Conv2d] is compute_conv_grad_sample
+    assert hooks_b.GRAD_SAMPLERS[nn.Conv2d] is compute_conv_grad_sample
+    assert GradSampleHooks(nn.Sequential(nn.Conv2d(16, 16, 3))).GRAD_SAMPLERS[nn.Conv2d] is compute_conv_grad_sample
+    hooks_a.cleanup()
+    hooks_b.cleanup()

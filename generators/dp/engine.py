@@ -15,11 +15,13 @@ fakes from DP-released label maps) after the noise, as it needs none (opacus #41
 from __future__ import annotations
 
 import contextlib
+import types
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from opacus.optimizers import DPOptimizer
 from torch import nn
 
 from cmri_release.errors import CmriError
@@ -127,6 +129,16 @@ def open_account(config: DPConfig, n_patients: int) -> PrivacyAccount:
                           engine=engine)
 
 
+def _scale_grad_once(optimizer) -> None:
+    """Opacus' `DPOptimizer.scale_grad` (divide each noised sum by the expected batch size), with the divisor's
+    `accumulated_iterations`, a pass over every parameter, read once rather than once per parameter: the same
+    division, without a cost quadratic in the number of parameters (5 ms a step for the compact U-Net's 137)."""
+    if optimizer.loss_reduction == "mean":
+        divisor = optimizer.expected_batch_size * optimizer.accumulated_iterations
+        for p in optimizer.params:
+            p.grad /= divisor
+
+
 class PrivateTraining:
     """The DP side of `training.run_training`: the patient batches, the DP optimisers, one DP step, the ledger."""
 
@@ -180,6 +192,8 @@ class PrivateTraining:
             self.hooks.cleanup()
             raise PrivacySettingsError(str(exc)) from None
         dp_optimizer.noise_multiplier = self.noise_multiplier
+        if type(dp_optimizer).scale_grad is DPOptimizer.scale_grad:
+            dp_optimizer.scale_grad = types.MethodType(_scale_grad_once, dp_optimizer)
         self.optimizers = [dp_optimizer if o is self.private else training.build_optimizer(o) for o in objectives]
         self.params = list(dp_optimizer.params)
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 5]))

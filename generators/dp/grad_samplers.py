@@ -84,7 +84,9 @@ def conv2d_grad_sample(layer: nn.Conv2d, activations: list[torch.Tensor],
     x = activations[0].to(backprops.dtype)
     method = conv2d_method(layer, x)
     if method == "opacus":
-        return compute_conv_grad_sample(layer, activations, backprops)
+        # Opacus' unfold2d reads the padded input through NCHW strides whatever its layout: on channels-last
+        # activations (which the training batches' one-hot label maps propagate) its gradients are wrong.
+        return compute_conv_grad_sample(layer, [x.contiguous()], backprops)
     ret = {}
     if layer.weight.requires_grad:
         compute = _grouped_weight_grad if method == "grouped" else _shifted_weight_grad

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from opacus.grad_sample import GradSampleModule
@@ -17,6 +18,7 @@ from generators.dp import grad_samplers
 from generators.dp.grad_samplers import conv2d_grad_sample, conv2d_method
 from generators.dp.summed_grads import SkipSummedGrads
 from generators.networks import CondUNet, preset
+from generators.training import one_hot_tensor
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook")
 
@@ -71,18 +73,31 @@ def test_conv_per_sample_gradients_match_opacus_and_torch_func(spec):
         assert_close(ours[p], reference[name], f"{name} vs torch.func")
 
 
-def test_channels_last_activations_and_a_frozen_weight():
+@pytest.mark.parametrize("spec", LAYERS[:-1], ids=[f"{s[-1]}-{i}" for i, s in enumerate(LAYERS[:-1])])
+def test_channels_last_activations(spec):
+    """What the U-Net's layers see in training. Opacus' unfold reads them through NCHW strides (wrong gradients);
+    every path here, Opacus' fallback included, must still match torch.func."""
+    c_in, c_out, kernel, stride, padding, dilation, groups, bias, size, method = spec
+    torch.manual_seed(2)
+    layer = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                      bias=bias)
+    x = torch.randn(3, c_in, size, size).to(memory_format=torch.channels_last)
+    backprops = torch.randn_like(layer(x)).to(memory_format=torch.channels_last)
+    assert conv2d_method(layer, x) == method
+    reference = func_per_sample(layer, x.contiguous(), backprops.contiguous())
+    ours = conv2d_grad_sample(layer, [x], backprops)
+    for name, p in layer.named_parameters():
+        assert_close(ours[p], reference[name], f"{name} vs torch.func")
+
+
+def test_a_frozen_weight_gets_no_per_sample_gradient():
     torch.manual_seed(1)
     layer = nn.Conv2d(16, 16, 3, padding=1)
     layer.weight.requires_grad_(False)
-    x = torch.randn(3, 16, 10, 10).to(memory_format=torch.channels_last)
-    backprops = torch.randn(3, 16, 10, 10).to(memory_format=torch.channels_last)
+    x, backprops = torch.randn(3, 16, 10, 10), torch.randn(3, 16, 10, 10)
     ours = conv2d_grad_sample(layer, [x], backprops)
     assert set(ours) == {layer.bias}
     assert_close(ours[layer.bias], compute_conv_grad_sample(layer, [x], backprops)[layer.bias], "bias")
-    layer.weight.requires_grad_(True)
-    ours = conv2d_grad_sample(layer, [x], backprops)
-    assert_close(ours[layer.weight], func_per_sample(layer, x, backprops)["weight"], "channels-last weight")
 
 
 def test_an_empty_batch_gives_empty_gradients():
@@ -117,18 +132,22 @@ def test_compact_unet_per_sample_gradients_match_opacus_and_torch_func():
     for p in net.parameters():  # the zero-initialised modulations would make half the gradients trivially equal
         nn.init.normal_(p, std=0.05)
     n, size = 4, 16
-    labels = torch.randint(0, 4, (n, size, size))
-    batch = (torch.randn(n, 1, size, size), F.one_hot(labels, 4).permute(0, 3, 1, 2).float().contiguous(),
-             torch.tensor([0, 1, 2, 1]), torch.rand(n), torch.randn(n, 1, size, size))
+    # The label maps as training builds them (training.one_hot_tensor): channels-last, and so are the activations.
+    cond = one_hot_tensor(np.random.default_rng(0).integers(0, 4, (n, size, size)))
+    assert cond.is_contiguous(memory_format=torch.channels_last) and not cond.is_contiguous()
+    batch = (torch.randn(n, 1, size, size), cond, torch.tensor([0, 1, 2, 1]), torch.rand(n),
+             torch.randn(n, 1, size, size))
     methods = set()
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             m.register_forward_hook(lambda mod, inp, out: methods.add(conv2d_method(mod, inp[0])))
     ours, ours_summed = _unet_per_sample_grads(copy.deepcopy(net), batch, fast=True)
     assert methods == {"grouped", "shifted", "opacus"}, "the U-Net must exercise every path"
-    opacus, opacus_summed = _unet_per_sample_grads(copy.deepcopy(net), batch, fast=False)
+    # Opacus' own sampler is right on NCHW activations only (its unfold assumes NCHW strides).
+    contiguous = (batch[0], cond.contiguous(), *batch[2:])
+    opacus, opacus_summed = _unet_per_sample_grads(copy.deepcopy(net), contiguous, fast=False)
 
-    x, cond, vendor, t, target = batch
+    x, cond, vendor, t, target = contiguous
     params = {k: v.detach() for k, v in net.named_parameters()}
 
     def per_sample_loss(p, xi, ci, vi, ti, yi):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from opacus.grad_sample.grad_sample_module import GradSampleHooks
+from opacus.optimizers import DPOptimizer
 from torch import nn
 
 from generators.base import DPConfig
@@ -118,16 +119,21 @@ def _flow_session(size=16, batch=4):
 
 
 def test_a_dp_step_updates_as_opacus_alone_would():
-    """PrivateTraining (our conv sampler, summed gradients skipped) against the same session with Opacus' samplers
-    and autograd's summed gradients: the same clipped, averaged gradient."""
+    """PrivateTraining (our conv sampler, summed gradients skipped, scale_grad's divisor read once) against the same
+    session with Opacus' samplers, autograd's summed gradients and Opacus' scale_grad: the same clipped, averaged
+    gradient, also from channels-last label maps (the layout training gives them, on which Opacus' own conv sampler
+    goes wrong, so its reference runs on NCHW ones)."""
     grads = {}
-    for mode in ("ours", "opacus"):
+    for mode in ("ours", "ours, channels-last batch", "opacus"):
         gen, session, objective, batch = _flow_session()
+        if mode.endswith("channels-last batch"):  # as training.one_hot_tensor builds the label maps
+            batch = Batch(x=batch.x, cond=batch.cond.to(memory_format=torch.channels_last), vendor=batch.vendor)
+        optimizer = session.optimizers[0]
         if mode == "opacus":
             del session.hooks.GRAD_SAMPLERS  # back to Opacus' class-wide registry
             session.skip.remove()
             session.skip = None
-        optimizer = session.optimizers[0]
+            del optimizer.scale_grad  # back to DPOptimizer.scale_grad
         optimizer.noise_multiplier = 0.0  # the noise would drown any difference in the clipped sum
         optimizer.max_grad_norm = 0.2  # between the per-sample norms (0.16-0.28): some clipped, some not
         optimizer.zero_grad(set_to_none=True)
@@ -141,5 +147,24 @@ def test_a_dp_step_updates_as_opacus_alone_would():
         norms = torch.stack([g.flatten(1).norm(dim=1) for g in optimizer.grad_samples], 1).norm(dim=1)
         assert (norms > 0.2).any() and (norms < 0.2).any(), "the test must exercise clipping"
         session.close()
-    for ours, opacus in zip(grads["ours"], grads["opacus"]):
+    for ours, ours_cl, opacus in zip(grads["ours"], grads["ours, channels-last batch"], grads["opacus"]):
         torch.testing.assert_close(ours, opacus, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ours_cl, opacus, rtol=1e-5, atol=1e-6)
+
+
+def test_scale_grad_divides_as_opacus_does():
+    _, session, objective, batch = _flow_session()
+    optimizer = session.optimizers[0]
+    assert "scale_grad" in vars(optimizer), "PrivateTraining replaces Opacus' quadratic scale_grad"
+    for p in session.params:
+        p.grad_sample = torch.randn(3, *p.shape)
+        p.grad = torch.randn(p.shape)
+    before = [p.grad.clone() for p in session.params]
+    optimizer.scale_grad()
+    ours = [p.grad.clone() for p in session.params]
+    for p, g in zip(session.params, before):
+        p.grad = g.clone()
+    DPOptimizer.scale_grad(optimizer)
+    assert all(torch.equal(a, p.grad) for a, p in zip(ours, session.params))
+    assert not torch.equal(ours[0], before[0])
+    session.close()

@@ -2,6 +2,7 @@
 --quality, what DP costs in image quality on the phantom.
 
     python benchmarks/bench_dp.py OUT.json [--sizes 64,128] [--batch 16] [--steps 3] [--modes plain,hooks,...]
+    python benchmarks/bench_dp.py OUT.json --interleaved [--sizes 32,64] [--steps 9]
     python benchmarks/bench_dp.py OUT_DIR --quality [--size 32] [--train-steps 240] [--epsilons 10,3,1]
 
 Modes: `plain` (no DP), Opacus' per-sample gradient engines `hooks`, `functorch`, `ew` (ExpandedWeights) and
@@ -11,6 +12,10 @@ peak resident memory (ru_maxrss) is its own; "step MB" is the peak minus the pea
 of fixed size (Poisson sampling off) so that every step does the same work; data are random (time does not depend on
 content). Steps are timed after two warm-up steps (oneDNN builds kernels on the first calls); the median is kept.
 The machine load is recorded, since shared CPUs make timings noisy.
+
+--interleaved times, in one process and alternating step by step so that the machine's load hits all alike: the
+plain step, `ours` (PrivateTraining) and `ours` with the project's speed-ups undone (Opacus' own Conv2d sampler,
+autograd's summed weight gradients, Opacus' scale_grad), i.e. what the DP step cost before them.
 
 Quality: flow models trained on the same phantom patients without DP and at each epsilon (the same number of
 optimiser steps, so the difference is the privacy, not the compute), then asked for images of held-out phantom
@@ -45,6 +50,7 @@ def _rss_mb() -> float:
 
 
 def _build(size: int, batch: int):
+    """The compact flow U-Net and one batch: label maps channels-last, as training.one_hot_tensor builds them."""
     import numpy as np
     import torch
 
@@ -161,6 +167,60 @@ def worker(size: int, mode: str, batch: int, steps: int) -> dict:
             "step_mb": round(_rss_mb() - rss_setup, 1), "threads": torch.get_num_threads()}
 
 
+def interleaved(size: int, batch: int, steps: int) -> dict:
+    """Plain step, DP step as `train --dp` runs it, and the DP step with Opacus' defaults, alternating."""
+    import numpy as np
+    import torch
+
+    from generators.base import DPConfig
+    from generators.dp import PrivateTraining, open_account
+    from generators.training import Objective, SliceTensors, TrainSettings
+
+    warnings.simplefilter("ignore")
+    gen, b = _build(size, batch)
+    plain_gen, _ = _build(size, batch)  # the same initial weights, no hooks
+    n = batch * 8
+    data = SliceTensors(x=b.x.repeat(8, 1, 1, 1), cond=b.cond.repeat(8, 1, 1, 1), vendor=b.vendor.repeat(8),
+                        patient=np.arange(n))
+    objective = Objective("flow", [gen.net], gen._loss, lr=1e-3)
+    session = PrivateTraining([objective], data, TrainSettings(batch_size=batch),
+                              open_account(DPConfig(epsilon=10.0), n), epochs=1, seed=0)
+    dp_optimizer = session.optimizers[0]
+    plain_optimizer = torch.optim.Adam(plain_gen.net.parameters(), lr=1e-3)
+    ours = {"samplers": session.hooks.GRAD_SAMPLERS, "skip": session.skip, "scale": dp_optimizer.scale_grad}
+    plain_noise, dp_noise = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+
+    def plain():
+        plain_optimizer.zero_grad(set_to_none=True)
+        plain_gen._loss(b, plain_noise).backward()
+        plain_optimizer.step()
+
+    def dp(speedups: bool):
+        if speedups:
+            session.hooks.GRAD_SAMPLERS, session.skip = ours["samplers"], ours["skip"]
+            dp_optimizer.scale_grad = ours["scale"]
+        else:
+            vars(session.hooks).pop("GRAD_SAMPLERS", None)  # Opacus' class-wide registry
+            session.skip = None  # the layers' own forwards: autograd computes the summed gradients
+            vars(dp_optimizer).pop("scale_grad", None)  # DPOptimizer.scale_grad
+        dp_optimizer.zero_grad(set_to_none=True)
+        session.private_step(objective, dp_optimizer, b, dp_noise)
+
+    runs = {"plain": plain, "ours": lambda: dp(True), "opacus defaults": lambda: dp(False)}
+    times = {name: [] for name in runs}
+    for i in range(2 + steps):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            if i >= 2:
+                times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    return {"size": size, "batch": batch, "threads": torch.get_num_threads(),
+            "s_per_step": {k: round(v, 4) for k, v in median.items()},
+            "x_plain": {k: round(v / median["plain"], 2) for k, v in median.items()},
+            "load": [round(v, 2) for v in os.getloadavg()]}
+
+
 def quality(out: Path, size: int, train_steps: int, epsilons: list[float], n_train: int, n_holdout: int,
             batch: int, seed: int) -> dict:
     import numpy as np
@@ -262,6 +322,8 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--worker", nargs=2, metavar=("SIZE", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--quality", action="store_true", help="the quality experiment; OUT is a folder")
+    parser.add_argument("--interleaved", action="store_true",
+                        help="plain, ours and Opacus' defaults alternating in one process")
     parser.add_argument("--size", type=int, default=32, help="quality: slice size")
     parser.add_argument("--train-steps", type=int, default=240, help="quality: optimiser steps per model")
     parser.add_argument("--epsilons", default="inf,10,3,1",
@@ -272,6 +334,15 @@ def main() -> None:
     if args.quality:
         quality(args.out, args.size, args.train_steps, [float(e) for e in args.epsilons.split(",")],
                 args.train_patients, args.holdout_patients, batch=8, seed=0)
+        return
+    if args.interleaved:
+        rows = []
+        for size in [int(s) for s in args.sizes.split(",")]:
+            rows.append(interleaved(size, args.batch, args.steps))
+            print(json.dumps(rows[-1]), flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"generator": "flow", "network": "compact", "interleaved": rows}, indent=1)
+                            + "\n")
         return
     if args.worker:
         print(json.dumps(worker(int(args.worker[0]), args.worker[1], args.batch, args.steps)))

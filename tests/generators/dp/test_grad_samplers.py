@@ -42,28 +42,34 @@ def func_per_sample(layer: nn.Module, x: torch.Tensor, backprops: torch.Tensor) 
     return vmap(grad(inner), in_dims=(None, 0, 0))(params, x, backprops)
 
 
-# (in, out, kernel, stride, padding, dilation, groups, bias, size, expected method)
+# (in, out, kernel, stride, padding, dilation, groups, bias, size, method on NCHW, method on channels-last)
 LAYERS = [
-    (16, 16, 3, 1, 1, 1, 1, True, 12, "grouped"),     # the U-Net's residual convolutions
-    (16, 8, 3, 2, 1, 1, 1, True, 16, "grouped"),      # its stride-2 downsampling
-    (16, 32, 3, 1, (0, 2), 2, 2, False, 12, "grouped"),  # groups, dilation, uneven padding, no bias
-    (16, 1, 3, 1, 1, 1, 1, True, 12, "shifted"),      # the U-Net's output layer
-    (8, 3, (3, 5), 1, (1, 2), 1, 1, True, 10, "shifted"),  # a rectangular kernel
-    (4, 32, 3, 1, 1, 1, 1, True, 12, "opacus"),       # the label-map modulations: Opacus' is faster there
-    (16, 16, 3, 1, 1, 1, 1, True, 4, "opacus"),       # a small feature map: Opacus' is faster there
-    (16, 16, 3, 1, "same", 1, 1, True, 12, "opacus"),  # string padding
+    (16, 16, 3, 1, 1, 1, 1, True, 12, "grouped", "grouped"),  # the U-Net's residual convolutions
+    (16, 8, 3, 2, 1, 1, 1, True, 16, "grouped", "unfold_nhwc"),  # its stride-2 downsampling, to 8x8
+    (16, 32, 3, 1, (0, 2), 2, 2, False, 12, "grouped", "grouped"),  # groups, dilation, uneven padding, no bias
+    (16, 1, 3, 1, 1, 1, 1, True, 12, "shifted", "shifted"),  # the U-Net's output layer
+    (8, 3, (3, 5), 1, (1, 2), 1, 1, True, 10, "shifted", "shifted"),  # a rectangular kernel
+    (4, 32, 3, 1, 1, 1, 1, True, 12, "opacus", "opacus"),  # the label-map modulations: Opacus' is faster there
+    (16, 16, 3, 1, 1, 1, 1, True, 4, "opacus", "unfold_nhwc"),  # a small feature map
+    (8, 12, (3, 2), (2, 1), (1, 0), (1, 2), 1, True, 9, "opacus", "unfold_nhwc"),  # strides, dilation, rectangles
+    (16, 16, 3, 1, "same", 1, 1, True, 12, "opacus", "opacus"),  # string padding
 ]
+IDS = [f"{s[-2]}-{s[-1]}-{i}" for i, s in enumerate(LAYERS)]
 
 
-@pytest.mark.parametrize("spec", LAYERS, ids=[f"{s[-1]}-{i}" for i, s in enumerate(LAYERS)])
+def make_layer(spec) -> nn.Conv2d:
+    c_in, c_out, kernel, stride, padding, dilation, groups, bias = spec[:8]
+    return nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                     bias=bias)
+
+
+@pytest.mark.parametrize("spec", LAYERS, ids=IDS)
 def test_conv_per_sample_gradients_match_opacus_and_torch_func(spec):
-    c_in, c_out, kernel, stride, padding, dilation, groups, bias, size, method = spec
     torch.manual_seed(0)
-    layer = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                      bias=bias)
-    x = torch.randn(5, c_in, size, size)
+    layer = make_layer(spec)
+    x = torch.randn(5, spec[0], spec[8], spec[8])
     backprops = torch.randn_like(layer(x))
-    assert conv2d_method(layer, x) == method
+    assert conv2d_method(layer, x) == spec[9]
     ours = conv2d_grad_sample(layer, [x], backprops)
     opacus = compute_conv_grad_sample(layer, [x], backprops)
     reference = func_per_sample(layer, x, backprops)
@@ -73,19 +79,18 @@ def test_conv_per_sample_gradients_match_opacus_and_torch_func(spec):
         assert_close(ours[p], reference[name], f"{name} vs torch.func")
 
 
-@pytest.mark.parametrize("spec", LAYERS[:-1], ids=[f"{s[-1]}-{i}" for i, s in enumerate(LAYERS[:-1])])
+@pytest.mark.parametrize("spec", LAYERS, ids=IDS)
 def test_channels_last_activations(spec):
     """What the U-Net's layers see in training. Opacus' unfold reads them through NCHW strides (wrong gradients);
-    every path here, Opacus' fallback included, must still match torch.func."""
-    c_in, c_out, kernel, stride, padding, dilation, groups, bias, size, method = spec
+    every path here, Opacus' own on a contiguous copy included, must match torch.func."""
     torch.manual_seed(2)
-    layer = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                      bias=bias)
-    x = torch.randn(3, c_in, size, size).to(memory_format=torch.channels_last)
+    layer = make_layer(spec)
+    x = torch.randn(3, spec[0], spec[8], spec[8]).to(memory_format=torch.channels_last)
     backprops = torch.randn_like(layer(x)).to(memory_format=torch.channels_last)
-    assert conv2d_method(layer, x) == method
+    assert conv2d_method(layer, x) == spec[10]
     reference = func_per_sample(layer, x.contiguous(), backprops.contiguous())
     ours = conv2d_grad_sample(layer, [x], backprops)
+    assert set(ours) == {p for p in layer.parameters()}
     for name, p in layer.named_parameters():
         assert_close(ours[p], reference[name], f"{name} vs torch.func")
 
@@ -142,7 +147,7 @@ def test_compact_unet_per_sample_gradients_match_opacus_and_torch_func():
         if isinstance(m, nn.Conv2d):
             m.register_forward_hook(lambda mod, inp, out: methods.add(conv2d_method(mod, inp[0])))
     ours, ours_summed = _unet_per_sample_grads(copy.deepcopy(net), batch, fast=True)
-    assert methods == {"grouped", "shifted", "opacus"}, "the U-Net must exercise every path"
+    assert methods == {"grouped", "shifted", "opacus", "unfold_nhwc"}, "the U-Net must exercise every path"
     # Opacus' own sampler is right on NCHW activations only (its unfold assumes NCHW strides).
     contiguous = (batch[0], cond.contiguous(), *batch[2:])
     opacus, opacus_summed = _unet_per_sample_grads(copy.deepcopy(net), contiguous, fast=False)

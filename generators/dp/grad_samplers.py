@@ -64,13 +64,14 @@ def _channels_last(x: torch.Tensor) -> bool:
 
 
 def _unfold_nhwc_weight_grad(layer: nn.Conv2d, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    n, c, height, width = x.shape
+    n, c = x.shape[:2]
     (kh, kw), (ph, pw), (sh, sw), (dh, dw) = layer.kernel_size, layer.padding, layer.stride, layer.dilation
     out_h, out_w = g.shape[2:]
     padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph))  # (n, H + 2ph, W + 2pw, c), contiguous
     row = padded.stride(1)
     # Each output pixel's window as (kh, kw, c): runs of kw * c contiguous values (dilation 1), no NCHW detour.
-    cols = padded.as_strided((n, out_h, out_w, kh, kw, c), (padded.stride(0), sh * row, sw * c, dh * row, dw * c, 1))
+    cols = padded.as_strided((n, out_h, out_w, kh, kw, c),
+                             (padded.stride(0), sh * row, sw * c, dh * row, dw * c, 1))
     cols = cols.reshape(n, out_h * out_w, kh * kw * c)
     grad = g.permute(0, 2, 3, 1).reshape(n, out_h * out_w, -1).transpose(1, 2)  # (n, o, L): a view when NHWC
     return torch.bmm(grad, cols).view(n, -1, kh, kw, c).permute(0, 1, 4, 2, 3)
@@ -87,7 +88,7 @@ def _grouped_weight_grad(layer: nn.Conv2d, x: torch.Tensor, g: torch.Tensor) -> 
 
 
 def _shifted_weight_grad(layer: nn.Conv2d, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    n, c, height, width = x.shape
+    n, c, _, width = x.shape
     (kh, kw), (ph, pw) = layer.kernel_size, layer.padding
     out_h, out_w = g.shape[2:]
     row = width + 2 * pw

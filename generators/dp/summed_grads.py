@@ -8,12 +8,13 @@ the compact U-Net at 64 px on CPU, most of it in the label-map modulation convol
 
 `SkipSummedGrads` gives each nn.Conv2d and nn.Linear of the private networks a forward that, inside `forward_pass()`
 (the private loss of one DP step) and while Opacus records (hooks enabled, training mode, gradients on), uses its
-weight and bias detached: autograd then only propagates the gradient to the layer's input. `_ToOutputOnly` keeps the output in the graph when the input needs no gradient (the
-stem, the label-map modulations), so the layer's backward hook still receives its output gradient. The per-sample
-gradients are bit-for-bit those of the plain forward (tests/generators/dp/test_summed_grads.py); only `p.grad` stays
-None until the optimiser fills it. Anywhere else (a public loss with Opacus' hooks off, eval, no_grad, any code
-after a failed step) the layers run their own forward, so a plain optimiser never meets a missing gradient.
-`remove()` restores the layers.
+weight and bias detached: autograd then only propagates the gradient to the layer's input. `_ToOutputOnly` keeps
+the output in the graph when the input needs no gradient (the stem, the label-map modulations), so the layer's
+backward hook still receives its output gradient. The per-sample gradients are bit-for-bit those of the plain
+forward (tests/generators/dp/test_summed_grads.py); only `p.grad` stays None until the optimiser fills it. Anywhere
+else (a public loss with Opacus' hooks off, eval, no_grad, any code after a failed step) the layers run their own
+forward, so a plain optimiser never meets a missing gradient. A loss that differentiates through a layer twice (a
+gradient penalty) is not supported here, as it is not by Opacus' hooks. `remove()` restores the layers.
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ class SkipSummedGrads:
     def __init__(self, modules: list[nn.Module], hooks):
         self.hooks = hooks
         self.active = False
-        self.layers = [m for root in modules for m in root.modules() if type(m) in PATCHED_TYPES]
+        layers = {id(m): m for root in modules for m in root.modules() if type(m) in PATCHED_TYPES}
+        self.layers = list(layers.values())
         for layer in self.layers:
             layer.forward = self._forward_of(layer)
 

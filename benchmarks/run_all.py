@@ -69,9 +69,13 @@ def step_commands(step: str, quick: bool, work: Path) -> tuple[list[list[str]], 
     if step == "neighbours":
         return [[py, str(HERE / "bench_neighbours.py"), str(out)] + (["--quick", "--reps", "2"] if quick else [])], out
     if step == "dp":
-        extra = ["--sizes", "64", "--modes", "plain,hooks,ours", "--steps", "2"] if quick else \
-            ["--sizes", "64,128"]
-        return [[py, str(HERE / "bench_dp.py"), str(out)] + extra], out
+        # Memory: one process per mode (its own peak RSS); time: the modes alternating step by step in one process.
+        sizes = "32" if quick else "32,64"
+        memory = [py, str(HERE / "bench_dp.py"), str(work / "dp_memory.json"), "--sizes", sizes,
+                  "--modes", "plain,hooks,ours", "--steps", "2" if quick else "3"]
+        timing = [py, str(HERE / "bench_dp.py"), str(out), "--interleaved", "--sizes", sizes,
+                  "--steps", "3" if quick else "15"]
+        return [memory, timing], out
     if step == "generators":
         extra = ["--quick", "--sizes", "64", "--generators", "flow,ddpm"] if quick else []
         return [[py, str(HERE / "bench_generators.py"), str(out)] + extra], out
@@ -125,6 +129,8 @@ def run_step(step: str, quick: bool, work: Path) -> dict:
         return row
     if out is not None:
         row["result"] = json.loads(out.read_text())
+        if step == "dp":
+            row["result"]["memory"] = json.loads((work / "dp_memory.json").read_text())["results"]
     else:
         row["result"] = demo_result(row.pop("stdout"), work / "release")
     return row
@@ -185,15 +191,19 @@ def table(results: dict) -> str:
         lines.append("")
     if "dp" in steps and "result" in steps["dp"]:
         row = steps["dp"]
-        lines.append(f"## DP-SGD step vs plain step, flow (compact U-Net) ({_load(row)})")
-        lines.append(f"{'px':>4} {'mode':>10} {'s/step':>8} {'x plain':>8} {'peak MB':>8} {'x plain':>8} {'load':>6}")
-        for d in row["result"]["results"]:
-            load = (d.get("load_before") or ["?"])[0]
+        lines.append(f"## DP-SGD step vs plain step, flow (compact U-Net), batch 16, alternating in one process "
+                     f"({_load(row)})")
+        lines.append(f"{'px':>4} {'plain s':>8} {'ours s':>8} {'x plain':>8} {'Opacus defaults s':>18} {'x plain':>8}")
+        for d in row["result"]["interleaved"]:
+            t, x = d["s_per_step"], d["x_plain"]
+            lines.append(f"{d['size']:>4} {t['plain']:8.3f} {t['ours']:8.3f} {x['ours']:8.2f} "
+                         f"{t['opacus defaults']:18.3f} {x['opacus defaults']:8.2f}")
+        lines.append(f"{'px':>4} {'mode':>10} {'peak MB':>8} {'x plain':>8}   (one process per mode)")
+        for d in row["result"].get("memory", []):
             if "error" in d:
                 lines.append(f"{d['size']:>4} {d['mode']:>10}  failed: {d['error'][:80]}")
                 continue
-            lines.append(f"{d['size']:>4} {d['mode']:>10} {d['s_per_step']:8.3f} {d.get('slowdown', 1.0):8.2f} "
-                         f"{d['peak_rss_mb']:8.0f} {d.get('memory_ratio', 1.0):8.2f} {load:>6}")
+            lines.append(f"{d['size']:>4} {d['mode']:>10} {d['peak_rss_mb']:8.0f} {d.get('memory_ratio', 1.0):8.2f}")
         lines.append("")
     if "generators" in steps and "result" in steps["generators"]:
         row = steps["generators"]

@@ -175,68 +175,71 @@ def run_training(objectives: list[Objective], data: SliceTensors, settings: Trai
     if privacy is not None:
         from .dp.engine import PrivateTraining
         session = PrivateTraining(objectives, data, settings, privacy, epochs=epochs, seed=seed)
-    optimizers = session.optimizers if session else [build_optimizer(o) for o in objectives]
-    emas = [EMA(m, settings.ema_decay) for m in ema_modules] if settings.ema_decay else []
-    for m in {id(m): m for o in objectives for m in o.modules}.values():
-        m.train()
-    log = TrainLog(losses={o.name: [] for o in objectives})
-    recent = {o.name: [] for o in objectives}
-    budget_s = None if minutes is None else 60.0 * minutes
-    start = time.perf_counter()
-    bar = tqdm(total=epochs if budget_s is None else int(budget_s), unit="epoch" if budget_s is None else "s",
-               desc=description, disable=quiet, leave=False)
-    epoch, done = 0, False
-    while not done:
-        sums = {o.name: 0.0 for o in objectives}
-        n_batches = 0
-        for index in (session.batches if session else build_batches(data, settings.batch_size, rng)):
-            batch = data.batch(index, device)
-            warm = min(1.0, (log.steps + 1) / max(settings.warmup_steps, 1))
-            for objective, optimizer in zip(objectives, optimizers):
-                for group in optimizer.param_groups:
-                    group["lr"] = objective.lr * warm
-                optimizer.zero_grad(set_to_none=True)
-                if session is not None:
-                    value = session.step(objective, optimizer, batch, noise_gen, settings.grad_clip)
-                    if value is None:  # an empty Poisson batch: noise only, no loss to log
-                        continue
-                else:
-                    loss = objective.loss(batch, noise_gen)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"{objective.name} loss became {loss.item()} at step {log.steps}")
-                    loss.backward()
-                    if settings.grad_clip:
-                        nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                                 settings.grad_clip)
-                    optimizer.step()
-                    value = float(loss.detach())
-                sums[objective.name] += value
-                recent[objective.name] = (recent[objective.name] + [value])[-50:]
-            for ema in emas:
-                ema.update(log.steps)
-            log.steps += 1
-            log.images_seen += len(index)
-            n_batches += 1
-            elapsed = time.perf_counter() - start
-            if budget_s is not None:
-                bar.update(min(int(elapsed), int(budget_s)) - bar.n)
-            bar.set_postfix({k: f"{np.mean(v):.4f}" for k, v in recent.items()}, refresh=False)
-            if budget_s is not None and elapsed >= budget_s:
+    try:  # Opacus' hooks come off the networks even when a step fails
+        optimizers = session.optimizers if session else [build_optimizer(o) for o in objectives]
+        emas = [EMA(m, settings.ema_decay) for m in ema_modules] if settings.ema_decay else []
+        for m in {id(m): m for o in objectives for m in o.modules}.values():
+            m.train()
+        log = TrainLog(losses={o.name: [] for o in objectives})
+        recent = {o.name: [] for o in objectives}
+        budget_s = None if minutes is None else 60.0 * minutes
+        start = time.perf_counter()
+        bar = tqdm(total=epochs if budget_s is None else int(budget_s), unit="epoch" if budget_s is None else "s",
+                   desc=description, disable=quiet, leave=False)
+        epoch, done = 0, False
+        while not done:
+            sums = {o.name: 0.0 for o in objectives}
+            n_batches = 0
+            for index in (session.batches if session else build_batches(data, settings.batch_size, rng)):
+                batch = data.batch(index, device)
+                warm = min(1.0, (log.steps + 1) / max(settings.warmup_steps, 1))
+                for objective, optimizer in zip(objectives, optimizers):
+                    for group in optimizer.param_groups:
+                        group["lr"] = objective.lr * warm
+                    optimizer.zero_grad(set_to_none=True)
+                    if session is not None:
+                        value = session.step(objective, optimizer, batch, noise_gen, settings.grad_clip)
+                        if value is None:  # an empty Poisson batch: noise only, no loss to log
+                            continue
+                    else:
+                        loss = objective.loss(batch, noise_gen)
+                        if not torch.isfinite(loss):
+                            raise FloatingPointError(f"{objective.name} loss became {loss.item()} at step {log.steps}")
+                        loss.backward()
+                        if settings.grad_clip:
+                            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                                     settings.grad_clip)
+                        optimizer.step()
+                        value = float(loss.detach())
+                    sums[objective.name] += value
+                    recent[objective.name] = (recent[objective.name] + [value])[-50:]
+                for ema in emas:
+                    ema.update(log.steps)
+                log.steps += 1
+                log.images_seen += len(index)
+                n_batches += 1
+                elapsed = time.perf_counter() - start
+                if budget_s is not None:
+                    bar.update(min(int(elapsed), int(budget_s)) - bar.n)
+                bar.set_postfix({k: f"{np.mean(v):.4f}" for k, v in recent.items()}, refresh=False)
+                if budget_s is not None and elapsed >= budget_s:
+                    done = True
+                    break
+            epoch += 1
+            for name in sums:
+                log.losses[name].append(sums[name] / max(n_batches, 1))
+            if budget_s is None:
+                bar.update(1)
+            if epochs is not None and epoch >= epochs:
                 done = True
-                break
-        epoch += 1
-        for name in sums:
-            log.losses[name].append(sums[name] / max(n_batches, 1))
-        if budget_s is None:
-            bar.update(1)
-        if epochs is not None and epoch >= epochs:
-            done = True
-    bar.close()
-    log.seconds = time.perf_counter() - start
-    log.epochs = session.epochs_done() if session else log.images_seen / len(data)
-    if session:
-        log.privacy = session.ledger()
-        session.close()
+        bar.close()
+        log.seconds = time.perf_counter() - start
+        log.epochs = session.epochs_done() if session else log.images_seen / len(data)
+        if session:
+            log.privacy = session.ledger()
+    finally:
+        if session:
+            session.close()
     log.final_loss = {k: float(np.mean(v)) for k, v in recent.items()}
     for ema in emas:
         ema.copy_to_module()

@@ -6,6 +6,7 @@ anything unexpected also exits 2 (fail closed) with one line naming the exceptio
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -27,7 +28,23 @@ COMMANDS = {
 }
 
 
+def idle_threads_sleep() -> None:
+    """OpenMP threads that finish their share of an operator sleep at once instead of spinning (OMP_WAIT_POLICY=
+    PASSIVE), unless the user chose a policy. The audit's networks run thousands of small operators; on a machine
+    where anything else runs (a CI runner, a shared server), spinning threads steal the core the others wait for:
+    the demo measured 228 s with the default policy against 159 s with PASSIVE beside one busy process on 2 cores
+    (benchmarks/README.md has the idle figures). OpenMP reads it once, when torch loads: set before that or not at
+    all."""
+    if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
 class _Group(click.Group):
+    def main(self, *args, **kwargs):
+        idle_threads_sleep()
+        return super().main(*args, **kwargs)
+
     def list_commands(self, ctx):
         return sorted(COMMANDS)
 

@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 from click.testing import CliRunner
 
 from cmri_release.cli import main
@@ -41,3 +45,27 @@ def test_unexpected_errors_are_one_line_with_the_root_cause(monkeypatch, tmp_pat
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "OSError" in lines[0] and "No space left" in lines[0]
+
+
+def _policy_after_cli(env_extra: dict) -> str:
+    code = ("import os, sys\nfrom cmri_release import cli\nsys.argv = ['cmri-release', '--version']\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\nprint(os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | env_extra
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return done.stdout.split()[-1]
+
+
+def test_openmp_threads_sleep_unless_the_user_chose_a_policy():
+    assert _policy_after_cli({}) == "PASSIVE"
+    assert _policy_after_cli({"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+    assert _policy_after_cli({"GOMP_SPINCOUNT": "10000"}) == "None"
+
+
+def test_openmp_policy_is_left_alone_once_torch_is_loaded(monkeypatch):
+    import torch  # noqa: F401 - loaded: the runtime has read its environment already
+
+    from cmri_release.cli import idle_threads_sleep
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    idle_threads_sleep()
+    assert "OMP_WAIT_POLICY" not in os.environ

@@ -30,11 +30,11 @@ COMMANDS = {
 
 def idle_threads_sleep() -> None:
     """OpenMP threads that finish their share of an operator sleep at once instead of spinning (OMP_WAIT_POLICY=
-    PASSIVE), unless the user chose a policy. The audit's networks run thousands of small operators; on a machine
-    where anything else runs (a CI runner, a shared server), spinning threads steal the core the others wait for:
-    the demo measured 228 s with the default policy against 159 s with PASSIVE beside one busy process on 2 cores
-    (benchmarks/README.md has the idle figures). OpenMP reads it once, when torch loads: set before that or not at
-    all."""
+    PASSIVE), unless the user chose a policy. The networks run thousands of small operators. Beside one other busy
+    process on 2 cores, spinning threads steal the core the others wait for: the demo took 177-228 s with OpenMP's
+    default, 382 s with a shorter spin (GOMP_SPINCOUNT=30000) and 156-159 s with PASSIVE. On an idle machine
+    spinning is faster (87-93 s against 110 s): a dedicated machine can ask for it with GOMP_SPINCOUNT=300000.
+    See benchmarks/README.md. OpenMP reads the policy once, when torch loads: set before that or not at all."""
     if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         return
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"

@@ -69,8 +69,8 @@ class DDPM(NeuralGenerator):
         losses = []
         cond = self.net.prepare(batch.cond)
         for t_value in self.config["membership_timesteps"]:
-            noise = torch.randn(batch.x.shape, generator=gen)
-            t = torch.full((len(batch.x),), int(t_value), dtype=torch.long)
+            noise = torch.randn(batch.x.shape, generator=gen).to(batch.x.device)  # the same scores on any device
+            t = torch.full((len(batch.x),), int(t_value), dtype=torch.long, device=batch.x.device)
             eps = self.net(self.schedule.add_noise(batch.x, noise, t), cond, batch.vendor,
                            self.schedule.time_input(t))
             losses.append((eps - noise).pow(2).mean(dim=(1, 2, 3)))

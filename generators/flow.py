@@ -108,8 +108,8 @@ class FlowMatching(NeuralGenerator):
         losses = []
         cond = self.net.prepare(batch.cond)
         for t_value in self.config["membership_times"]:
-            x0 = torch.randn(x1.shape, generator=gen)
-            t = torch.full((len(x1),), float(t_value))
+            x0 = torch.randn(x1.shape, generator=gen).to(x1.device)  # CPU noise: the same scores on any device
+            t = torch.full((len(x1),), float(t_value), device=x1.device)
             v = self.net((1 - t_value) * x0 + t_value * x1, cond, batch.vendor, t)
             losses.append((v - (x1 - x0)).pow(2).mean(dim=(1, 2, 3)))
         return -torch.stack(losses).mean(dim=0)

@@ -327,7 +327,7 @@ class NeuralGenerator(Generator):
         step = int(self.config["sample_batch"])
         with self._channels_last():
             for start in range(0, len(data), step):
-                batch = data.batch(np.arange(start, min(start + step, len(data))), "cpu")
+                batch = data.batch(np.arange(start, min(start + step, len(data))), self.device)
                 out.append(self._membership_batch(batch, gen).double().cpu().numpy())
         scores[idx] = np.concatenate(out)
         return scores

@@ -10,6 +10,12 @@ from cmri_release.cohort import Cohort, Frame, Subject
 
 
 def pytest_collection_modifyitems(config, items):
+    # CUDA tests run where a CUDA device is; elsewhere they are skipped, whatever else is selected.
+    if not _cuda_available():
+        skip_cuda = pytest.mark.skip(reason="cuda: no CUDA device here")
+        for item in items:
+            if "cuda" in item.keywords:
+                item.add_marker(skip_cuda)
     # Slow tests run in CI (CI=true) and when RUN_SLOW=1; locally they are skipped by default.
     if os.environ.get("RUN_SLOW") == "1" or os.environ.get("CI") == "true" or config.getoption("-m"):
         return
@@ -17,6 +23,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def ring_subject(subject_id: str, vendor: str = "A", shape=(96, 80, 6), spacing=(1.5, 1.5, 8.0), seed: int = 0,

@@ -55,16 +55,19 @@ def hidden(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
+# The tiny run's fidelity/utility thresholds relaxed to what a 2-epoch generator on 6 patients reaches (these tests
+# are about the gate's mechanics, the demo about quality).
+RELAXED = "\n".join(f'"{name}" = {value}' for name, value in {
+    "fidelity.mask_dice_ratio": 0.0, "fidelity.segmenter_real_dice": 0.0, "fidelity.fd_ratio_segmenter": 1e9,
+    "fidelity.fd_ratio_embedding": 1e9, "fidelity.intensity_w1_ratio": 1e9, "fidelity.precision_ratio": 0.0,
+    "fidelity.coverage_ratio": 0.0, "fidelity.diversity_ratio": 0.0, "utility.tstr_dice_ratio": 0.0}.items())
+
+
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
-    """A release that passes; thresholds of the tiny run's fidelity/utility checks are relaxed to what a 2-epoch
-    generator on 6 patients reaches (the test is about the gate's mechanics, the demo about quality)."""
+    """A release that passes."""
     folder = tmp_path_factory.mktemp("pass")
-    relaxed = "\n".join(f'"{name}" = {value}' for name, value in {
-        "fidelity.mask_dice_ratio": 0.0, "fidelity.segmenter_real_dice": 0.0, "fidelity.fd_ratio_segmenter": 1e9,
-        "fidelity.fd_ratio_embedding": 1e9, "fidelity.intensity_w1_ratio": 1e9, "fidelity.precision_ratio": 0.0,
-        "fidelity.coverage_ratio": 0.0, "fidelity.diversity_ratio": 0.0, "utility.tstr_dice_ratio": 0.0}.items())
-    spec = load_spec(write_spec(folder, thresholds=relaxed))
+    spec = load_spec(write_spec(folder, thresholds=RELAXED))
     outcome = run_release(spec, quiet=True)
     return folder, spec, outcome
 
@@ -91,6 +94,18 @@ def test_a_passing_release_is_complete(released):
     audit = folder / "release.audit"
     assert {"audit.json", "audit.html", "junit.xml", "model"} <= {p.name for p in audit.iterdir()}
     assert set(outcome.stage_seconds) == {"data", "train", "synthesise", "audit", "audit report", "export"}
+
+
+@pytest.mark.cuda
+def test_a_release_trained_and_audited_on_cuda(tmp_path):
+    spec = load_spec(write_spec(tmp_path, generator='epochs = 2\ndevice = "cuda"', thresholds=RELAXED))
+    outcome = run_release(spec, quiet=True)
+    assert outcome.status == "released" and outcome.exit_code == 0, outcome.message
+    assert verify_manifest(tmp_path / "release") == []
+    audit = json.loads((tmp_path / "release.audit" / "audit.json").read_text())
+    assert audit["verdict"] == "pass" and audit["errors"] == {}
+    card = json.loads((tmp_path / "release.audit" / "model" / "model_card.json").read_text())
+    assert card["training"]["device"] == "cuda" and card["network"]["parameters"] > 1_000_000  # the large preset
 
 
 def test_a_threshold_no_cohort_meets_blocks(released, tmp_path):

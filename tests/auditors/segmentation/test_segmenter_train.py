@@ -79,3 +79,15 @@ def test_training_learns_to_segment_new_patients(heart_slices):
     feats = segmenter.features(test.images)
     assert feats.shape == (len(test), sum(config.unet.widths)) and np.isfinite(feats).all()
     assert segmenter.log["steps"] == 80 and segmenter.log["subjects"] == 12
+
+
+@pytest.mark.cuda
+def test_training_on_cuda_learns_and_predicts_on_numpy(heart_slices):
+    train, test = heart_slices(12, seed=10), heart_slices(3, seed=11)
+    segmenter = train_segmenter(train, TrainConfig(steps=80, batch_size=32), seed=0, device="cuda")
+    assert next(segmenter.model.parameters()).is_cuda
+    pred = segmenter.predict(test.images)
+    assert isinstance(pred, np.ndarray) and pred.shape == test.labels.shape
+    dice = metrics.summarise(metrics.slice_scores(pred, test.labels, test.spacing_mm, with_hd95=False)["dice"])
+    assert dice["mean"] > 0.8, dice
+    assert np.isfinite(segmenter.features(test.images)).all()

@@ -187,3 +187,17 @@ def test_dp_gan_privatises_only_real_data(toy_train, monkeypatch):
         gen._public.gen.manual_seed(3)
         losses.append(g_objective.loss(data.batch(np.array(idx), "cpu"), torch.Generator().manual_seed(4)).item())
     assert losses[0] == losses[1]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", sorted(generators.GENERATORS))
+def test_dp_training_on_cuda(name, toy_train):
+    gen = create_generator(name, **TINY, **STEPS.get(name, {}))
+    log = gen.fit(toy_train, DPConfig(epsilon=EPSILON), epochs=EPOCHS, seed=0, device="cuda", quiet=True)
+    ledger = gen.model_card["privacy"]
+    assert ledger["dp"] is True and 0.95 * EPSILON <= ledger["epsilon"] <= EPSILON
+    assert ledger["steps"] == log["steps"] > 0 and all(np.isfinite(v) for v in log["final_loss"].values())
+    assert all(p.is_cuda and p.grad_sample is None for m in gen._networks().values() for p in m.parameters()
+               if hasattr(p, "grad_sample"))
+    images = gen.sample(toy_train.labels[:3], toy_train.vendors[:3], seed=1)
+    assert images.shape == toy_train.labels[:3].shape and np.isfinite(images).all()

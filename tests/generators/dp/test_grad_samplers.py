@@ -25,11 +25,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook")
 TOL = 1e-5  # largest error allowed, relative to the largest entry of the reference per-sample gradient
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    assert actual.shape == expected.shape, what
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str, tol: float = TOL) -> None:
+    assert actual.shape == expected.shape and actual.device == expected.device, what
     scale = expected.abs().max().clamp_min(1e-12)
     err = float((actual - expected).abs().max() / scale)
-    assert err <= TOL, f"{what}: relative error {err:.2e}"
+    assert err <= tol, f"{what}: relative error {err:.2e}"
 
 
 def func_per_sample(layer: nn.Module, x: torch.Tensor, backprops: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -93,6 +93,29 @@ def test_channels_last_activations(spec):
     assert set(ours) == {p for p in layer.parameters()}
     for name, p in layer.named_parameters():
         assert_close(ours[p], reference[name], f"{name} vs torch.func")
+
+
+@pytest.fixture
+def cuda_fp32():
+    """The GPU in full float32: with TF32 convolutions the reference itself would be off by ~1e-3."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield torch.device("cuda")
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("spec", LAYERS, ids=IDS)
+def test_per_sample_gradients_on_cuda(spec, layout, cuda_fp32):
+    torch.manual_seed(3)
+    layer = make_layer(spec).to(cuda_fp32)
+    x = torch.randn(4, spec[0], spec[8], spec[8], device=cuda_fp32).to(memory_format=layout)
+    backprops = torch.randn_like(layer(x)).to(memory_format=layout)
+    reference = func_per_sample(layer, x.contiguous(), backprops.contiguous())
+    ours = conv2d_grad_sample(layer, [x], backprops)
+    for name, p in layer.named_parameters():
+        assert_close(ours[p], reference[name], f"{name} vs torch.func on cuda", tol=1e-4)
 
 
 def test_a_frozen_weight_gets_no_per_sample_gradient():

@@ -34,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-STEPS = ("neighbours", "dp", "generators", "demo", "sampling", "threads")
+STEPS = ("neighbours", "dp", "generators", "demo", "sampling", "threads", "segmenters")
 CLI = "from cmri_release.cli import main; main()"  # `cmri-release` with this interpreter
 
 # A reduced release for --quick: fewer patients, a 30 s training budget, one utility epoch.
@@ -91,6 +91,9 @@ def step_commands(step: str, quick: bool, work: Path) -> tuple[list[list[str]], 
         return [[py, "-c", CLI, "demo", "--out", str(release), "--quiet"]], None
     if step == "threads":
         return [[py, str(HERE / "bench_threads.py"), str(out)] + (["--quick"] if quick else [])], out
+    if step == "segmenters":
+        size = ["--jobs", "2", "--steps", "10", "--reps", "1"] if quick else ["--jobs", "4", "--steps", "60"]
+        return [[py, str(HERE / "bench_segmenters.py"), str(out), "--workers", "1,2"] + size], out
     raise ValueError(f"unknown step {step!r}; known: {', '.join(STEPS)}")
 
 
@@ -251,6 +254,14 @@ def table(results: dict) -> str:
             up = t["speedup_vs_1_thread_default"]
             cells = [f"{t[k]:.2f} s ({up[k]:.2f}x)" for k in ("segmenter_train_s", "generator_train_s", "sampling_s")]
             lines.append(f"{t['omp_num_threads']:>8} {t['omp_wait_policy']:>9} {cells[0]:>20} {cells[1]:>20} {cells[2]:>20}")
+        lines.append("")
+    if "segmenters" in steps and "result" in steps["segmenters"]:
+        row = steps["segmenters"]
+        r = row["result"]
+        lines.append(f"## Independent segmenter trainings ({r['jobs']} x {r['steps']} steps, {r['size']} px, "
+                     f"{r['device']}): one at a time vs side by side ({_load(row)})")
+        for t in r["runs"]:
+            lines.append(f"{t['workers']:>3} at a time {t['seconds']:8.2f} s  {t['speedup']:.2f}x")
         lines.append("")
     for name, row in steps.items():
         if "error" in row:

@@ -144,7 +144,8 @@ def build_batches(data: SliceTensors, batch_size: int, rng: np.random.Generator)
 def build_optimizer(objective: Objective) -> torch.optim.Optimizer:
     """DP swap point: Opacus' PrivacyEngine wraps this optimiser (and the modules) for DP-SGD."""
     params = [p for m in objective.modules for p in m.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=objective.lr, betas=objective.betas)
+    # fused: one kernel per step for all parameters (CPU and CUDA); the same losses, a few % faster on 2 cores
+    return torch.optim.Adam(params, lr=objective.lr, betas=objective.betas, fused=True)
 
 
 def run_training(objectives: list[Objective], data: SliceTensors, settings: TrainSettings, *,

@@ -6,8 +6,9 @@ Written as JSON.
         [--steps 60] [--batch 8]
 
 Each job trains the audit's segmenter (its default U-Net and augmentation) for `steps` optimiser steps on its own
-phantom-like slices; the figure is the median wall time of all jobs, per worker count, the counts alternating, after a
-warm-up (oneDNN and cuDNN build kernels on first calls). Workers 1 is the sequential baseline, with the process's own thread count.
+phantom-like slices; the figure is the median wall time of all jobs, per worker count, the counts alternating, after
+a warm-up (oneDNN and cuDNN build kernels on first calls). Workers 1 is the sequential baseline, with the process's
+own thread count.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from .base import register_generator
 from .neural import NeuralGenerator
 from .schedules import NoiseSchedule, ddim_step, ddim_timesteps
-from .training import Objective
+from .training import Objective, standard_normal
 
 
 @register_generator
@@ -69,7 +69,7 @@ class DDPM(NeuralGenerator):
         losses = []
         cond = self.net.prepare(batch.cond)
         for t_value in self.config["membership_timesteps"]:
-            noise = torch.randn(batch.x.shape, generator=gen).to(batch.x.device)  # the same scores on any device
+            noise = standard_normal(batch.x.shape, gen, batch.x.device)
             t = torch.full((len(batch.x),), int(t_value), dtype=torch.long, device=batch.x.device)
             eps = self.net(self.schedule.add_noise(batch.x, noise, t), cond, batch.vendor,
                            self.schedule.time_input(t))

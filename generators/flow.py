@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from . import solvers
 from .base import register_generator
 from .neural import NeuralGenerator
-from .training import Batch, Objective
+from .training import Batch, Objective, standard_normal
 
 TIME_SAMPLING = ("uniform", "logit_normal")
 
@@ -108,7 +108,7 @@ class FlowMatching(NeuralGenerator):
         losses = []
         cond = self.net.prepare(batch.cond)
         for t_value in self.config["membership_times"]:
-            x0 = torch.randn(x1.shape, generator=gen).to(x1.device)  # CPU noise: the same scores on any device
+            x0 = standard_normal(x1.shape, gen, x1.device)
             t = torch.full((len(x1),), float(t_value), device=x1.device)
             v = self.net((1 - t_value) * x0 + t_value * x1, cond, batch.vendor, t)
             losses.append((v - (x1 - x0)).pow(2).mean(dim=(1, 2, 3)))

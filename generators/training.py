@@ -62,6 +62,13 @@ def one_hot_tensor(labels: np.ndarray) -> torch.Tensor:
     return torch.nn.functional.one_hot(lab, NUM_CLASSES).permute(0, 3, 1, 2).float()
 
 
+def standard_normal(shape, gen: torch.Generator, device) -> torch.Tensor:
+    """N(0, 1) noise drawn on `gen`'s own device, then moved to `device`. Training draws on a generator on the
+    training device (no copy); sampling and membership scores draw on a CPU generator, so a model gives the same
+    samples and scores on any device."""
+    return torch.randn(shape, generator=gen, device=gen.device).to(device)
+
+
 def make_tensors(slices: SliceSet, vendor_index: Callable[[list[str]], np.ndarray]) -> SliceTensors:
     codes, _ = slices.subject_codes()
     return SliceTensors(x=images_to_model(slices.images), cond=one_hot_tensor(slices.labels),

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from .base import register_generator
 from .networks import ConvEncoder
 from .neural import NeuralGenerator
-from .training import Objective
+from .training import Objective, standard_normal
 
 
 @register_generator
@@ -50,8 +50,7 @@ class ConditionalVAE(NeuralGenerator):
         """Per slice, per pixel: Gaussian NLL of the reconstruction + KL(q(z|x) || N(0, I))."""
         mu, logvar = self.encoder(batch.x, batch.cond)
         logvar = logvar.clamp(-10.0, 10.0)
-        # Drawn where `gen` lives: the training generator is on the device, membership scoring's on the CPU.
-        eps = torch.randn(mu.shape, generator=gen, device=gen.device).to(mu.device)
+        eps = standard_normal(mu.shape, gen, mu.device)
         z = mu + (0.5 * logvar).exp() * eps
         recon = self._decode(z, batch.cond, batch.vendor)
         sigma = float(self.config["recon_sigma"])

@@ -24,10 +24,14 @@ R = TypeVar("R")
 CUDA_WORKERS = 2
 
 
+def _on_gpu(device: str) -> bool:
+    return not str(device).startswith("cpu")
+
+
 def default_workers(device: str = "cpu") -> int:
     """On the CPU as many jobs at once as torch may use threads (so OMP_NUM_THREADS=1 keeps the audit on one
     core)."""
-    if not str(device).startswith("cpu"):
+    if _on_gpu(device):
         return CUDA_WORKERS
     return max(1, torch.get_num_threads())
 
@@ -58,7 +62,7 @@ def map_jobs(fn: Callable[[T], R], jobs: Sequence[T], *, workers: int | None = N
     if workers == 1:
         return [fn(job) for job in tqdm(jobs, desc=desc, disable=quiet, leave=False)]
 
-    on_gpu = not str(device).startswith("cpu")
+    on_gpu = _on_gpu(device)
 
     def run(job: T) -> R:
         if on_gpu:

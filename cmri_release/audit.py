@@ -23,7 +23,7 @@ MIN_HOLDOUT_PATIENTS = 2  # the privacy baselines leave one holdout patient out
 @dataclass
 class AuditReport:
     results: list  # auditors.base.AuditResult, one per auditor run
-    verdict: str  # "pass" | "fail"
+    verdict: str  # "pass" | "fail" | "inconclusive"
     groups: list[str]
     thresholds: dict[str, float]  # the overrides this audit ran with
     timings: dict[str, float]  # seconds per auditor and "total"
@@ -31,6 +31,7 @@ class AuditReport:
     inputs: dict[str, dict] = field(default_factory=dict)
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    group_verdicts: dict[str, str] = field(default_factory=dict)
 
     @property
     def checks(self) -> list:
@@ -93,6 +94,17 @@ def load_thresholds(path, known: Mapping[str, tuple]) -> dict[str, float]:
     return check_thresholds(_flatten(doc), known, str(path))
 
 
+def check_options(options: Mapping[str, Any] | None, source: str = "options") -> dict[str, Any]:
+    """Audit options checked against the auditors' declarations; an unknown or mistyped one is a SpecError."""
+    import auditors  # noqa: F401 - importing registers every auditor and its options
+    from auditors.base import validate_options
+
+    try:
+        return validate_options(dict(options or {}))
+    except ValueError as exc:
+        raise SpecError(f"{source}: {exc}") from None
+
+
 def available_groups() -> list[str]:
     """Groups that have at least one registered auditor, in the canonical order."""
     import auditors  # noqa: F401 - importing registers every auditor
@@ -142,7 +154,7 @@ def run_audit(train: SliceSet, holdout: SliceSet, synthetic: SliceSet, test: Sli
               seed: int = 0, options: Mapping | None = None, quiet: bool = False, device: str = "cpu") -> AuditReport:
     """Audit `synthetic` against the real splits with the registered auditors of `groups` (default: all present)."""
     from auditors.base import AuditContext
-    from auditors.runner import run_auditors, verdict
+    from auditors.runner import group_verdicts, run_auditors, verdict
 
     present = available_groups()
     groups = list(present if groups is None else groups)
@@ -150,12 +162,13 @@ def run_audit(train: SliceSet, holdout: SliceSet, synthetic: SliceSet, test: Sli
     if missing or not groups:
         raise SpecError(f"unknown or empty audit group(s) {missing or groups}; available: {', '.join(present)}")
     overrides = check_thresholds(thresholds, known_checks())
+    options = check_options(options)
     check_inputs(train, holdout, synthetic, test)
     if model_card is None and generator is not None:
         model_card = generator.model_card
     ctx = AuditContext(train=train, holdout=holdout, synthetic=synthetic, test=test, generator=generator,
                        model_card=model_card, seed=int(seed), device=device, thresholds=overrides,
-                       options=dict(options or {}), quiet=quiet)
+                       options=options, quiet=quiet)
     start = time.perf_counter()
     results = run_auditors(ctx, groups)
     timings = {r.auditor: round(r.seconds, 3) for r in results}
@@ -166,7 +179,7 @@ def run_audit(train: SliceSet, holdout: SliceSet, synthetic: SliceSet, test: Sli
                                                  ("test", test)) if s is not None}
     return AuditReport(results=results, verdict=verdict(results), groups=groups, thresholds=overrides,
                        timings=timings, feature_spaces=spaces, inputs=inputs, seed=int(seed),
-                       options=dict(options or {}))
+                       options=options, group_verdicts=group_verdicts(results))
 
 
 def write_audit(report: AuditReport, out_dir) -> dict[str, Path]:

@@ -153,7 +153,7 @@ def _public_spec(spec: dict) -> dict:
 
 
 def _refuse_unless_passed(verdict: str, checks: list[dict]) -> None:
-    failed = [c.get("name", "?") for c in checks if not c.get("passed")]
+    failed = [c.get("name", "?") for c in checks if not c.get("passed") or c.get("verdict", "pass") != "pass"]
     if verdict != "pass" or not checks or failed:
         reason = f"failed checks: {', '.join(failed)}" if failed else f"verdict {verdict!r}" if checks else "no checks"
         raise CmriError(f"refusing to export: the gate did not pass ({reason})")

@@ -50,14 +50,6 @@ class ReleaseOutcome:
         return float(sum(self.stage_seconds.values()))
 
 
-def margin(check: dict) -> float | None:
-    """How far the value is on the good side of its threshold (negative: by how much it failed)."""
-    value, threshold = check.get("value"), check.get("threshold")
-    if not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
-        return None
-    return value - threshold if check.get("op", "").startswith(">") else threshold - value
-
-
 class _Stages:
     """Times named stages and remembers which one was running when something failed."""
 
@@ -232,7 +224,9 @@ def _write_audit_folder(report, gen, trained: bool, target: Path) -> None:
 
 
 def _gate(report, spec: ReleaseSpec) -> tuple[bool, str]:
-    """The verdict, failing closed: an error, a missing group or any failed check blocks."""
+    """The verdict, failing closed: an error, a missing group, or any check that failed or was inconclusive blocks."""
+    from .reporting.text import blocking_reasons
+
     checks = [c.to_dict() if hasattr(c, "to_dict") else dict(c) for c in report.checks]
     problems = []
     errors = getattr(report, "errors", None) or {}
@@ -242,12 +236,7 @@ def _gate(report, spec: ReleaseSpec) -> tuple[bool, str]:
     missing = [g for g in spec.audit.groups if g not in groups]
     if missing:
         problems.append(f"no check from group(s) {', '.join(missing)}")
-    failed = [c for c in checks if not c.get("passed")]
-    for c in failed:
-        m = margin(c)
-        by = f" (off by {abs(m):.4g})" if m is not None else " (no value)"
-        value = "none" if c.get("value") is None else f"{c['value']:.4g}"
-        problems.append(f"{c['name']} = {value}, needs {c['op']} {c['threshold']:.4g}{by}")
+    problems += blocking_reasons(checks)
     if getattr(report, "verdict", "fail") != "pass" and not problems:
         problems.append(f"audit verdict {report.verdict!r}")
     return not problems, "; ".join(problems)
@@ -283,7 +272,7 @@ def run_release(spec: ReleaseSpec, quiet: bool = True, on_stage=None) -> Release
             report = run_audit(data.train, data.holdout, synthetic, test=data.test, generator=gen,
                                model_card=gen.model_card, groups=list(spec.audit.groups),
                                thresholds=dict(spec.thresholds), seed=spec.seed,
-                               options={"utility_epochs": spec.audit.utility_epochs}, quiet=quiet,
+                               options=spec.audit.audit_options(), quiet=quiet,
                                device=spec.generator.device)
         with stages("audit report"):
             _write_audit_folder(report, gen, trained, spec.export.audit_path)

@@ -92,6 +92,11 @@ class SynthesisSpec:
 class AuditSpec:
     groups: tuple[str, ...] = GROUPS
     utility_epochs: float = 6.0  # passes over the real train slices per segmenter of the utility audit
+    options: Mapping[str, object] = field(default_factory=dict)  # [audit.options]: declared auditor options
+
+    def audit_options(self) -> dict:
+        """What the audit runs with: the declared options, `utility_epochs` from its own key."""
+        return {**dict(self.options), "utility_epochs": self.utility_epochs}
 
 
 @dataclass(frozen=True)
@@ -336,8 +341,24 @@ def _audit(t: _Table) -> AuditSpec:
     groups = t.strings("groups", AuditSpec.groups, choices=GROUPS)
     if "privacy" not in groups:
         raise t.error("groups", "must include 'privacy': a release is never gated without its privacy audit")
+    options = {}
+    table = t.sub("options", _declared_options())
+    if table is not None:  # unknown names were refused with their nearest match; types and ranges here
+        from .audit import check_options
+
+        if "utility_epochs" in table.table:
+            raise table.error("utility_epochs", "set it as [audit] utility_epochs, not under [audit.options]")
+        options = check_options(table.table, f"{t.source}: [audit.options]")
     return AuditSpec(groups=tuple(g for g in GROUPS if g in groups),
-                     utility_epochs=t.number("utility_epochs", AuditSpec.utility_epochs, positive=True))
+                     utility_epochs=t.number("utility_epochs", AuditSpec.utility_epochs, positive=True),
+                     options=dict(options))
+
+
+def _declared_options() -> tuple[str, ...]:
+    import auditors  # noqa: F401 - importing registers every auditor and the options it declares
+    from auditors.base import OPTIONS
+
+    return tuple(sorted(OPTIONS))
 
 
 def _export(t: _Table) -> ExportSpec:
@@ -422,7 +443,7 @@ def spec_from_dict(doc: dict, source: str, base_dir: Path, known_checks: Mapping
         generator=_generator(section("generator", ("name", "epochs", "minutes", "device", "model")), known_generators),
         privacy=_privacy(section("privacy", ("dp", "epsilon", "delta", "max_grad_norm", "accountant"))),
         synthesis=_synthesis(section("synthesis", ("subjects", "vendors", "masks"))),
-        audit=_audit(section("audit", ("groups", "utility_epochs"))),
+        audit=_audit(section("audit", ("groups", "utility_epochs", "options"))),
         export=_export(section("export", ("out", "formats", "audit_dir"))),
         thresholds=MappingProxyType(_thresholds(thresholds, known_checks)),
         seed=seed, source=source,
@@ -552,6 +573,9 @@ def default_spec_text(known_checks: Mapping[str, tuple] | None = None) -> str:
         f"groups = {_toml(a.groups)}",
         "# Epochs of each segmenter the utility audit trains (time against precision).",
         f"utility_epochs = {_toml(a.utility_epochs)}",
+        "# Auditor options (`cmri-release audit --help` lists every declared one), e.g. mia_bootstrap = 2000.",
+        "[audit.options]" if a.options else "# [audit.options]",
+        *[f"{k} = {_toml(v)}" for k, v in sorted(a.options.items())],
         "",
         "# Thresholds keyed by check name; a check passes when `value op threshold`.",
         "[thresholds]",

@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from .embedding import EmbeddingConfig, Embedder, get_embedder, train_embedder
+from auditors.base import Option, register_options
+
+from .embedding import EmbeddingConfig, Embedder, embedding_options, get_embedder, train_embedder
 from .pixels import PixelFeatures
 
 FEATURE_SPACES = ("pixels", "embedding")
 SPLITS = ("train", "holdout", "synthetic", "test")
 
+register_options(
+    Option("feature_spaces", "str-list", FEATURE_SPACES, "feature spaces the privacy auditors compare slices in",
+           choices=FEATURE_SPACES),
+    Option("pixel_size", int, 32, "side of the downsampled slice the pixels space correlates", low=8, high=512),
+    *embedding_options(),
+)
+
 
 def get_feature_space(ctx, space: str):
     """The extractor for `space`, built once per audit."""
     if space == "pixels":
-        return ctx.shared("pixels", lambda: PixelFeatures(size=int(ctx.options.get("pixel_size", 32))))
+        return ctx.shared("pixels", lambda: PixelFeatures(size=ctx.option("pixel_size")))
     if space == "embedding":
         return get_embedder(ctx)
     raise ValueError(f"unknown feature space {space!r}; known: {', '.join(FEATURE_SPACES)}")

@@ -40,14 +40,17 @@ class EmbeddingConfig:
     max_noise: float = 0.08  # Gaussian noise up to this fraction of the slice's standard deviation
 
     @classmethod
-    def from_options(cls, options: dict) -> "EmbeddingConfig":
-        """Options keyed `embedding_<field>` (e.g. `embedding_steps`) override the defaults."""
-        known = {f.name for f in fields(cls)}
-        values = {k[len("embedding_"):]: v for k, v in options.items() if k.startswith("embedding_")}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown embedding option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**values)
+    def from_options(cls, ctx) -> "EmbeddingConfig":
+        """Options named `embedding_<field>` (e.g. `embedding_steps`, declared by `embedding_options`)."""
+        return cls(**{f.name: ctx.option(f"embedding_{f.name}") for f in fields(cls)})
+
+
+def embedding_options():
+    """One declared audit option per EmbeddingConfig field, typed and defaulted from the dataclass."""
+    from auditors.base import Option
+
+    return [Option(f"embedding_{f.name}", f.type if f.type in (int, float) else {"int": int, "float": float}[f.type],
+                   f.default, f"embedding network setting `{f.name}`", low=0) for f in fields(EmbeddingConfig)]
 
 
 class Encoder(nn.Module):
@@ -177,5 +180,5 @@ def train_embedder(images: np.ndarray, config: EmbeddingConfig = EmbeddingConfig
 
 def get_embedder(ctx) -> Embedder:
     """The audit's embedding, trained once per AuditContext on `ctx.train` and shared by every auditor."""
-    return ctx.shared("embedding", lambda: train_embedder(ctx.train.images, EmbeddingConfig.from_options(ctx.options),
+    return ctx.shared("embedding", lambda: train_embedder(ctx.train.images, EmbeddingConfig.from_options(ctx),
                                                          seed=ctx.seed, quiet=ctx.quiet))

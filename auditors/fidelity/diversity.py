@@ -70,7 +70,7 @@ class DiversityAuditor(Auditor):
         results["pixels"] = pixels
         main = results[CHECKED_SPACE]
         check = self.check(ctx, "fidelity.diversity_ratio", main["ratio"],
-                           f"mean pairwise distance {main['synthetic_mean_distance']:.3g} (synthetic) vs "
+                           details=f"mean pairwise distance {main['synthetic_mean_distance']:.3g} (synthetic) vs "
                            f"{main['real_mean_distance']:.3g} (real holdout), {len(keep)} slices each; pixel-space "
                            f"ratio {pixels['ratio']:.2f}")
         return AuditResult(self.name, self.group, metrics={"spaces": results, "slices_per_set": int(len(keep)),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from auditors.base import AuditContext, AuditResult, Auditor, register_auditor
+from auditors.base import AuditContext, AuditResult, Auditor, Option, register_auditor
 
 from .distances import (frechet_from_stats, mean_cov, matched_sample, mmd2_from_kernels, percentile_interval,
                         polynomial_kernel, subject_groups)
@@ -76,6 +76,8 @@ def compare_in_space(ctx, space: str, bootstrap: int) -> dict:
 @register_auditor
 class FeatureDistanceAuditor(Auditor):
     name = "feature_distance"
+    options = (Option("fidelity_bootstrap", int, DEFAULT_BOOTSTRAP, "patient resamples for the distance intervals",
+                      low=10, high=100000),)
     group = "fidelity"
     default_thresholds = {
         "fidelity.fd_ratio_segmenter": (2.5, "<=", "Frechet distance to train in the segmenter's encoder features, "
@@ -85,14 +87,14 @@ class FeatureDistanceAuditor(Auditor):
     }
 
     def run(self, ctx: AuditContext) -> AuditResult:
-        bootstrap = int(ctx.options.get("fidelity_bootstrap", DEFAULT_BOOTSTRAP))
+        bootstrap = ctx.option("fidelity_bootstrap")
         results, checks = {}, []
         for space in available_spaces():
             res = compare_in_space(ctx, space, bootstrap)
             results[space] = res
             lo, hi = res["fd"]["ratio_ci95"]
-            checks.append(self.check(ctx, f"fidelity.fd_ratio_{space}", res["fd"]["ratio"],
-                                     f"FD {res['fd']['synthetic_vs_train']:.3g} vs baseline "
+            checks.append(self.check(ctx, f"fidelity.fd_ratio_{space}", res["fd"]["ratio"], lower=lo, upper=hi, confidence=0.95,
+                                     details=f"FD {res['fd']['synthetic_vs_train']:.3g} vs baseline "
                                      f"{res['fd']['holdout_vs_train']:.3g}; ratio 95% CI [{lo:.2f}, {hi:.2f}] over "
                                      f"{bootstrap} subject bootstraps; {res['slices_per_set']} slices per set"))
         return AuditResult(self.name, self.group, metrics={"spaces": results}, checks=checks)

@@ -114,7 +114,7 @@ class IntensityAuditor(Auditor):
         fig = Figure(name="fidelity_intensity_histograms", title="Intensity histograms", png=png, public=True,
                      caption="Normalised intensities under each label; aggregate distributions, no image.")
         check = self.check(ctx, "fidelity.intensity_w1_ratio", summary["w1_ratio"],
-                           f"mean W1 per subject and structure {summary['mean_subject_w1_synthetic']:.4f} "
+                           details=f"mean W1 per subject and structure {summary['mean_subject_w1_synthetic']:.4f} "
                            f"({summary['subjects']['synthetic']} synthetic subjects) vs "
                            f"{summary['mean_subject_w1_holdout']:.4f} ({summary['subjects']['holdout']} real holdout)")
         return AuditResult(self.name, self.group, metrics=summary, checks=[check], figures=[fig])

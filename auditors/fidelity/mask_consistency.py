@@ -109,7 +109,7 @@ class MaskConsistencyAuditor(Auditor):
                           caption="Per structure and per vendor; real holdout is the baseline.")]
         details = (f"synthetic {syn['dice']['mean']:.3f} over {syn['slices']} slices / real holdout "
                    f"{ref['dice']['mean']:.3f} over {ref['slices']} slices")
-        checks = [self.check(ctx, "fidelity.mask_dice_ratio", ratio, details),
+        checks = [self.check(ctx, "fidelity.mask_dice_ratio", ratio, details=details),
                   self.check(ctx, "fidelity.segmenter_real_dice", ref["dice"]["mean"],
-                             f"{ref['subjects']} holdout subjects; segmenter {segmenter.log.get('steps')} steps")]
+                             details=f"{ref['subjects']} holdout subjects; segmenter {segmenter.log.get('steps')} steps")]
         return AuditResult(self.name, self.group, metrics=metrics_out, checks=checks, figures=figures)

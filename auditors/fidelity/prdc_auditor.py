@@ -7,7 +7,7 @@ synthetic slice reaches: mode collapse drives it towards 0).
 """
 from __future__ import annotations
 
-from auditors.base import AuditContext, AuditResult, Auditor, Figure, register_auditor
+from auditors.base import AuditContext, AuditResult, Auditor, Figure, Option, register_auditor
 
 from . import plots
 from .prdc import prdc
@@ -31,6 +31,7 @@ def prdc_in_space(ctx, space: str, k: int) -> dict:
 @register_auditor
 class PRDCAuditor(Auditor):
     name = "prdc"
+    options = (Option("prdc_k", int, DEFAULT_K, "nearest neighbours that define each PRDC manifold", low=1, high=100),)
     group = "fidelity"
     default_thresholds = {
         "fidelity.precision_ratio": (0.7, ">=", "share of synthetic slices on the real (train) manifold, over the "
@@ -40,7 +41,7 @@ class PRDCAuditor(Auditor):
     }
 
     def run(self, ctx: AuditContext) -> AuditResult:
-        k = int(ctx.options.get("prdc_k", DEFAULT_K))
+        k = ctx.option("prdc_k")
         results = {space: prdc_in_space(ctx, space, k) for space in available_spaces()}
         main = results[CHECKED_SPACE]
         series = {}
@@ -57,7 +58,7 @@ class PRDCAuditor(Auditor):
             return (f"synthetic {main['synthetic'][m]:.3f} / real holdout {main['real_holdout'][m]:.3f} "
                     f"({CHECKED_SPACE} features, k={k})")
 
-        checks = [self.check(ctx, "fidelity.precision_ratio", main["ratio"]["precision"], detail("precision")),
-                  self.check(ctx, "fidelity.coverage_ratio", main["ratio"]["coverage"], detail("coverage"))]
+        checks = [self.check(ctx, "fidelity.precision_ratio", main["ratio"]["precision"], details=detail("precision")),
+                  self.check(ctx, "fidelity.coverage_ratio", main["ratio"]["coverage"], details=detail("coverage"))]
         return AuditResult(self.name, self.group, metrics={"spaces": results, "checked_space": CHECKED_SPACE},
                            checks=checks, figures=[fig])

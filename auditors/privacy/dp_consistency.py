@@ -52,9 +52,11 @@ def dp_consistency_check(model_card: dict | None, epsilon_lower_bound: float, at
                    "exceeding it means the DP implementation is broken")
     if accounted is None:
         # Fail closed: a model that claims DP without an epsilon cannot be checked.
-        return Check(name=CHECK, value=None, threshold=math.nan, op="<=", description=description,
+        return Check(name=CHECK, estimate=None, threshold=0.0, op="<=", description=description,
                      details="the model card declares DP but states no accounted epsilon")
-    check = Check(name=CHECK, value=float(epsilon_lower_bound), threshold=accounted, op="<=", description=description)
+    # The audit's epsilon is itself a lower bound: showing it above the accounted epsilon proves a broken
+    # implementation; it can never prove the implementation right, so the check is exact on that bound.
+    check = Check.exact(CHECK, float(epsilon_lower_bound), accounted, "<=", description=description)
     verb = "exceeds" if not check.passed else "is within"
     check.details = (f"empirical epsilon lower bound {epsilon_lower_bound:.3f} ({attack}) {verb} the accounted "
                      f"epsilon {accounted:.3f}" + ("; the DP implementation is broken" if not check.passed else ""))

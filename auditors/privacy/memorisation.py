@@ -40,11 +40,7 @@ CLOSEST_PAIRS = 8
 
 
 def feature_spaces(ctx: AuditContext) -> list[str]:
-    spaces = list(ctx.options.get("feature_spaces", FEATURE_SPACES))
-    unknown = [s for s in spaces if s not in FEATURE_SPACES]
-    if unknown or not spaces:
-        raise ValueError(f"feature_spaces must be a non-empty subset of {FEATURE_SPACES}, got {spaces}")
-    return spaces
+    return list(ctx.option("feature_spaces"))
 
 
 def proportion_lower_bound(k: int, n: int, confidence: float) -> float:

@@ -31,7 +31,7 @@ from scipy import stats
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from auditors.base import AuditContext, AuditResult, Auditor, Figure, register_auditor
+from auditors.base import AuditContext, AuditResult, Auditor, Figure, Option, register_auditor
 from auditors.features import features
 
 from .dp_consistency import dp_consistency_check, model_delta
@@ -220,11 +220,11 @@ def domias_scores(ctx: AuditContext, space: str, q: np.ndarray, queries: Queries
     synthetic = features(ctx, space, "synthetic")
     holdout = features(ctx, space, "holdout")
     rng = np.random.default_rng(ctx.seed)
-    max_points = int(ctx.options.get("domias_max_points", 10000))
+    max_points = ctx.option("domias_max_points")
     if len(synthetic) > max_points:  # a density estimate does not need every slice; keeps the KDE's cost bounded
         synthetic = synthetic[rng.choice(len(synthetic), max_points, replace=False)]
     smallest_reference = len(holdout) - max_slices_per_patient(queries.holdout_codes)
-    components = int(min(ctx.options.get("domias_components", 10), synthetic.shape[1],
+    components = int(min(ctx.option("domias_components"), synthetic.shape[1],
                          len(synthetic) - 2, smallest_reference - 2))
     if components < 1:
         raise ValueError("DOMIAS needs more synthetic and holdout slices than that")
@@ -273,6 +273,12 @@ def roc_figure(summaries: list[AttackSummary]) -> Figure:
 @register_auditor
 class MembershipInference(Auditor):
     name = "membership_inference"
+    options = (
+        Option("mia_bootstrap", int, 2000, "patient resamples for the attack AUC intervals", low=50, high=1000000),
+        Option("white_box", bool, True, "also attack the generator with its own membership scores when given one"),
+        Option("domias_max_points", int, 10000, "slices the DOMIAS density models are fitted on at most", low=10),
+        Option("domias_components", int, 10, "PCA components of the DOMIAS density models", low=1, high=512),
+    )
     group = "privacy"
     default_thresholds = {
         "privacy.mia_auc": (
@@ -292,11 +298,11 @@ class MembershipInference(Auditor):
         for space in spaces:
             for attack, scores in black_box_scores(ctx, space, queries).items():
                 raw.append((attack, space, scores))
-        if ctx.generator is not None and ctx.options.get("white_box", True):
+        if ctx.generator is not None and ctx.option("white_box"):
             raw.append(("white_box", None, white_box_scores(ctx)))
         alpha = ALPHA / len(raw)
         delta = model_delta(ctx.model_card)
-        n_boot = int(ctx.options.get("mia_bootstrap", 2000))
+        n_boot = ctx.option("mia_bootstrap")
         summaries = []
         for i, (attack, space, scores) in enumerate(raw):
             members, nonmembers = queries.split(scores)

@@ -12,6 +12,14 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from auditors.base import Option, register_options
+
+register_options(
+    Option("nn_ivf_lists", int, 0, "inverted lists of an approximate FAISS index (0: exact search)", low=0),
+    Option("nn_nprobe", int, 16, "lists an approximate search visits", low=1),
+    Option("nn_batch_size", int, 16384, "queries searched at once (bounds memory)", low=1),
+)
+
 METRICS = ("ip", "l2")
 
 
@@ -106,8 +114,7 @@ def index_for(ctx, space: str, split: str, subset: np.ndarray | None = None, key
         vectors = features(ctx, space, split)
         if subset is not None:
             vectors = vectors[subset]
-        return NeighbourIndex(vectors, metric="ip", ivf_lists=int(ctx.options.get("nn_ivf_lists", 0)),
-                              nprobe=int(ctx.options.get("nn_nprobe", 16)),
-                              batch_size=int(ctx.options.get("nn_batch_size", 16384)), seed=ctx.seed)
+        return NeighbourIndex(vectors, metric="ip", ivf_lists=ctx.option("nn_ivf_lists"),
+                              nprobe=ctx.option("nn_nprobe"), batch_size=ctx.option("nn_batch_size"), seed=ctx.seed)
 
     return ctx.shared(f"index.{space}.{split}{'.' + key if key else ''}", build)

@@ -16,6 +16,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from auditors.base import Option, register_options
 from cmri_release.labels import NUM_CLASSES
 from cmri_release.sliceset import SliceSet
 
@@ -183,12 +184,21 @@ def train_segmenter(slices: SliceSet, config: TrainConfig = TrainConfig(), seed:
 
 DEFAULT_UTILITY_EPOCHS = 6.0  # passes over the real training slices per segmenter (the `utility_epochs` option)
 SEGMENTER_KEY = "segmentation.real_train"
+SEGMENTER_OPTIONS = (
+    Option("utility_epochs", float, DEFAULT_UTILITY_EPOCHS, "passes over the real train slices per audit segmenter",
+           low=0.01, high=1000),
+    Option("segmenter_batch_size", int, TrainConfig.batch_size, "slices per step of the audit's segmenters",
+           low=1, high=4096),
+    Option("segmenter_workers", int, None, "segmenters trained side by side (default: one per core, 2 per GPU)",
+           low=1, high=256),
+)
+register_options(*SEGMENTER_OPTIONS)
 
 
 def audit_train_config(ctx) -> TrainConfig:
     """The one training budget of an audit's segmenters: `utility_epochs` passes over the real train slices."""
-    epochs = float(ctx.options.get("utility_epochs", DEFAULT_UTILITY_EPOCHS))
-    batch = int(ctx.options.get("segmenter_batch_size", TrainConfig.batch_size))
+    epochs = ctx.option("utility_epochs")
+    batch = ctx.option("segmenter_batch_size")
     return TrainConfig(steps=steps_for(epochs, len(ctx.train.labelled()), batch), batch_size=batch)
 
 

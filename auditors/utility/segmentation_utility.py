@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from auditors.base import AuditContext, AuditResult, Auditor, Figure, register_auditor
+from auditors.base import AuditContext, AuditResult, Auditor, Figure, Option, register_auditor
 from auditors.fidelity import plots
 from auditors.segmentation import metrics
 from auditors.segmentation.parallel import effective_workers, map_jobs
@@ -66,6 +66,12 @@ def _composition(real: SliceSet | None, synthetic: SliceSet | None) -> dict:
 @register_auditor
 class SegmentationUtilityAuditor(Auditor):
     name = "segmentation_utility"
+    options = (
+        Option("utility_experiments", "str-list", EXPERIMENTS, "utility experiments run beside TRTR and TSTR",
+               choices=EXPERIMENTS),
+        Option("utility_low_data_fraction", float, DEFAULT_LOW_DATA_FRACTION,
+               "share of real training patients in the low-data experiment", low=0.01, high=1.0),
+    )
     group = "utility"
     default_thresholds = {
         "utility.tstr_dice_ratio": (0.7, ">=", "mean Dice on real test patients of a segmenter trained on synthetic "
@@ -82,12 +88,7 @@ class SegmentationUtilityAuditor(Auditor):
             if len(s) == 0:
                 raise ValueError(f"the {name} slices carry no label maps: segmentation utility cannot be measured")
         config = audit_train_config(ctx)
-        wanted = ctx.options.get("utility_experiments", EXPERIMENTS)
-        if isinstance(wanted, str):  # "mixed,lovo" from a command line or a spec
-            wanted = [w.strip() for w in wanted.split(",") if w.strip()]
-        unknown = set(wanted) - set(EXPERIMENTS)
-        if unknown:
-            raise ValueError(f"unknown utility experiment(s) {sorted(unknown)}; known: {', '.join(EXPERIMENTS)}")
+        wanted = ctx.option("utility_experiments")
         # Plan every segmenter first, then train them side by side (parallel.py): they are independent.
         jobs: list[tuple[str, SliceSet | None, SliceSet | None, SliceSet]] = [("TSTR (synthetic only)", None,
                                                                                  synthetic, test)]
@@ -110,7 +111,7 @@ class SegmentationUtilityAuditor(Auditor):
                      else "not run: not among the requested utility experiments")
         low_plan = None
         if "low_data" in wanted:
-            fraction = float(ctx.options.get("utility_low_data_fraction", DEFAULT_LOW_DATA_FRACTION))
+            fraction = ctx.option("utility_low_data_fraction")
             few = train.for_subjects(low_data_subjects(train, fraction, ctx.seed))
             low_plan = (fraction, few, f"low data ({fraction:.0%} real)",
                         f"low data ({fraction:.0%} real) + synthetic")
@@ -129,7 +130,7 @@ class SegmentationUtilityAuditor(Auditor):
         runs: dict[str, dict] = {"TRTR (real train)": {**_composition(train, None),
                                                        **evaluate(real_train_segmenter(ctx), test),
                                                        "seconds": round(time.perf_counter() - start, 2)}}
-        workers = ctx.options.get("segmenter_workers")
+        workers = ctx.option("segmenter_workers")
         runs.update(zip([j[0] for j in jobs], map_jobs(run, jobs, workers=workers, device=ctx.device,
                                                        quiet=ctx.quiet, desc="utility segmenters")))
         trtr, tstr = runs["TRTR (real train)"], runs["TSTR (synthetic only)"]
@@ -153,7 +154,7 @@ class SegmentationUtilityAuditor(Auditor):
         ratio = (tstr["dice"]["mean"] / trtr["dice"]["mean"]) if trtr["dice"]["mean"] > 0 else float("nan")
         summary = {
             "test_split": test_split, "test_slices": len(test), "test_subjects": len(test.subjects),
-            "budget": {"utility_epochs": float(ctx.options.get("utility_epochs", DEFAULT_UTILITY_EPOCHS)),
+            "budget": {"utility_epochs": ctx.option("utility_epochs"),
                        "steps_per_segmenter": config.steps, "batch_size": config.batch_size,
                        "segmenters": len(runs),
                        "trained_at_once": effective_workers(workers, len(jobs), ctx.device)},
@@ -165,7 +166,7 @@ class SegmentationUtilityAuditor(Auditor):
         }
         figures = [self._bars(runs), *([self._lovo_bars(lovo)] if lovo else [])]
         check = self.check(ctx, "utility.tstr_dice_ratio", ratio,
-                           f"TSTR {tstr['dice']['mean']:.3f} / TRTR {trtr['dice']['mean']:.3f} on "
+                           details=f"TSTR {tstr['dice']['mean']:.3f} / TRTR {trtr['dice']['mean']:.3f} on "
                            f"{len(test.subjects)} real {test_split.split(' ')[0]} patients; {config.steps} steps each")
         return AuditResult(self.name, self.group, metrics=summary, checks=[check], figures=figures)
 

@@ -17,25 +17,27 @@ from ..errors import CmriError, InputError
 DEFAULT_SIZE = 64
 
 
-def _value(value) -> str:
-    return "none" if value is None else f"{value:.4g}"
-
-
 def format_checks(report) -> str:
-    """One line per check (value, what it needs, result), then the verdict and the time."""
-    checks = report.checks
-    lines = []
-    if checks:
-        width = max(len(c.name) for c in checks)
-        lines.append(f"{'check':<{width}}  {'value':>9}  {'needs':<11} result")
-        for c in checks:
-            m = c.margin
-            result = "pass" if c.passed else (f"FAIL by {abs(m):.3g}" if m is not None else "FAIL (no value)")
-            lines.append(f"{c.name:<{width}}  {_value(c.value):>9}  {c.op + ' ' + _value(c.threshold):<11} {result}")
-    else:
-        lines.append("no check ran")
+    """One line per check (estimate, interval, what it needs, verdict), what blocks, then the verdict and time."""
+    from ..reporting.text import blocking_reasons, format_check_table
+
+    checks = [c.to_dict() for c in report.checks]
+    lines = format_check_table(checks)
+    lines += [f"  - {reason}" for reason in blocking_reasons(checks)]
     lines.append(f"verdict: {report.verdict.upper()} ({report.timings.get('total', 0.0):.1f} s)")
     return "\n".join(lines)
+
+
+class DeclaredOptions(click.Option):
+    """`--option`, whose help lists every option the auditors declare (read when help is shown, not at import)."""
+
+    def get_help_record(self, ctx):
+        import auditors  # noqa: F401 - registers every auditor's options
+        from auditors.base import OPTIONS
+
+        self.help = ("Auditor option KEY=VALUE (TOML scalar or list), repeatable; an unknown or mistyped one is an "
+                     "error. Declared: " + "; ".join(OPTIONS[n].describe() for n in sorted(OPTIONS)))
+        return super().get_help_record(ctx)
 
 
 def parse_groups(ctx, param, value):
@@ -86,13 +88,14 @@ def _preprocess_config(size: int | None, generator):
 
 
 def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, quiet, out) -> int:
-    from ..audit import known_checks, load_thresholds, run_audit, write_audit
+    from ..audit import check_options, known_checks, load_thresholds, run_audit, write_audit
     from ..io import read_cohort
     from ..preprocess import cohort_to_slices
 
     _check_out(out, {"--train": train, "--holdout": holdout, "--synthetic": synthetic, "--test": test,
                      "--model": model})
     overrides = load_thresholds(thresholds, known_checks()) if thresholds is not None else {}
+    options = check_options(options, "--option")  # before any cohort is read
     generator = None
     if model is not None:
         from generators import load_generator
@@ -149,16 +152,16 @@ def _check_out(out: Path, inputs: dict) -> None:
 @click.option("--size", type=click.IntRange(8, 1024), default=None,
               help=f"Slice size in pixels (default: the model's, else {DEFAULT_SIZE}).")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--option", "options", multiple=True, callback=parse_options, metavar="KEY=VALUE",
-              help="Auditor budget or tuning option, repeatable: embedding_steps=150, mia_bootstrap=2000, "
-                   "nn_ivf_lists=0 (exact), feature_spaces=['pixels','embedding'], utility_epochs=8.")
+@click.option("--option", "options", multiple=True, callback=parse_options, metavar="KEY=VALUE", cls=DeclaredOptions,
+              help="Auditor option KEY=VALUE, repeatable.")
 @click.option("--quiet", is_flag=True, help="No progress bars (for CI).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the three report files.")
 def audit_command(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, quiet, out):
     """Audit a synthetic cohort: privacy (memorisation, membership inference), fidelity, utility.
 
     Writes OUT/audit.json, OUT/audit.html (internal: may show real patients) and OUT/junit.xml.
-    Exit 0: every check passes. Exit 1: a check fails. Exit 2: error.
+    Exit 0: every check passes (each shown inside its threshold by its confidence bound). Exit 1: a check
+    fails or is inconclusive (the cohort is too small to show it either way). Exit 2: error.
     """
     try:
         code = _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, quiet, out)

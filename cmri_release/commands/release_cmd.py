@@ -15,23 +15,14 @@ from ..errors import CmriError
 DEMO_OUT = Path("demo-out")
 
 
-def _value(value) -> str:
-    return "none" if value is None else f"{value:.4g}"
-
-
 def format_outcome(outcome) -> str:
     """The one-screen summary: checks, stage times, verdict."""
-    from ..release import BLOCKED, RELEASED, margin
+    from ..release import BLOCKED, RELEASED
+    from ..reporting.text import format_check_table
 
     lines = []
     if outcome.checks:
-        width = max(len(c["name"]) for c in outcome.checks)
-        lines.append(f"{'check':<{width}}  {'value':>9}  {'needs':<11} result")
-        for c in outcome.checks:
-            m = margin(c)
-            result = "pass" if c.get("passed") else (f"FAIL by {abs(m):.3g}" if m is not None else "FAIL (no value)")
-            needs = f"{c['op']} {c['threshold']:.4g}"
-            lines.append(f"{c['name']:<{width}}  {_value(c.get('value')):>9}  {needs:<11} {result}")
+        lines += format_check_table(outcome.checks)
         lines.append("")
     if outcome.stage_seconds:
         lines.append(f"{'stage':<14} {'seconds':>8}")

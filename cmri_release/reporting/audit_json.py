@@ -1,6 +1,8 @@
 """`audit.json`: the machine-readable audit (what CI scripts and the release gate read).
 
-    {"verdict": "pass"|"fail", "checks": [{"name", "value", "threshold", "op", "passed", ...}],
+    {"verdict": "pass"|"fail"|"inconclusive", "group_verdicts": {group: verdict},
+     "checks": [{"name", "verdict", "estimate", "lower", "upper", "confidence", "threshold", "op", "reason",
+                 "decide", "plan", "passed", "value" (= estimate), ...}],
      "metrics": {auditor: metrics}, "errors": {auditor: message}, "timings": {auditor: s, "total": s},
      "feature_spaces": {...}, "inputs": {...}, "figures": [...], "groups", "thresholds", "seed", "version"}
 
@@ -43,6 +45,7 @@ def jsonable(value):
 def audit_document(report) -> dict:
     return jsonable({
         "verdict": report.verdict,
+        "group_verdicts": getattr(report, "group_verdicts", {}),
         "checks": [c.to_dict() for c in report.checks],
         "metrics": {r.auditor: r.metrics for r in report.results},
         "errors": report.errors,

@@ -49,14 +49,18 @@ def junit_tree(report) -> ET.ElementTree:
                                     message=_clean(f"auditor {result.auditor} raised: {errors[result.auditor]}"))
                 err.text = _clean(errors[result.auditor])
             elif not check.passed:
+                # Inconclusive blocks like a failure; its type and message say the cohort could not tell.
                 counts["failures"] += 1
-                fail = ET.SubElement(case, "failure", type="ThresholdNotMet",
-                                     message=_clean(f"{check.name} = {_num(check.value)}, needs {check.op} "
-                                                    f"{_num(check.threshold)}"))
-                fail.text = _clean("\n".join(t for t in (check.description, check.details) if t))
+                kind = "Inconclusive" if check.verdict == "inconclusive" else "ThresholdNotMet"
+                fail = ET.SubElement(case, "failure", type=kind,
+                                     message=_clean(f"{check.name} {check.verdict}: estimate {_num(check.estimate)}, "
+                                                    f"interval [{_num(check.lower)}, {_num(check.upper)}], needs "
+                                                    f"{check.op} {_num(check.threshold)}; {check.reason}"))
+                fail.text = _clean("\n".join(t for t in (check.description, check.details, check.decide) if t))
             else:
                 out = ET.SubElement(case, "system-out")
-                out.text = _clean(f"{check.name} = {_num(check.value)} {check.op} {_num(check.threshold)}: passed")
+                out.text = _clean(f"{check.name} = {_num(check.estimate)} [{_num(check.lower)}, {_num(check.upper)}] "
+                                  f"{check.op} {_num(check.threshold)}: passed ({check.reason})")
         for key, value in counts.items():
             suite.set(key, str(value))
             totals[key] += value

@@ -78,3 +78,24 @@ def test_errors_exit_2_with_one_line(cohorts, tmp_path):
     overlap = run(["--train", cohorts["train"], "--holdout", cohorts["train"], "--synthetic", cohorts["new"],
                    "--out", tmp_path / "o2", *FAST])
     assert overlap.exit_code == 2 and "also in train" in overlap.output
+
+
+@pytest.mark.parametrize("option,message", [
+    ("mia_boostrap=5", "did you mean 'mia_bootstrap'"),
+    ("mia_bootstrap=1.5", "expected an integer"),
+    ("feature_spaces=['pixels','voxels']", "unknown 'voxels'"),
+])
+def test_an_unknown_or_mistyped_option_is_exit_2_before_any_work(cohorts, tmp_path, option, message):
+    out = tmp_path / "audit"
+    result = run(["--train", cohorts["train"], "--holdout", cohorts["holdout"], "--synthetic", cohorts["new"],
+                  "--out", out, "--quiet", "--option", option])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_help_lists_the_declared_options():
+    result = CliRunner().invoke(main, ["audit", "--help"])
+    assert result.exit_code == 0
+    for name in ("mia_bootstrap", "feature_spaces", "utility_epochs", "embedding_steps"):
+        assert name in result.output

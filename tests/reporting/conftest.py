@@ -12,14 +12,17 @@ PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08
 
 @pytest.fixture
 def report() -> AuditReport:
-    ok = Check("privacy.near_copy_rate", 0.02, 0.10, "<=", description="near copies", details="pixels: 0/10")
-    bad = Check("privacy.mia_auc", 0.91, 0.60, "<=", description="AUC <script>alert(1)</script>",
-                details="gan_leaks & co")
-    broken = Check("fidelity.boom_completed", 0.0, 1.0, ">=", details="RuntimeError: <disk> & \x00 on fire")
+    ok = Check("privacy.near_copy_rate", 0.02, 0.10, "<=", lower=0.0, upper=0.06, confidence=0.95,
+               description="near copies", details="pixels: 0/10")
+    bad = Check("privacy.mia_auc", 0.91, 0.60, "<=", lower=0.8, upper=0.97, confidence=0.95,
+                description="AUC <script>alert(1)</script>", details="gan_leaks & co")
+    unsure = Check("privacy.closer_to_train_share", 0.5, 0.55, "<=", lower=0.3, upper=0.7, confidence=0.95,
+                   description="closer", decide="about 120 synthetic patients would decide")
+    broken = Check.exact("fidelity.boom_completed", 0.0, 1.0, ">=", details="RuntimeError: <disk> & \x00 on fire")
     results = [
         AuditResult("nn_memorisation", "privacy", metrics={"pixels": {"tau": 0.93, "nan": float("nan"),
                                                                       "pairs": [{"a": 1, "b": "<b>x</b>"}]}},
-                    checks=[ok], figures=[Figure("pairs", "Closest pairs", PNG, public=False, caption="real")],
+                    checks=[ok, unsure], figures=[Figure("pairs", "Closest pairs", PNG, public=False, caption="real")],
                     seconds=1.5),
         AuditResult("membership_inference", "privacy", metrics={"attacks": {"gan_leaks/pixels": {"auc": 0.91}}},
                     checks=[bad], figures=[Figure("roc", "ROC", PNG, public=True)], seconds=0.5),

@@ -11,9 +11,11 @@ def test_audit_json_is_strict_and_complete(tmp_path, report):
     paths = write_audit(report, tmp_path / "out")
     doc = json.loads(paths["json"].read_text(), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
     assert doc["verdict"] == "fail" and [c["name"] for c in doc["checks"]] == [
-        "privacy.near_copy_rate", "privacy.mia_auc", "fidelity.boom_completed"]
-    expected = {"value": 0.91, "threshold": 0.6, "op": "<=", "passed": False}
-    assert {k: doc["checks"][1][k] for k in expected} == expected
+        "privacy.near_copy_rate", "privacy.closer_to_train_share", "privacy.mia_auc", "fidelity.boom_completed"]
+    expected = {"value": 0.91, "estimate": 0.91, "lower": 0.8, "upper": 0.97, "confidence": 0.95, "threshold": 0.6,
+                "op": "<=", "passed": False, "verdict": "fail"}
+    assert {k: doc["checks"][2][k] for k in expected} == expected
+    assert doc["checks"][1]["verdict"] == "inconclusive" and "120 synthetic" in doc["checks"][1]["decide"]
     assert doc["metrics"]["nn_memorisation"]["pixels"]["nan"] is None  # NaN -> null
     assert doc["errors"] == {"boom": "RuntimeError: <disk> & \x00 on fire"}
     assert doc["figures"][0] == {"auditor": "nn_memorisation", "name": "pairs", "title": "Closest pairs",

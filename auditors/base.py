@@ -323,6 +323,23 @@ class AuditContext:
         return self.cache[key]
 
 
+@dataclass(frozen=True)
+class CohortSizes:
+    """Patients per split, the unit every planning figure is computed for."""
+    train: int
+    holdout: int
+    synthetic: int
+    test: int = 0
+
+    @classmethod
+    def of(cls, ctx: "AuditContext") -> "CohortSizes":
+        return cls(train=len(ctx.train.subjects), holdout=len(ctx.holdout.subjects),
+                   synthetic=len(ctx.synthetic.subjects), test=len(ctx.test.subjects) if ctx.test is not None else 0)
+
+
+PLAN_KEYS = ("honest_pass_probability", "smallest_detectable")  # the two figures `plan` and audit.html print
+
+
 class Auditor(ABC):
     name: ClassVar[str]
     group: ClassVar[str]
@@ -333,6 +350,16 @@ class Auditor(ABC):
     @abstractmethod
     def run(self, ctx: AuditContext) -> AuditResult:
         ...
+
+    def plan(self, sizes: CohortSizes, thresholds: dict[str, float], seed: int = 0) -> dict[str, dict[str, Any]]:
+        """Cohort-size planning per check of this auditor, at these sizes and thresholds (defaults where absent).
+
+        Returns {check name: {"honest_pass_probability": chance that an honest generator's cohort passes,
+        "smallest_detectable": the smallest leak / fault the check catches with 80% probability,
+        "detectable_unit": what that number measures, ...}}. An auditor that cannot plan returns {} and
+        `cmri-release plan` says so for its checks.
+        """
+        return {}
 
     def check(self, ctx: AuditContext, name: str, estimate, lower=None, upper=None, confidence=None,
               details: str = "", decide: str = "", plan: dict | None = None) -> Check:

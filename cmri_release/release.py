@@ -110,10 +110,11 @@ def _load_data(spec: ReleaseSpec, config: PreprocessConfig, quiet: bool) -> _Dat
 
     d = spec.data
     if d.source == "phantom":
-        from .phantom import make_phantom
+        from .phantom import default_workers, make_phantom
 
         try:
-            cohort = make_phantom(d.phantom.subjects, d.phantom.seed, vendors=d.phantom.vendors, quiet=quiet)
+            cohort = make_phantom(d.phantom.subjects, d.phantom.seed, vendors=d.phantom.vendors, quiet=quiet,
+                                  workers=default_workers())
         except ValueError as exc:
             raise CmriError(f"{spec.source}: [data.phantom]: {exc}") from None
         parts = _split(cohort, spec, f"{spec.source}: [data.phantom] subjects")

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from ..phantom import make_phantom
+from ..phantom import default_workers, make_phantom
 from ..phantom.vendors import VENDOR_STYLES, resolve_vendor
 
 
@@ -44,7 +44,7 @@ def phantom_command(out: Path, n_subjects: int, seed: int, vendors, quiet: bool)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(out, "exists and is not an empty folder; choose a new output folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    cohort = make_phantom(n_subjects, seed, vendors=vendors, quiet=quiet)
+    cohort = make_phantom(n_subjects, seed, vendors=vendors, quiet=quiet, workers=default_workers())
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
         write_cohort(cohort, staging)

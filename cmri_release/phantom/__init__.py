@@ -7,7 +7,10 @@ different ids.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 import numpy as np
 from tqdm import tqdm
@@ -42,24 +45,52 @@ def _check(n_subjects, seed, vendors, groups):
     return styles, groups
 
 
-def iter_phantom(n_subjects: int, seed: int, vendors: Sequence[str] | None = None, id_prefix: str = "ph",
-                 groups: Sequence[str] | None = None) -> Iterator[Subject]:
-    """Yield the phantom's subjects one at a time (groups and vendors cycle, so the mix is balanced)."""
+def _render(args) -> Subject:
+    index, seed, id_prefix, group, style = args
+    return render_subject(phantom_id(id_prefix, seed, index), np.random.SeedSequence([seed, index]), group, style)
+
+
+def _jobs(n_subjects, seed, vendors, id_prefix, groups) -> list[tuple]:
     styles, groups = _check(n_subjects, seed, vendors, groups)
-    for index in range(int(n_subjects)):
-        group = groups[index % len(groups)]
-        style = styles[index % len(styles)]
-        yield render_subject(phantom_id(id_prefix, int(seed), index),
-                             np.random.SeedSequence([int(seed), index]), group, style)
+    return [(index, int(seed), id_prefix, groups[index % len(groups)], styles[index % len(styles)])
+            for index in range(int(n_subjects))]
+
+
+def iter_phantom(n_subjects: int, seed: int, vendors: Sequence[str] | None = None, id_prefix: str = "ph",
+                 groups: Sequence[str] | None = None, workers: int = 1) -> Iterator[Subject]:
+    """Yield the phantom's subjects in order (groups and vendors cycle, so the mix is balanced).
+
+    Each patient has its own seed, so `workers` processes render the same patients as one does.
+    """
+    jobs = _jobs(n_subjects, seed, vendors, id_prefix, groups)
+    workers = max(1, min(int(workers), len(jobs) // 4))  # a pool costs ~1 s to start: only for enough patients
+    if workers == 1:
+        yield from map(_render, jobs)
+        return
+    # spawn, not fork: the parent may hold OpenMP threads (torch) that a forked child would deadlock on;
+    # each child renders with one thread so that the workers do not oversubscribe the cores.
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+        yield from pool.map(_render, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
+
+
+def _one_thread() -> None:
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"
+
+
+def default_workers() -> int:
+    """Processes for a large phantom: every core this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def make_phantom(n_subjects: int, seed: int, vendors: Sequence[str] | None = None, id_prefix: str = "ph", *,
-                 groups: Sequence[str] | None = None, quiet: bool = True) -> Cohort:
+                 groups: Sequence[str] | None = None, quiet: bool = True, workers: int = 1) -> Cohort:
     """A phantom cohort of `n_subjects` patients, deterministic for `seed`.
 
     `vendors` are names ("Siemens", "Philips", "GE", "Canon") or M&Ms letters (A-D); the default
-    is Siemens, Philips and GE. `groups` restricts the ACDC groups (default: all five).
+    is Siemens, Philips and GE. `groups` restricts the ACDC groups (default: all five). `workers`
+    processes render patients side by side (the same cohort whatever their number).
     """
-    subjects = iter_phantom(n_subjects, seed, vendors, id_prefix, groups)
+    subjects = iter_phantom(n_subjects, seed, vendors, id_prefix, groups, workers)
     subjects = tqdm(subjects, total=int(n_subjects), desc="phantom", unit="subject", disable=quiet)
     return Cohort(list(subjects), source=f"phantom seed {seed}")

@@ -292,3 +292,14 @@ def test_phantom_command_refuses_bad_output_and_vendors(tmp_path):
     result = CliRunner().invoke(main, ["phantom", str(tmp_path / "new"), "--vendors", "Hitachi", "--quiet"])
     assert result.exit_code == 2 and "unknown vendor" in result.output
     assert not (tmp_path / "new").exists()
+
+
+def test_worker_processes_render_the_same_patients():
+    one = make_phantom(8, seed=5)
+    two = make_phantom(8, seed=5, workers=2)
+    assert [s.id for s in one] == [s.id for s in two]
+    for a, b in zip(one, two):
+        assert (a.vendor, a.group) == (b.vendor, b.group)
+        for phase in a.frames:
+            assert np.array_equal(a.frames[phase].image, b.frames[phase].image)
+            assert np.array_equal(a.frames[phase].label, b.frames[phase].label)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 
 import numpy as np
 from tqdm import tqdm
@@ -67,9 +67,10 @@ def iter_phantom(n_subjects: int, seed: int, vendors: Sequence[str] | None = Non
     if workers == 1:
         yield from map(_render, jobs)
         return
-    # spawn, not fork: the parent may hold OpenMP threads (torch) that a forked child would deadlock on;
-    # each child renders with one thread so that the workers do not oversubscribe the cores.
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+    # fork where there is one: spawn would re-run a caller's script that lacks a `__main__` guard. Rendering
+    # is numpy and scipy only (never OpenMP, which a forked child could deadlock on), one thread per child.
+    context = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
         yield from pool.map(_render, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
 
 

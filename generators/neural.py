@@ -224,6 +224,7 @@ class NeuralGenerator(Generator):
         else:
             from .dp.metadata import public_vendor_statistics
             self.vendor_stats = public_vendor_statistics(self.vendors)
+        self._share_main_statistics()
         self._prepare_private(account, seed)
         data = make_tensors(labelled, lambda names: self.vendor_indices(names))
         log = run_training(self._objectives(), data, self._train_settings(), epochs=epochs, minutes=minutes,
@@ -233,6 +234,18 @@ class NeuralGenerator(Generator):
         if log.privacy is not None:
             self._card["privacy"] = log.privacy
         return log.to_dict()
+
+    def _share_main_statistics(self) -> None:
+        """Under torchrun, rank 0's mask model and vendor statistics on every rank: one release from the patients
+        (under DP, one draw of its noise), and the same label maps wherever a rank samples from the mask model."""
+        from . import distributed
+
+        if not distributed.current().active:
+            return
+        mine = (None if self.mask_model is None else self.mask_model.to_dict(), self.mask_model_error,
+                self.vendor_stats)
+        masks, self.mask_model_error, self.vendor_stats = distributed.broadcast_from_main(mine)
+        self.mask_model = None if masks is None else MaskModel.from_dict(masks)
 
     def _make_card(self, train: SliceSet, log: dict, seed: int, epochs, minutes, device: str) -> dict:
         vendors = {v: int(n) for v, n in zip(*np.unique(
@@ -249,7 +262,8 @@ class NeuralGenerator(Generator):
             "preprocess": self.preprocess,
             "training": {"seconds": log["seconds"], "epochs": log["epochs"], "steps": log["steps"],
                          "images_per_second": log["images_per_second"], "final_loss": log["final_loss"],
-                         "budget": {"epochs": epochs, "minutes": minutes}, "device": device},
+                         "budget": {"epochs": epochs, "minutes": minutes}, "device": device,
+                         "world_size": log.get("world_size", 1), "backend": log.get("backend")},
             "seed": seed,
             "sampling": {"network_evaluations_per_slice": self._evaluations_per_sample()},
             "mask_generator": ({"kind": "polar-shape-gaussian", "n_patients": self.mask_model.n_patients,

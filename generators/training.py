@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 from cmri_release.labels import NUM_CLASSES
 from cmri_release.sliceset import SliceSet
 
+from . import distributed
+
 
 @dataclass
 class Batch:
@@ -106,10 +108,12 @@ class TrainLog:
     losses: dict[str, list[float]] = field(default_factory=dict)  # per objective, mean loss per epoch
     final_loss: dict[str, float] = field(default_factory=dict)  # per objective, mean over the last steps
     privacy: dict | None = None  # the privacy ledger of a DP run
+    world_size: int = 1  # processes that trained together (torchrun); images_seen counts all of them
+    backend: str | None = None
 
     def to_dict(self) -> dict:
         extra = {} if self.privacy is None else {"privacy": self.privacy}
-        return {**extra, "steps": self.steps, "epochs": round(self.epochs, 3), "seconds": round(self.seconds, 2),
+        return {**extra, "world_size": self.world_size, "backend": self.backend, "steps": self.steps, "epochs": round(self.epochs, 3), "seconds": round(self.seconds, 2),
                 "images_per_second": round(self.images_seen / max(self.seconds, 1e-9), 2),
                 "losses_per_epoch": {k: [round(v, 6) for v in vs] for k, vs in self.losses.items()},
                 "final_loss": {k: round(v, 6) for k, v in self.final_loss.items()}}
@@ -155,6 +159,27 @@ def build_optimizer(objective: Objective) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=objective.lr, betas=objective.betas, fused=True)
 
 
+class _ObjectiveLoss(nn.Module):
+    """An objective's loss as a module over its networks, so that DistributedDataParallel can wrap it: the
+    generators call their networks directly, and DDP needs the forward that builds the graph to be its own."""
+
+    def __init__(self, objective: Objective):
+        super().__init__()
+        self.objective = objective
+        self.nets = nn.ModuleList(objective.modules)
+
+    def forward(self, batch: Batch, gen: torch.Generator) -> torch.Tensor:
+        return self.objective.loss(batch, gen)
+
+
+def _ddp_losses(objectives: list[Objective], device: str) -> list[Callable]:
+    """Each objective's loss through DDP (gradients all-reduced during backward, weights broadcast from rank 0)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [torch.device(device).index] if device.startswith("cuda") else None
+    return [DDP(_ObjectiveLoss(o), device_ids=ids) for o in objectives]
+
+
 def run_training(objectives: list[Objective], data: SliceTensors, settings: TrainSettings, *,
                  epochs: int | None = None, minutes: float | None = None, seed: int = 0, device: str = "cpu",
                  quiet: bool = False, privacy=None, ema_modules: list[nn.Module] = (),
@@ -176,13 +201,21 @@ def run_training(objectives: list[Objective], data: SliceTensors, settings: Trai
         raise ValueError(f"minutes must be positive, got {minutes}")
     if len(data) == 0:
         raise ValueError("no annotated slices to train on")
+    ctx = distributed.current()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    noise_gen = torch.Generator(device=device).manual_seed(seed)
+    # Each rank draws its own training noise (the diffusion time, the flow's source sample) for its own slices.
+    noise_gen = torch.Generator(device=device).manual_seed(seed + 1_000_003 * ctx.rank)
+    quiet = quiet or not ctx.is_main
     session = None
     if privacy is not None:
         from .dp.engine import PrivateTraining
         session = PrivateTraining(objectives, data, settings, privacy, epochs=epochs, seed=seed)
+    losses = [o.loss for o in objectives]
+    batches = None
+    if session is None and ctx.active:
+        losses = _ddp_losses(objectives, device)
+        batches = distributed.ShardedPatientBatches(data.patient, settings.batch_size, ctx, seed)
     try:  # Opacus' hooks come off the networks even when a step fails
         optimizers = session.optimizers if session else [build_optimizer(o) for o in objectives]
         emas = [EMA(m, settings.ema_decay) for m in ema_modules] if settings.ema_decay else []
@@ -198,10 +231,12 @@ def run_training(objectives: list[Objective], data: SliceTensors, settings: Trai
         while not done:
             sums = {o.name: 0.0 for o in objectives}
             n_batches = 0
-            for index in (session.batches if session else build_batches(data, settings.batch_size, rng)):
+            epoch_batches = session.batches if session else (
+                batches if batches is not None else build_batches(data, settings.batch_size, rng))
+            for index in epoch_batches:
                 batch = data.batch(index, device)
                 warm = min(1.0, (log.steps + 1) / max(settings.warmup_steps, 1))
-                for objective, optimizer in zip(objectives, optimizers):
+                for objective, optimizer, loss_of in zip(objectives, optimizers, losses):
                     for group in optimizer.param_groups:
                         group["lr"] = objective.lr * warm
                     optimizer.zero_grad(set_to_none=True)
@@ -210,7 +245,7 @@ def run_training(objectives: list[Objective], data: SliceTensors, settings: Trai
                         if value is None:  # an empty Poisson batch: noise only, no loss to log
                             continue
                     else:
-                        loss = objective.loss(batch, noise_gen)
+                        loss = loss_of(batch, noise_gen)
                         if not torch.isfinite(loss):
                             raise FloatingPointError(f"{objective.name} loss became {loss.item()} at step {log.steps}")
                         loss.backward()
@@ -230,18 +265,23 @@ def run_training(objectives: list[Objective], data: SliceTensors, settings: Trai
                 if budget_s is not None:
                     bar.update(min(int(elapsed), int(budget_s)) - bar.n)
                 bar.set_postfix({k: f"{np.mean(v):.4f}" for k, v in recent.items()}, refresh=False)
-                if budget_s is not None and elapsed >= budget_s:
-                    done = True
+                if budget_s is not None and (distributed.any_rank(elapsed >= budget_s, device) if ctx.active
+                                             else elapsed >= budget_s):
+                    done = True  # every rank stops at the same step (each step's all-reduce needs all of them)
                     break
             epoch += 1
-            for name in sums:
-                log.losses[name].append(sums[name] / max(n_batches, 1))
+            names = list(sums)
+            totals = distributed.all_reduce_sum([sums[k] for k in names] + [n_batches], device)
+            for name, total in zip(names, totals):  # the mean over every rank's batches
+                log.losses[name].append(total / max(totals[-1], 1))
             if budget_s is None:
                 bar.update(1)
             if epochs is not None and epoch >= epochs:
                 done = True
         bar.close()
         log.seconds = time.perf_counter() - start
+        log.images_seen = int(distributed.all_reduce_sum([log.images_seen], device)[0])
+        log.world_size, log.backend = ctx.world_size, ctx.backend
         log.epochs = session.epochs_done() if session else log.images_seen / len(data)
         if session:
             log.privacy = session.ledger()

@@ -46,11 +46,8 @@ def train_command(data, generator_name, out, epochs, minutes, size, device, netw
     """Train a generator on the annotated slices of DATA and save it to a model folder."""
     import torch
 
-    from generators import create_generator
+    from generators import distributed
     from generators.checkpoint import check_output
-
-    from ..io import read_cohort
-    from ..preprocess import PreprocessConfig, cohort_to_slices
 
     if epochs is not None and minutes is not None:
         raise click.UsageError("give --epochs or --minutes, not both")
@@ -62,22 +59,40 @@ def train_command(data, generator_name, out, epochs, minutes, size, device, netw
     if device == "cuda" and not torch.cuda.is_available():
         raise CmriError("--device cuda: no CUDA device is available here")
     check_output(out, {"DATA": data})  # fail before training, not after, when OUT is taken or inside DATA
+    ctx, device = distributed.setup(device)  # under torchrun: join the other ranks (gloo on cpu, NCCL on cuda)
+    try:
+        _train(data, generator_name, out, epochs, minutes, size, device, network, seed, quiet, privacy, epsilon,
+               ctx)
+    finally:
+        distributed.teardown()
+
+
+def _train(data, generator_name, out, epochs, minutes, size, device, network, seed, quiet, privacy, epsilon, ctx):
+    from generators import create_generator
+
+    from ..io import read_cohort
+    from ..preprocess import PreprocessConfig, cohort_to_slices
+
     config = PreprocessConfig(size=size)
     slices = cohort_to_slices(read_cohort(data), config)
     if not slices.has_label.any():
         raise CmriError(f"{data}: no annotated slices to train on")
-    gen = create_generator(generator_name, network=network or ("large" if device == "cuda" else "compact"))
+    on_cuda = device.startswith("cuda")
+    gen = create_generator(generator_name, network=network or ("large" if on_cuda else "compact"))
     gen.preprocess = config.to_dict()
     try:
         log = gen.fit(slices, privacy, epochs=epochs, minutes=minutes, device=device, seed=seed, quiet=quiet)
     except ValueError as exc:
         raise CmriError(f"{data}: {exc}") from None
+    if not ctx.is_main:  # rank 0 alone writes the model folder and reports
+        return
     gen.save(out)
     card = gen.model_card
     loss = ", ".join(f"{k} {v:.4f}" for k, v in log["final_loss"].items())
     click.echo(f"trained {generator_name} on {card['training_data']['n_subjects']} subjects "
                f"({card['training_data']['n_slices']} slices, {size} px) in {log['seconds']:.0f} s: "
-               f"{log['epochs']:.1f} epochs, {log['steps']} steps, loss {loss} -> {out}")
+               f"{log['epochs']:.1f} epochs, {log['steps']} steps, loss {loss}"
+               f"{'' if ctx.world_size == 1 else f', {ctx.world_size} processes ({ctx.backend})'} -> {out}")
     ledger = card.get("privacy", {})
     if ledger.get("dp"):
         click.echo(f"privacy: epsilon {ledger['epsilon']:.3g} per patient at delta {ledger['delta']:.3g} "

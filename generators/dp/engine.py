@@ -21,14 +21,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
 from cmri_release.errors import CmriError
 
+from .. import distributed
 from ..base import DPConfig
 from . import grad_samplers
 from .accounting import MIN_SIGMA, History, calibrate_noise, check_accountant, epsilons
+from .distributed import lockstep_sampler
 from .ledger import build_ledger
 from .sampler import PatientBatches, PatientIndex, group_grad_samples
 from .summed_grads import SkipSummedGrads
@@ -169,11 +172,18 @@ class PrivateTraining:
         engine = account.engine
         engine.accountant.history = list(account.history)  # the releases so far, then every step
         self.module = nn.ModuleList(self.private.modules)
+        self.dist = distributed.current()
+        if self.dist.active and n_patients < self.dist.world_size:
+            raise ValueError(f"{n_patients} training patients cannot be split across {self.dist.world_size} "
+                             f"processes; use at most {n_patients} processes")
+        # Under torchrun, Opacus' DPDDP (rank 0's weights broadcast) makes make_private choose its distributed
+        # optimiser (noise on rank 0 only, then all-reduce) and sampler (patients split between ranks, global q).
+        wrapped = DPDDP(self.module) if self.dist.active else self.module
         optimizer = training.build_optimizer(self.private)
         with _quiet_opacus():
             # The noise is set below, once calibrated against exactly the rate the accountant will record.
             self.hooks, dp_optimizer, dp_loader = engine.make_private(
-                module=self.module, optimizer=optimizer, data_loader=loader, noise_multiplier=1.0,
+                module=wrapped, optimizer=optimizer, data_loader=loader, noise_multiplier=1.0,
                 max_grad_norm=self.config.max_grad_norm, poisson_sampling=True, grad_sample_mode=grad_sample_mode,
                 wrap_model=False, loss_reduction="mean")
         if grad_sample_mode == "hooks":
@@ -196,8 +206,12 @@ class PrivateTraining:
             dp_optimizer.scale_grad = types.MethodType(_scale_grad_once, dp_optimizer)
         self.optimizers = [dp_optimizer if o is self.private else training.build_optimizer(o) for o in objectives]
         self.params = list(dp_optimizer.params)
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 5]))
-        self.batches = PatientBatches(data.patient, dp_loader.batch_sampler, self.k, rng)
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 5, self.dist.rank]))
+        sampler = dp_loader.batch_sampler
+        if self.dist.active:
+            sampler = lockstep_sampler(sampler, seed, self.dist.rank,
+                                       engine.secure_rng if self.config.secure_mode else None)
+        self.batches = PatientBatches(data.patient, sampler, self.k, rng)
         self.steps_taken = 0
         # Hooks mode: autograd's batch-summed weight gradients, which the DP optimiser overwrites, are not computed.
         self.skip = SkipSummedGrads(self.private.modules, self.hooks) if grad_sample_mode == "hooks" else None
@@ -256,10 +270,12 @@ class PrivateTraining:
             group_grad_samples(self.params, self.k)
             value = float(loss.detach())
         if optimizer.pre_step():  # clip per patient, sum, add noise, divide by the expected batch size
-            if public_grads is not None:
+            if public_grads is not None:  # before the all-reduce: every rank's public term, averaged
                 for p, g in zip(self.params, public_grads):
                     if g is not None:
                         p.grad.add_(g)
+            if self.dist.active:
+                optimizer.reduce_gradients()  # Opacus' DistributedDPOptimizer: sum over ranks / world size
             optimizer.original_optimizer.step()
         self.steps_taken += 1
         return value

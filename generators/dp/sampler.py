@@ -42,8 +42,10 @@ class PatientBatches:
         self.slices = [np.flatnonzero(codes == p) for p in range(n)]
         if any(len(s) == 0 for s in self.slices):
             raise ValueError("every patient code must have at least one slice")
-        if getattr(batch_sampler, "num_samples", n) != n:
-            raise ValueError(f"the patient sampler draws from {batch_sampler.num_samples} patients, the data has {n}")
+        # Opacus' distributed sampler draws from `total_size` patients in all (`num_samples` is this rank's share).
+        total = getattr(batch_sampler, "total_size", getattr(batch_sampler, "num_samples", n))
+        if total != n:
+            raise ValueError(f"the patient sampler draws from {total} patients, the data has {n}")
         self.batch_sampler = batch_sampler
         self.k = int(slices_per_patient)
         self.rng = rng

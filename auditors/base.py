@@ -306,6 +306,14 @@ class AuditContext:
     options: dict[str, Any] = field(default_factory=dict)  # validated against OPTIONS by the audit
     quiet: bool = False
     cache: dict[str, Any] = field(default_factory=dict)  # shared feature extractors, trained once per audit
+    executor: Any = None  # an auditors.executors.Executor for independent jobs; None: this process (local)
+
+    def map_jobs(self, fn: Callable[[Any], Any], jobs, *, workers: int | None = None, desc: str = "jobs") -> list:
+        """[fn(job) for job in jobs] on the audit's executor (local threads / CUDA streams, or Ray tasks)."""
+        from .executors import LocalExecutor
+
+        return (self.executor or LocalExecutor()).map(fn, jobs, workers=workers, device=self.device,
+                                                      quiet=self.quiet, desc=desc)
 
     def threshold(self, name: str, default: float) -> float:
         return float(self.thresholds.get(name, default))

@@ -151,7 +151,8 @@ def check_inputs(train: SliceSet, holdout: SliceSet, synthetic: SliceSet, test: 
 
 def run_audit(train: SliceSet, holdout: SliceSet, synthetic: SliceSet, test: SliceSet | None = None,
               generator=None, model_card: dict | None = None, groups=None, thresholds: Mapping | None = None,
-              seed: int = 0, options: Mapping | None = None, quiet: bool = False, device: str = "cpu") -> AuditReport:
+              seed: int = 0, options: Mapping | None = None, quiet: bool = False, device: str = "cpu",
+              executor=None) -> AuditReport:
     """Audit `synthetic` against the real splits with the registered auditors of `groups` (default: all present)."""
     from auditors.base import AuditContext
     from auditors.runner import group_verdicts, run_auditors, verdict
@@ -168,7 +169,7 @@ def run_audit(train: SliceSet, holdout: SliceSet, synthetic: SliceSet, test: Sli
         model_card = generator.model_card
     ctx = AuditContext(train=train, holdout=holdout, synthetic=synthetic, test=test, generator=generator,
                        model_card=model_card, seed=int(seed), device=device, thresholds=overrides,
-                       options=options, quiet=quiet)
+                       options=options, quiet=quiet, executor=executor)
     start = time.perf_counter()
     results = run_auditors(ctx, groups)
     timings = {r.auditor: round(r.seconds, 3) for r in results}

@@ -268,13 +268,16 @@ def run_release(spec: ReleaseSpec, quiet: bool = True, on_stage=None) -> Release
         with stages("synthesise"):
             synthetic = _synthesise(spec, gen, data, quiet)
         with stages("audit"):
+            from auditors.executors import open_executor
+
             from .audit import run_audit
 
-            report = run_audit(data.train, data.holdout, synthetic, test=data.test, generator=gen,
-                               model_card=gen.model_card, groups=list(spec.audit.groups),
-                               thresholds=dict(spec.thresholds), seed=spec.seed,
-                               options=spec.audit.audit_options(), quiet=quiet,
-                               device=spec.generator.device)
+            with open_executor(spec.compute.executor, spec.compute.ray_address) as executor:
+                report = run_audit(data.train, data.holdout, synthetic, test=data.test, generator=gen,
+                                   model_card=gen.model_card, groups=list(spec.audit.groups),
+                                   thresholds=dict(spec.thresholds), seed=spec.seed,
+                                   options=spec.audit.audit_options(), quiet=quiet,
+                                   device=spec.generator.device, executor=executor)
         with stages("audit report"):
             _write_audit_folder(report, gen, trained, spec.export.audit_path)
             outcome.audit_dir = spec.export.audit_path

@@ -99,6 +99,17 @@ class AuditSpec:
         return {**dict(self.options), "utility_epochs": self.utility_epochs}
 
 
+EXECUTORS = ("local", "ray")  # auditors.executors.EXECUTORS (not imported: the spec reader stays light)
+
+
+@dataclass(frozen=True)
+class ComputeSpec:
+    """Where the audit's independent jobs run: "local" (threads / CUDA streams) or "ray" (a local Ray instance
+    started and stopped by the release, or the cluster at `ray_address`)."""
+    executor: str = "local"
+    ray_address: str | None = None
+
+
 @dataclass(frozen=True)
 class ExportSpec:
     out: Path = Path("release")
@@ -120,6 +131,7 @@ class ReleaseSpec:
     export: ExportSpec
     thresholds: Mapping[str, float]  # effective thresholds: the auditors' defaults with the spec's overrides
     seed: int = 0
+    compute: ComputeSpec = field(default_factory=ComputeSpec)
     source: str = field(default="<default>", compare=False)  # the spec file, for messages
 
     def to_dict(self) -> dict:
@@ -134,7 +146,7 @@ class ReleaseSpec:
             return value
 
         out = {name: plain(asdict(getattr(self, name)))
-               for name in ("data", "generator", "privacy", "synthesis", "audit", "export")}
+               for name in ("data", "generator", "privacy", "synthesis", "audit", "export", "compute")}
         out["export"]["audit_dir"] = str(self.export.audit_path)
         out["thresholds"] = dict(self.thresholds)
         out["seed"] = self.seed
@@ -361,6 +373,14 @@ def _declared_options() -> tuple[str, ...]:
     return tuple(sorted(OPTIONS))
 
 
+def _compute(t: _Table) -> ComputeSpec:
+    executor = t.string("executor", ComputeSpec.executor, choices=EXECUTORS)
+    address = t.string("ray_address", None)
+    if address is not None and executor != "ray":
+        raise t.error("ray_address", "applies only with executor = \"ray\"")
+    return ComputeSpec(executor=executor, ray_address=address)
+
+
 def _export(t: _Table) -> ExportSpec:
     out = t.path("out") or (t.base_dir / ExportSpec.out).resolve()
     if out.exists() and not out.is_dir():
@@ -406,7 +426,7 @@ def _check_outputs(spec: ReleaseSpec, source: str):
 # ---------------------------------------------------------------------------------------------------------------
 # Entry points
 
-_SECTIONS = ("seed", "data", "generator", "privacy", "synthesis", "thresholds", "audit", "export")
+_SECTIONS = ("seed", "data", "generator", "privacy", "synthesis", "thresholds", "audit", "export", "compute")
 
 
 def _registries(known_checks, known_generators):
@@ -446,7 +466,7 @@ def spec_from_dict(doc: dict, source: str, base_dir: Path, known_checks: Mapping
         audit=_audit(section("audit", ("groups", "utility_epochs", "options"))),
         export=_export(section("export", ("out", "formats", "audit_dir"))),
         thresholds=MappingProxyType(_thresholds(thresholds, known_checks)),
-        seed=seed, source=source,
+        seed=seed, source=source, compute=_compute(section("compute", ("executor", "ray_address"))),
     )
     if spec.privacy.dp and spec.generator.model is not None:
         raise SpecError(f"{source}: [privacy] dp: applies to training; the loaded model's own privacy ledger "
@@ -576,6 +596,12 @@ def default_spec_text(known_checks: Mapping[str, tuple] | None = None) -> str:
         "# Auditor options (`cmri-release audit --help` lists every declared one), e.g. mia_bootstrap = 2000.",
         "[audit.options]" if a.options else "# [audit.options]",
         *[f"{k} = {_toml(v)}" for k, v in sorted(a.options.items())],
+        "",
+        "[compute]",
+        '# Where the audit\'s independent jobs run: "local" (threads / CUDA streams) or "ray" (pip install',
+        "# 'cmri-release[distributed]'): a local Ray instance, started and stopped by the release, or a cluster.",
+        f"executor = {_toml(ComputeSpec.executor)}",
+        '# ray_address = "ray://head-node:10001"   # join this Ray cluster (executor = "ray")',
         "",
         "# Thresholds keyed by check name; a check passes when `value op threshold`.",
         "[thresholds]",

@@ -13,6 +13,7 @@ holdout when no test split is given, which the metrics then say):
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from auditors.base import AuditContext, AuditResult, Auditor, Figure, Option, register_auditor
 from auditors.fidelity import plots
 from auditors.segmentation import metrics
-from auditors.segmentation.parallel import effective_workers, map_jobs
+from auditors.segmentation.parallel import effective_workers
 from auditors.segmentation.train import (DEFAULT_UTILITY_EPOCHS, audit_train_config, real_train_segmenter,
                                          train_segmenter)
 from cmri_release.errors import CmriError
@@ -61,6 +62,16 @@ def _composition(real: SliceSet | None, synthetic: SliceSet | None) -> dict:
             out[f"{name}_slices"] = len(s)
             out[f"{name}_subjects"] = len(s.subjects)
     return out
+
+
+def _segmenter_job(job, *, config, seed: int, device: str) -> dict:
+    """Train one segmenter on a job's real and/or synthetic slices and evaluate it on its test slices: a plain
+    function of picklable data, so that any executor (a thread here, a Ray task elsewhere) can run it."""
+    name, real, syn, on = job
+    start = time.perf_counter()
+    data = SliceSet.concat([p for p in (real, syn) if p is not None and len(p)])
+    segmenter = train_segmenter(data, config, seed=seed, device=device, quiet=True, desc=f"segmenter: {name}")
+    return {**_composition(real, syn), **evaluate(segmenter, on), "seconds": round(time.perf_counter() - start, 2)}
 
 
 @register_auditor
@@ -117,22 +128,14 @@ class SegmentationUtilityAuditor(Auditor):
                         f"low data ({fraction:.0%} real) + synthetic")
             jobs += [(low_plan[2], few, None, test), (low_plan[3], few, synthetic, test)]
 
-        def run(job) -> dict:
-            name, real, syn, on = job
-            start = time.perf_counter()
-            data = SliceSet.concat([p for p in (real, syn) if p is not None and len(p)])
-            segmenter = train_segmenter(data, config, seed=ctx.seed, device=ctx.device, quiet=True,
-                                        desc=f"segmenter: {name}")
-            return {**_composition(real, syn), **evaluate(segmenter, on),
-                    "seconds": round(time.perf_counter() - start, 2)}
+        run = functools.partial(_segmenter_job, config=config, seed=ctx.seed, device=ctx.device)
 
         start = time.perf_counter()
         runs: dict[str, dict] = {"TRTR (real train)": {**_composition(train, None),
                                                        **evaluate(real_train_segmenter(ctx), test),
                                                        "seconds": round(time.perf_counter() - start, 2)}}
         workers = ctx.option("segmenter_workers")
-        runs.update(zip([j[0] for j in jobs], map_jobs(run, jobs, workers=workers, device=ctx.device,
-                                                       quiet=ctx.quiet, desc="utility segmenters")))
+        runs.update(zip([j[0] for j in jobs], ctx.map_jobs(run, jobs, workers=workers, desc="utility segmenters")))
         trtr, tstr = runs["TRTR (real train)"], runs["TSTR (synthetic only)"]
 
         lovo = {}

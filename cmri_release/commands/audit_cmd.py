@@ -87,7 +87,10 @@ def _preprocess_config(size: int | None, generator):
     return PreprocessConfig(**config)
 
 
-def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, quiet, out) -> int:
+def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, quiet, out,
+         executor_name="local", ray_address=None) -> int:
+    from auditors.executors import open_executor
+
     from ..audit import check_options, known_checks, load_thresholds, run_audit, write_audit
     from ..io import read_cohort
     from ..preprocess import cohort_to_slices
@@ -109,9 +112,12 @@ def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, o
                 click.echo(f"[read {name}: {path}]", err=True)
             slices[name] = cohort_to_slices(read_cohort(path), config)
     try:
-        report = run_audit(slices["train"], slices["holdout"], slices["synthetic"], test=slices.get("test"),
-                           generator=generator, model_card=generator.model_card if generator is not None else None,
-                           groups=only, thresholds=overrides, seed=seed, options=options, quiet=quiet)
+        with open_executor(executor_name, ray_address) as executor:
+            report = run_audit(slices["train"], slices["holdout"], slices["synthetic"], test=slices.get("test"),
+                               generator=generator,
+                               model_card=generator.model_card if generator is not None else None,
+                               groups=only, thresholds=overrides, seed=seed, options=options, quiet=quiet,
+                               executor=executor)
     except InputError as exc:  # run_audit names a split ("holdout"); the user knows it by its folder
         folder = {"train": train, "holdout": holdout, "synthetic": synthetic, "test": test}.get(exc.path)
         raise InputError(folder or exc.path, exc.problem) from None
@@ -154,9 +160,15 @@ def _check_out(out: Path, inputs: dict) -> None:
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--option", "options", multiple=True, callback=parse_options, metavar="KEY=VALUE", cls=DeclaredOptions,
               help="Auditor option KEY=VALUE, repeatable.")
+@click.option("--executor", "executor_name", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Where independent jobs (utility segmenters) run: threads here, or Ray tasks "
+                                      "(needs the 'distributed' extra).")
+@click.option("--ray-address", default=None, metavar="ADDR",
+              help="Join this Ray cluster (ray://host:10001, or auto); default: a local instance, stopped after.")
 @click.option("--quiet", is_flag=True, help="No progress bars (for CI).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the three report files.")
-def audit_command(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, quiet, out):
+def audit_command(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, executor_name,
+                  ray_address, quiet, out):
     """Audit a synthetic cohort: privacy (memorisation, membership inference), fidelity, utility.
 
     Writes OUT/audit.json, OUT/audit.html (internal: may show real patients) and OUT/junit.xml.
@@ -164,7 +176,10 @@ def audit_command(train, holdout, synthetic, test, model, only, thresholds, size
     fails or is inconclusive (the cohort is too small to show it either way). Exit 2: error.
     """
     try:
-        code = _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, quiet, out)
+        if ray_address is not None and executor_name != "ray":
+            raise click.UsageError("--ray-address applies only with --executor ray")
+        code = _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, quiet, out,
+                    executor_name, ray_address)
     except CmriError as exc:
         click.echo(f"error: {exc}", err=True)
         code = exc.exit_code

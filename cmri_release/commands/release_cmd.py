@@ -63,8 +63,12 @@ def _fail(exc: CmriError) -> None:
 
 @click.command("release")
 @click.argument("spec_file", metavar="SPEC.toml", type=click.Path(path_type=Path))
+@click.option("--executor", "executor_name", type=click.Choice(["local", "ray"]), default=None,
+              help="Where the audit's independent jobs run (overrides the spec's [compute] executor).")
+@click.option("--ray-address", default=None, metavar="ADDR",
+              help="Join this Ray cluster (overrides [compute] ray_address; implies --executor ray).")
 @click.option("--quiet", is_flag=True, help="No progress bars or stage messages (for CI).")
-def release_command(spec_file: Path, quiet: bool):
+def release_command(spec_file: Path, executor_name: str | None, ray_address: str | None, quiet: bool):
     """Train or load, synthesise, audit, gate and export, as SPEC.toml says.
 
     Exit 0: released. Exit 1: blocked by the gate (nothing exported; the audit folder says why).
@@ -72,10 +76,19 @@ def release_command(spec_file: Path, quiet: bool):
     """
     from ..spec import load_spec
 
+    from dataclasses import replace
+
     try:
         spec = load_spec(spec_file)
     except CmriError as exc:
         _fail(exc)
+    if executor_name == "local" and ray_address is not None:
+        raise click.UsageError("--ray-address applies only with --executor ray")
+    if executor_name is not None or ray_address is not None:  # the command line beats the spec
+        name = "ray" if ray_address is not None else executor_name
+        address = ray_address if name == "ray" and ray_address is not None else (
+            spec.compute.ray_address if name == "ray" else None)
+        spec = replace(spec, compute=replace(spec.compute, executor=name, ray_address=address))
     _run(spec, quiet)
 
 

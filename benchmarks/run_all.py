@@ -1,12 +1,14 @@
 """Every benchmark in one run, each figure beside its peer measured in the same run, written to
 `benchmarks/results.json` and printed as a table.
 
-    python benchmarks/run_all.py [--quick] [--out benchmarks/results.json] [--only neighbours,dp,generators,demo,sampling,threads]
+    python benchmarks/run_all.py [--quick] [--out benchmarks/results.json] [--only neighbours,dp,generators,demo,sampling,threads,segmenters,nn_scale]
 
 The benchmarks themselves live beside this file and each runs in its own process (so its peak memory and its
 thread pools are its own):
   neighbours  bench_neighbours.py: the audit's nearest-neighbour layer vs FAISS alone vs scikit-learn brute force,
               GFLOP/s vs torch sgemm; peak RSS of the privacy audit at 1x / 4x / 16x synthetic slices
+  nn_scale    bench_nn_scale.py: the memorisation search at 100k / 1M / 10M synthetic vectors against 1M training
+              vectors, IVF (the audit's nn_ivf_lists) vs exact: time, peak RSS, recall@1
   dp          bench_dp.py: DP-SGD step time and peak memory of the default generator vs a plain step
   generators  bench_generators.py: sampling slices/s and network evaluations per slice (flow vs ddpm and the rest),
               training images/s
@@ -34,7 +36,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-STEPS = ("neighbours", "dp", "generators", "demo", "sampling", "threads", "segmenters")
+STEPS = ("neighbours", "dp", "generators", "demo", "sampling", "threads", "segmenters", "nn_scale")
 CLI = "from cmri_release.cli import main; main()"  # `cmri-release` with this interpreter
 
 # A reduced release for --quick: fewer patients, a 30 s training budget, one utility epoch.
@@ -94,6 +96,10 @@ def step_commands(step: str, quick: bool, work: Path) -> tuple[list[list[str]], 
     if step == "segmenters":
         size = ["--jobs", "2", "--steps", "10", "--reps", "1"] if quick else ["--jobs", "4", "--steps", "60"]
         return [[py, str(HERE / "bench_segmenters.py"), str(out), "--workers", "1,2"] + size], out
+    if step == "nn_scale":
+        size = (["--index", "100000", "--queries", "10000,100000", "--nlist", "512", "--exact-queries", "2000"]
+                if quick else [])
+        return [[py, str(HERE / "bench_nn_scale.py"), str(out)] + size], out
     raise ValueError(f"unknown step {step!r}; known: {', '.join(STEPS)}")
 
 
@@ -262,6 +268,16 @@ def table(results: dict) -> str:
                      f"{r['device']}): one at a time vs side by side ({_load(row)})")
         for t in r["runs"]:
             lines.append(f"{t['workers']:>3} at a time {t['seconds']:8.2f} s  {t['speedup']:.2f}x")
+        lines.append("")
+    if "nn_scale" in steps and "result" in steps["nn_scale"]:
+        row = steps["nn_scale"]
+        r = row["result"]
+        lines.append(f"## Memorisation search at scale: {r['index']} training vectors, dim {r['dim']}, IVF "
+                     f"{r['nlist']} lists / {r['nprobe']} probed vs exact ({_load(row)})")
+        for t in r["runs"]:
+            lines.append(f"{t['queries']:>10} queries  IVF {t['ivf_seconds']:8.1f} s  exact {t['exact_seconds']:9.1f} s"
+                         f"{' (extrapolated)' if t['exact_extrapolated'] else ''}  recall@1 {t['recall_at_1']:.3f} "
+                         f"(near copies {t['recall_at_1_near_copies']})  peak {t['peak_rss_mb']:.0f} MB")
         lines.append("")
     for name, row in steps.items():
         if "error" in row:

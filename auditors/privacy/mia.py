@@ -1,8 +1,9 @@
 """Membership inference, scored per patient: can an attacker tell training patients from holdout patients?
 
-Members are the training patients, non-members the holdout patients; every attack scores slices
-(higher = more member-like) and averages them per patient. Black-box attacks see only the synthetic
-cohort (plus real reference data), in each feature space:
+Members are the training patients, non-members the holdout patients; every attack scores slices (higher = more
+member-like), aggregated per patient by the mean and by the maximum over its slices (one memorised slice is
+enough to single a patient out). Black-box attacks see only the synthetic cohort (plus real reference data), in
+each feature space:
 
 - `gan_leaks`: minus the distance to the closest synthetic slice (Chen et al., GAN-Leaks; the DCR attack).
 - `gan_leaks_calibrated`: the same minus the distance to the closest real holdout slice of another patient
@@ -12,149 +13,38 @@ cohort (plus real reference data), in each feature space:
 - `domias`: log density ratio p_synthetic(x) / p_reference(x), Gaussian KDEs on PCA-whitened features
   (van Breugel et al. 2023), with the same leave-one-patient-out reference.
 
-White-box (`ctx.generator` set): the generator's own `membership_scores` (loss at several noise levels,
-ELBO or discriminator score), averaged per patient.
+White-box (`ctx.generator` set): the generator's own `membership_scores`, raw and difficulty-calibrated against
+reference generators trained on holdout patients (offline LiRA, auditors.privacy.lira).
 
-Each attack yields a summary: AUC (sklearn) with a stratified bootstrap CI over patients, TPR at the
-lowest FPR the cohort supports, and the Clopper-Pearson empirical epsilon lower bound at the model's
-delta. Every confidence statement is Bonferroni-corrected over the attacks (and, for epsilon, over the
-operating points tried), so that the best of many attacks does not look strong by chance.
+The attack that is gated is chosen on patients other than those it is scored on (cross-fitted halves, flipped
+below AUC 0.5, auditors.privacy.mia_stats); the checks carry two-sided intervals, the worst kept attack decides,
+and the planning figures of auditors.privacy.mia_plan stand beside each check.
 """
 from __future__ import annotations
 
 import io
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 from sklearn.decomposition import PCA
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
-from auditors.base import AuditContext, AuditResult, Auditor, Figure, Option, register_auditor
+from auditors.base import (AuditContext, AuditResult, Auditor, CohortSizes, Figure, Option, register_auditor,
+                           worst_case)
 from auditors.features import features
 
+from . import mia_plan
 from .dp_consistency import dp_consistency_check, model_delta
+from .lira import reference_recipe, train_references, white_box
 from .memorisation import feature_spaces
+from .mia_stats import (ALPHA, Candidate, KeptAttack, auc_parts, cross_fit, epsilon_summary, halves,
+                        low_fpr_supported, rank_auc, tpr_parts)
 from .neighbours import cosine_distance_to_euclidean, euclidean_to_similarity, index_for
 from .patients import first_other_patient, max_slices_per_patient, per_patient
 
-ALPHA = 0.05  # family-wise error of every bound, split over attacks (Bonferroni)
-FP_SHARES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5)  # operating points tried for the epsilon lower bound
 BLACK_BOX = ("gan_leaks", "gan_leaks_calibrated", "monte_carlo", "domias")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Statistics
-
-
-def clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
-    """One-sided Clopper-Pearson bounds of a proportion k/n, each holding with probability 1 - alpha."""
-    low = 0.0 if k <= 0 else float(stats.beta.ppf(alpha, k, n - k + 1))
-    high = 1.0 if k >= n else float(stats.beta.ppf(1 - alpha, k + 1, n - k))
-    return low, high
-
-
-def epsilon_lower_bound(tp: int, n_members: int, fp: int, n_nonmembers: int, delta: float, alpha: float) -> float:
-    """Empirical epsilon lower bound of one attack operating point (Jagielski et al. 2020; Nasr et al. 2021).
-
-    (epsilon, delta)-DP implies FPR + e^eps FNR >= 1 - delta and FNR + e^eps FPR >= 1 - delta, hence
-    eps >= max(ln((1 - delta - FNR) / FPR), ln((1 - delta - FPR) / FNR)). FPR and FNR are replaced by their
-    Clopper-Pearson upper bounds (alpha/2 each, so that both hold together with probability 1 - alpha).
-    """
-    tpr_low, _ = clopper_pearson(tp, n_members, alpha / 2)
-    _, fpr_high = clopper_pearson(fp, n_nonmembers, alpha / 2)
-    fnr_high = 1.0 - tpr_low
-    bounds = [0.0]
-    for numerator, denominator in ((1 - delta - fnr_high, fpr_high), (1 - delta - fpr_high, fnr_high)):
-        if numerator > 0 and denominator > 0:
-            bounds.append(math.log(numerator / denominator))
-    return max(bounds)
-
-
-def rank_auc(members: np.ndarray, nonmembers: np.ndarray) -> np.ndarray:
-    """AUC along the last axis from average ranks (Mann-Whitney U), vectorised over leading axes."""
-    n_m, n_n = members.shape[-1], nonmembers.shape[-1]
-    ranks = stats.rankdata(np.concatenate([members, nonmembers], axis=-1), axis=-1)
-    return (ranks[..., :n_m].sum(axis=-1) - n_m * (n_m + 1) / 2) / (n_m * n_n)
-
-
-def bootstrap_auc(members: np.ndarray, nonmembers: np.ndarray, n_boot: int, seed: int, chunk: int = 256) -> np.ndarray:
-    """AUCs of `n_boot` stratified bootstrap resamples of the patients (members and non-members apart)."""
-    rng = np.random.default_rng(seed)
-    out = np.empty(n_boot)
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        m = members[rng.integers(0, len(members), (b, len(members)))]
-        n = nonmembers[rng.integers(0, len(nonmembers), (b, len(nonmembers)))]
-        out[start:start + b] = rank_auc(m, n)
-    return out
-
-
-def low_fpr_target(n_nonmembers: int) -> float:
-    """1% FPR needs at least 100 non-members to be observable at all; smaller cohorts are judged at 5%."""
-    return 0.01 if n_nonmembers >= 100 else 0.05
-
-
-def operating_point(members: np.ndarray, nonmembers: np.ndarray, fp_allowed: int) -> tuple[float, int, int]:
-    """Threshold at the (fp_allowed + 1)-th largest non-member score; 'member' means score > threshold.
-
-    The threshold depends on the non-members only, so the Clopper-Pearson bound on TPR holds as is, and the
-    one on FPR equals the distribution-free bound of an order statistic."""
-    threshold = float(np.sort(nonmembers)[::-1][fp_allowed])
-    return threshold, int((members > threshold).sum()), int((nonmembers > threshold).sum())
-
-
-@dataclass
-class AttackSummary:
-    """What one attack achieved against the patients (TAPAS-style summary that the report reads)."""
-
-    attack: str
-    space: str | None
-    members: np.ndarray  # per-patient scores of members
-    nonmembers: np.ndarray
-    alpha: float  # this attack's share of the family-wise error
-    delta: float
-    n_boot: int
-    seed: int
-    metrics: dict = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return self.attack if self.space is None else f"{self.attack}/{self.space}"
-
-    def evaluate(self) -> "AttackSummary":
-        m, n = np.asarray(self.members, float), np.asarray(self.nonmembers, float)
-        if len(m) < 1 or len(n) < 1 or not (np.isfinite(m).all() and np.isfinite(n).all()):
-            raise ValueError(f"attack {self.label}: scores must be finite, with at least one member and one non-member")
-        y = np.r_[np.ones(len(m)), np.zeros(len(n))]
-        auc = float(roc_auc_score(y, np.r_[m, n]))
-        boot = bootstrap_auc(m, n, self.n_boot, self.seed)
-        target = low_fpr_target(len(n))
-        fp_allowed = int(math.floor(target * len(n)))
-        _, tp, fp = operating_point(m, n, fp_allowed)
-        tpr_low, _ = clopper_pearson(tp, len(m), self.alpha / 2)
-        _, fpr_high = clopper_pearson(fp, len(n), self.alpha / 2)
-        grid = sorted({min(int(math.floor(s * len(n))), len(n) - 1) for s in FP_SHARES})
-        eps = []
-        for allowed in grid:
-            _, tp_g, fp_g = operating_point(m, n, allowed)
-            eps.append(epsilon_lower_bound(tp_g, len(m), fp_g, len(n), self.delta, self.alpha / len(grid)))
-        self.metrics = {
-            "auc": auc,
-            "auc_ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
-            "auc_lower_bound": float(np.quantile(boot, self.alpha)),
-            "fpr_target": target, "tpr_at_low_fpr": tp / len(m), "fpr_at_low_fpr": fp / len(n),
-            "tpr_lower_bound": tpr_low, "fpr_upper_bound": fpr_high, "tpr_excess_lower_bound": tpr_low - fpr_high,
-            "epsilon_lower_bound": max(eps), "epsilon_point": _epsilon_point(tp / len(m), fp / len(n)),
-            "members": len(m), "nonmembers": len(n), "bound_confidence": 1 - self.alpha,
-        }
-        return self
-
-
-def _epsilon_point(tpr: float, fpr: float) -> float | None:
-    """ln(TPR / FPR), the point estimate the lower bound guards (None when FPR is 0)."""
-    return math.log(tpr / fpr) if tpr > 0 and fpr > 0 else None
+AGGREGATES = ("mean", "max")  # per patient, over its slices
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -240,100 +130,149 @@ def domias_scores(ctx: AuditContext, space: str, q: np.ndarray, queries: Queries
     return log_synthetic - log_reference
 
 
-def white_box_scores(ctx: AuditContext) -> np.ndarray:
-    scores = []
-    for split in (ctx.train, ctx.holdout):
-        s = np.asarray(ctx.generator.membership_scores(split, ctx.seed), dtype=np.float64)
-        if s.shape != (len(split),) or not np.isfinite(s).all():
-            raise ValueError(f"the generator's membership_scores returned shape {s.shape} (expected ({len(split)},)) "
-                             "or non-finite values")
-        scores.append(s)
-    return np.concatenate(scores)
+def candidates_from(slice_scores: dict[str, tuple[np.ndarray, np.ndarray]], queries: Queries) -> list[Candidate]:
+    """Per attack label: per-slice (train, holdout) scores -> one candidate per patient aggregate."""
+    out = []
+    for label, (train, holdout) in slice_scores.items():
+        for how in AGGREGATES:
+            members = per_patient(train, queries.train_codes, queries.n_train, how)
+            nonmembers = per_patient(holdout, queries.holdout_codes, queries.n_holdout, how)
+            out.append(Candidate(f"{label} ({how})", members, nonmembers))
+    return out
 
 
-def roc_figure(summaries: list[AttackSummary]) -> Figure:
+def roc_figure(kept: KeptAttack) -> Figure:
     from matplotlib.figure import Figure as MplFigure
 
     fig = MplFigure(figsize=(5.5, 4.5), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
-    for s in summaries:
-        y = np.r_[np.ones(len(s.members)), np.zeros(len(s.nonmembers))]
-        fpr, tpr, _ = roc_curve(y, np.r_[s.members, s.nonmembers])
-        ax.plot(fpr, tpr, lw=1.2, label=f"{s.label} (AUC {s.metrics['auc']:.2f})")
+    for half, (m, n) in enumerate(kept.scores):
+        fpr, tpr, _ = roc_curve(np.r_[np.ones(len(m)), np.zeros(len(n))], np.r_[m, n])
+        ax.plot(fpr, tpr, lw=1.2, label=f"half {half}: {kept.chosen[half]} (AUC {kept.half_aucs[half]:.2f})")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set_xlabel("false positive rate (holdout patients)")
     ax.set_ylabel("true positive rate (training patients)")
     ax.legend(fontsize=7, loc="lower right")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
-    return Figure(name="mia_roc", title="Membership inference ROC curves (per patient)", png=buf.getvalue(),
-                  public=True, caption="One curve per attack and feature space; the diagonal is guessing.")
+    return Figure(name="mia_roc", title="Membership inference ROC, the gated attack on held-out patients",
+                  png=buf.getvalue(), public=True,
+                  caption="Each half's curve is the attack chosen on the other half; the diagonal is guessing.")
+
+
+def decide_text(sizes: CohortSizes, threshold: float, keep: int) -> str:
+    """What cohort would decide an inconclusive AUC check (an honest generator passing with 95% probability)."""
+    holdout = mia_plan.holdout_needed(sizes.train, threshold, keep)
+    if holdout is not None and holdout > sizes.holdout:
+        return f"a holdout of {holdout} patients (beside these {sizes.train} training patients) would decide it"
+    both = next((n for n in range(2, 100001) if mia_plan.holdout_needed(n, threshold, keep) in range(2, n + 1)), None)
+    return (f"about {both} training and {both} holdout patients would decide it" if both
+            else "no cohort size decides it at this threshold")
 
 
 @register_auditor
 class MembershipInference(Auditor):
     name = "membership_inference"
     options = (
-        Option("mia_bootstrap", int, 2000, "patient resamples for the attack AUC intervals", low=50, high=1000000),
+        Option("mia_bootstrap", int, 2000, "patient resamples for the variance of each half's attack AUC",
+               low=50, high=1000000),
         Option("white_box", bool, True, "also attack the generator with its own membership scores when given one"),
         Option("domias_max_points", int, 10000, "slices the DOMIAS density models are fitted on at most", low=10),
         Option("domias_components", int, 10, "PCA components of the DOMIAS density models", low=1, high=512),
+        Option("mia_attacks_kept", int, 1, "attacks chosen on one half and gated on the other (worst counts)",
+               low=1, high=64),
+        Option("mia_low_fpr", float, 0.05, "false-positive rate of privacy.mia_tpr_at_low_fpr (gated only with at "
+               "least 5/FPR holdout patients)", low=1e-6, high=0.5),
+        Option("mia_reference_models", int, 1, "reference generators per holdout half for the calibrated white-box "
+               "attack (offline LiRA); 0 turns it off", low=0, high=64),
+        Option("mia_reference_epochs", float, 0.0, "epochs each reference generator trains (0: the audited "
+               "generator's, from its model card)", low=0.0),
     )
     group = "privacy"
     default_thresholds = {
         "privacy.mia_auc": (
-            0.60, "<=",
-            "best membership-inference AUC over attacks, training vs holdout patients (one-sided bootstrap lower "
-            "bound, Bonferroni over attacks); guessing gives 0.5"),
+            0.70, "<=",
+            "membership-inference AUC of the attack chosen on other patients (cross-fitted halves), training vs "
+            "holdout patients; guessing gives 0.5. Pass: its upper bound (95%, patient bootstrap) is inside"),
         "privacy.mia_tpr_at_low_fpr": (
-            0.05, "<=",
-            "best attack's true-positive rate at the lowest false-positive rate the cohort supports (1% with 100+ "
-            "holdout patients, else 5%), as the lower bound of TPR minus the upper bound of FPR (Clopper-Pearson)"),
+            0.25, "<=",
+            "true-positive rate of the chosen attack at a low false-positive rate (option mia_low_fpr, 5% by "
+            "default; guessing gives the FPR itself), Clopper-Pearson over patients"),
     }
 
     def run(self, ctx: AuditContext) -> AuditResult:
         queries = Queries.build(ctx)
-        spaces = feature_spaces(ctx)
-        raw: list[tuple[str, str | None, np.ndarray]] = []
-        for space in spaces:
+        rng = np.random.default_rng(ctx.seed + 1)
+        member_half, nonmember_half = halves(queries.n_train, rng), halves(queries.n_holdout, rng)
+        notes = []
+        raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for space in feature_spaces(ctx):
             for attack, scores in black_box_scores(ctx, space, queries).items():
-                raw.append((attack, space, scores))
+                raw[f"{attack}/{space}"] = (scores[:len(ctx.train)], scores[len(ctx.train):])
         if ctx.generator is not None and ctx.option("white_box"):
-            raw.append(("white_box", None, white_box_scores(ctx)))
-        alpha = ALPHA / len(raw)
-        delta = model_delta(ctx.model_card)
-        n_boot = ctx.option("mia_bootstrap")
-        summaries = []
-        for i, (attack, space, scores) in enumerate(raw):
-            members, nonmembers = queries.split(scores)
-            summaries.append(AttackSummary(attack, space, members, nonmembers, alpha, delta, n_boot,
-                                           ctx.seed + i).evaluate())
-        best_auc = max(summaries, key=lambda s: s.metrics["auc_lower_bound"])
-        best_tpr = max(summaries, key=lambda s: s.metrics["tpr_excess_lower_bound"])
-        best_eps = max(summaries, key=lambda s: s.metrics["epsilon_lower_bound"])
+            references = None
+            if ctx.option("mia_reference_models") > 0:
+                recipe = reference_recipe(ctx)
+                if isinstance(recipe, str):
+                    notes.append(f"calibrated white-box attack (LiRA) not run: {recipe}")
+                else:
+                    references = train_references(ctx, nonmember_half, queries.holdout_codes, recipe)
+            raw.update(white_box(ctx, member_half, nonmember_half, references))
+        candidates = candidates_from(raw, queries)
+        keep = ctx.option("mia_attacks_kept")
+        kept = cross_fit(candidates, member_half, nonmember_half, keep, ctx.option("mia_bootstrap"), ctx.seed)
+        sizes = CohortSizes.of(ctx)
+        thresholds = {name: ctx.threshold(name, default) for name, (default, _, _) in self.default_thresholds.items()}
+        plan = self.plan(sizes, thresholds, ctx.seed, keep=keep, fpr=ctx.option("mia_low_fpr"))
         result = AuditResult(auditor=self.name, group=self.group)
-        result.metrics = {
-            "attacks": {s.label: s.metrics for s in summaries},
-            "members": queries.n_train, "nonmembers": queries.n_holdout, "delta": delta,
-            "family_alpha": ALPHA, "bonferroni_attacks": len(raw),
-            "best_auc_attack": best_auc.label, "best_epsilon_attack": best_eps.label,
-            "epsilon_lower_bound": best_eps.metrics["epsilon_lower_bound"],
-        }
-        a = best_auc.metrics
+
+        label, auc, lower, upper = worst_case(auc_parts(kept), "<=")
+        top = kept[0]
         result.checks.append(self.check(
-            ctx, "privacy.mia_auc", a["auc_lower_bound"],
-            details=f"{best_auc.label}: AUC {a['auc']:.3f} (95% CI {a['auc_ci95'][0]:.3f}-{a['auc_ci95'][1]:.3f}), "
-                    f"lower bound at {a['bound_confidence']:.4f} confidence; {queries.n_train} training vs "
-                    f"{queries.n_holdout} holdout patients"))
-        t = best_tpr.metrics
-        result.checks.append(self.check(
-            ctx, "privacy.mia_tpr_at_low_fpr", t["tpr_excess_lower_bound"],
-            details=f"{best_tpr.label}: TPR {t['tpr_at_low_fpr']:.3f} at FPR {t['fpr_at_low_fpr']:.3f} (target "
-                    f"{t['fpr_target']:.2f}); TPR lower bound {t['tpr_lower_bound']:.3f}, FPR upper bound "
-                    f"{t['fpr_upper_bound']:.3f}; empirical epsilon lower bound {best_eps.metrics['epsilon_lower_bound']:.3f} "
-                    f"({best_eps.label}, delta {delta:g})"))
-        dp = dp_consistency_check(ctx.model_card, best_eps.metrics["epsilon_lower_bound"], best_eps.label)
+            ctx, "privacy.mia_auc", auc, lower, upper, 1 - ALPHA,
+            details=f"{label}: AUC {auc:.3f} on held-out halves (halves {top.half_aucs[0]:.3f}, "
+                    f"{top.half_aucs[1]:.3f}), interval [{lower:.3f}, {upper:.3f}] (upper at 95%, lower at "
+                    f"{1 - ALPHA / len(kept):.4g}); chosen among {len(candidates)} candidate attacks; "
+                    f"{queries.n_train} training vs {queries.n_holdout} holdout patients",
+            decide=decide_text(sizes, thresholds["privacy.mia_auc"], len(kept)), plan=plan["privacy.mia_auc"]))
+
+        fpr = ctx.option("mia_low_fpr")
+        delta = model_delta(ctx.model_card)
+        eps = epsilon_summary(top, fpr, delta)
+        if low_fpr_supported(queries.n_holdout, fpr):
+            label, tpr, lower, upper = worst_case(tpr_parts(kept, fpr), "<=")
+            op = eps["operating_point"]
+            result.checks.append(self.check(
+                ctx, "privacy.mia_tpr_at_low_fpr", tpr, lower, upper, 1 - ALPHA,
+                details=f"{label}: TPR {tpr:.3f} at FPR {op['fp'] / op['nonmembers']:.3f} (target {fpr:g}; "
+                        f"guessing gives the FPR); empirical epsilon >= {eps['epsilon_lower_bound']:.3f} at delta "
+                        f"{delta:g} (the most this cohort can show: {eps['largest_showable_epsilon']:.3f})",
+                decide=f"a holdout of {int(np.ceil(5 / fpr))}+ patients supports this FPR; more training patients "
+                       "narrow the TPR interval", plan=plan["privacy.mia_tpr_at_low_fpr"]))
+        else:
+            notes.append(f"privacy.mia_tpr_at_low_fpr not estimable and not gated: an FPR of {fpr:g} needs at "
+                         f"least {int(np.ceil(5 / fpr - 1e-9))} holdout patients, this holdout has {queries.n_holdout}")
+        dp = dp_consistency_check(ctx.model_card, eps, top.label)
         if dp is not None:
             result.checks.append(dp)
-        result.figures.append(roc_figure(summaries))
+        result.metrics = {
+            "gated_attacks": [{"rank": a.rank, "label": a.label, "auc": a.auc, "se": a.se,
+                               "half_aucs": list(a.half_aucs)} for a in kept],
+            "candidate_auc_in_sample": {c.label: float(rank_auc(c.members, c.nonmembers)) for c in candidates},
+            "members": queries.n_train, "nonmembers": queries.n_holdout, "delta": delta, "low_fpr": fpr,
+            **{k: v for k, v in eps.items() if k != "operating_point"}, "notes": notes,
+        }
+        result.figures.append(roc_figure(top))
         return result
+
+    def plan(self, sizes: CohortSizes, thresholds: dict[str, float], seed: int = 0, keep: int | None = None,
+             fpr: float | None = None) -> dict[str, dict]:
+        keep = keep or self._option_default("mia_attacks_kept")
+        fpr = fpr or self._option_default("mia_low_fpr")
+        t = {name: float(thresholds.get(name, default)) for name, (default, _, _) in self.default_thresholds.items()}
+        return {"privacy.mia_auc": mia_plan.plan_auc(sizes.train, sizes.holdout, t["privacy.mia_auc"], keep),
+                "privacy.mia_tpr_at_low_fpr": mia_plan.plan_tpr(sizes.train, sizes.holdout,
+                                                                t["privacy.mia_tpr_at_low_fpr"], fpr, keep)}
+
+    def _option_default(self, name: str):
+        return next(o.default for o in self.options if o.name == name)

@@ -1,0 +1,100 @@
+"""White-box scores, raw and difficulty-calibrated against reference generators (offline LiRA).
+
+Offline LiRA (Carlini et al. 2022; Ye et al. 2022, "enhanced" attacks): some patients are easy to fit whoever
+trained on them. A patient's white-box score (the generator's `membership_scores`) is judged against the score
+that generators which never saw the patient give it: calibrated = target score - mean reference score (divided by
+the references' spread when there are at least `PER_SLICE_SPREAD` of them; with fewer, a common spread, which does
+not change the ranking, is used).
+
+The references are built like the audited generator (its registered class and the settings in its model card) and
+trained for the same number of epochs (passes over each patient), on real patients that are in neither the
+training set nor the half being scored: the holdout is cut in the same two halves as the cross-fitted attack
+selection (auditors.privacy.mia_stats), references trained on one half score the members and non-members of the
+other. Every evaluated non-member is thus outside every reference that scores it, as a member is outside them too.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from auditors.base import AuditContext
+from cmri_release.sliceset import SliceSet
+
+PER_SLICE_SPREAD = 4  # references needed before a per-slice standard deviation is estimated
+
+
+def slice_scores(scorer, slices: SliceSet, seed: int) -> np.ndarray:
+    """(N,) white-box scores, checked: a wrong shape or a non-finite score fails closed."""
+    s = np.asarray(scorer.membership_scores(slices, seed), dtype=np.float64)
+    if s.shape != (len(slices),) or not np.isfinite(s).all():
+        raise ValueError(f"the generator's membership_scores returned shape {s.shape} (expected ({len(slices)},)) "
+                         "or non-finite values")
+    return s
+
+
+def reference_recipe(ctx: AuditContext) -> tuple[str, dict, int] | str:
+    """(generator name, settings, epochs) to train references like the audited generator, or why that is impossible."""
+    from generators.base import GENERATORS
+
+    card = ctx.model_card or getattr(ctx.generator, "model_card", None) or {}
+    name = card.get("generator")
+    if name not in GENERATORS or not isinstance(ctx.generator, GENERATORS[name]):
+        return "the audited generator is not one of the registered generators: no reference can be built like it"
+    settings = card.get("settings")
+    if not isinstance(settings, dict):
+        return "the model card records no generator settings"
+    epochs = float(ctx.option("mia_reference_epochs"))
+    if epochs <= 0:
+        training = card.get("training") or {}
+        budget = (training.get("budget") or {}).get("epochs")
+        epochs = budget if isinstance(budget, (int, float)) and budget else training.get("epochs")
+    if not isinstance(epochs, (int, float)) or not math.isfinite(epochs) or epochs <= 0:
+        return "the model card records no training budget (epochs): set the option mia_reference_epochs"
+    return str(name), dict(settings), max(1, int(round(epochs)))
+
+
+def train_references(ctx: AuditContext, holdout_half: np.ndarray, holdout_codes: np.ndarray, recipe) -> list[list]:
+    """Per half h: `mia_reference_models` generators trained on the holdout patients of the OTHER half."""
+    from generators.base import create_generator
+
+    name, settings, epochs = recipe
+    per_half = []
+    for h in (0, 1):
+        patients = np.flatnonzero(holdout_half == 1 - h)
+        data = ctx.holdout.select(np.isin(holdout_codes, patients))
+        models = []
+        for k in range(ctx.option("mia_reference_models")):
+            model = create_generator(name, **settings)
+            model.fit(data, epochs=epochs, device=ctx.device, seed=ctx.seed + 1000 * (h + 1) + k, quiet=ctx.quiet)
+            models.append(model)
+        per_half.append(models)
+    return per_half
+
+
+def white_box(ctx: AuditContext, member_half: np.ndarray, nonmember_half: np.ndarray, references: list[list] | None
+              ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-slice scores of train and holdout slices: {"white_box": (train, holdout)} and, with references,
+    {"lira": ...}. Each half's slices are scored as one set, with one seed, by the target and its references, so
+    that the noise a score draws is the same for both and cancels in the difference."""
+    tr_codes, _ = ctx.train.subject_codes()
+    ho_codes, _ = ctx.holdout.subject_codes()
+    out = {"white_box": (np.empty(len(ctx.train)), np.empty(len(ctx.holdout)))}
+    if references is not None:
+        out["lira"] = (np.empty(len(ctx.train)), np.empty(len(ctx.holdout)))
+    for h in (0, 1):
+        rows = (np.isin(tr_codes, np.flatnonzero(member_half == h)),
+                np.isin(ho_codes, np.flatnonzero(nonmember_half == h)))
+        for split, data, mask in ((0, ctx.train, rows[0]), (1, ctx.holdout, rows[1])):
+            if not mask.any():
+                continue
+            part = data.select(mask)
+            target = slice_scores(ctx.generator, part, ctx.seed)
+            out["white_box"][split][mask] = target
+            if references is not None:
+                ref = np.stack([slice_scores(r, part, ctx.seed) for r in references[h]])
+                calibrated = target - ref.mean(axis=0)
+                if len(ref) >= PER_SLICE_SPREAD:
+                    calibrated /= np.maximum(ref.std(axis=0, ddof=1), 1e-12)
+                out["lira"][split][mask] = calibrated
+    return out

@@ -17,7 +17,11 @@ from typing import Any, Mapping
 from .errors import InputError, SpecError
 from .sliceset import SliceSet
 
-MIN_HOLDOUT_PATIENTS = 2  # the privacy baselines leave one holdout patient out
+# The fewest holdout patients the privacy statistics run on at all: membership inference scores the attack chosen
+# on one half of the patients on the other, so each half needs a non-member (auditors.privacy.mia_stats.halves), and
+# the near-copy baselines leave one holdout patient out. Smaller cohorts that can run give `inconclusive` checks
+# that say what size would decide; `holdout_needed_for_decision` names that size in the refusal.
+MIN_HOLDOUT_PATIENTS = 2
 
 
 @dataclass
@@ -146,7 +150,21 @@ def check_inputs(train: SliceSet, holdout: SliceSet, synthetic: SliceSet, test: 
                                    "by patient, or membership inference compares a patient with itself")
     if len(holdout.subjects) < MIN_HOLDOUT_PATIENTS:
         raise InputError("holdout", f"{len(holdout.subjects)} patient(s); the audit needs at least "
-                                    f"{MIN_HOLDOUT_PATIENTS} (20 or more for useful confidence intervals)")
+                                    f"{MIN_HOLDOUT_PATIENTS} to run, and "
+                                    f"{holdout_needed_for_decision(len(train.subjects))} to decide")
+
+
+def holdout_needed_for_decision(n_train: int) -> str:
+    """The holdout size at which an honest generator passes membership inference at the default thresholds with
+    95% probability (cmri-release plan), in words."""
+    from auditors.privacy.mia import MembershipInference
+    from auditors.privacy.mia_plan import holdout_needed
+
+    threshold = MembershipInference.default_thresholds["privacy.mia_auc"][0]
+    needed = holdout_needed(n_train, threshold)
+    if needed is None:
+        return f"no holdout decides beside {n_train} training patients (more training patients are needed)"
+    return f"about {needed} beside {n_train} training patients (see cmri-release plan)"
 
 
 def run_audit(train: SliceSet, holdout: SliceSet, synthetic: SliceSet, test: SliceSet | None = None,

@@ -23,6 +23,7 @@ COMMANDS = {
     "train": "cmri_release.commands.train_cmd:train_command",
     "synthesize": "cmri_release.commands.synthesize_cmd:synthesize_command",
     "audit": "cmri_release.commands.audit_cmd:audit_command",
+    "plan": "cmri_release.commands.plan_cmd:plan_command",
     "release": "cmri_release.commands.release_cmd:release_command",
     "demo": "cmri_release.commands.release_cmd:demo_command",
 }

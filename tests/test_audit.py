@@ -58,8 +58,8 @@ def test_run_audit_reports_checks_timings_and_feature_spaces():
     report = run_audit(train, holdout, patients(8, 2, "s"), groups=["privacy"], options=FAST, quiet=True,
                        thresholds={"privacy.mia_auc": 0.7})
     names = {c.name for c in report.checks}
-    assert {"privacy.near_copy_rate", "privacy.closer_to_train_share", "privacy.mia_auc",
-            "privacy.mia_tpr_at_low_fpr"} <= names
+    # privacy.mia_tpr_at_low_fpr is not gated on 8 holdout patients (a 5% FPR needs 100): see docs/privacy-checks.md
+    assert {"privacy.near_copy_rate", "privacy.closer_to_train_share", "privacy.mia_auc"} <= names
     assert report.verdict == "pass" and report.errors == {}
     assert {c.name: c.threshold for c in report.checks}["privacy.mia_auc"] == 0.7
     assert set(report.timings) == {"nn_memorisation", "membership_inference", "total"}

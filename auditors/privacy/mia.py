@@ -165,7 +165,7 @@ def decide_text(sizes: CohortSizes, threshold: float, keep: int) -> str:
     holdout = mia_plan.holdout_needed(sizes.train, threshold, keep)
     if holdout is not None and holdout > sizes.holdout:
         return f"a holdout of {holdout} patients (beside these {sizes.train} training patients) would decide it"
-    both = next((n for n in range(2, 100001) if mia_plan.holdout_needed(n, threshold, keep) in range(2, n + 1)), None)
+    both = mia_plan.equal_sizes_needed(threshold, keep)
     return (f"about {both} training and {both} holdout patients would decide it" if both
             else "no cohort size decides it at this threshold")
 

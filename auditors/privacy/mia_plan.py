@@ -121,3 +121,16 @@ def holdout_needed(n_train: int, threshold: float, keep: int = 1, target: float 
 
 def _auc_pass(n_train: int, n_holdout: int, threshold: float, keep: int, alpha: float) -> float:
     return _auc_pass_probability(0.5, threshold, n_train, n_holdout, alpha) ** keep
+
+
+def equal_sizes_needed(threshold: float, keep: int = 1, target: float = 0.95, alpha: float = ALPHA,
+                       largest: int = 100000) -> int | None:
+    """The smallest n such that n training and n holdout patients pass an honest generator with probability
+    `target`; None when no n up to `largest` does (the pass probability grows with n)."""
+    if _auc_pass(largest, largest, threshold, keep, alpha) < target:
+        return None
+    low, high = 2, largest
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if _auc_pass(mid, mid, threshold, keep, alpha) >= target else (mid + 1, high)
+    return low

@@ -6,7 +6,7 @@ from scipy import stats
 
 from auditors.base import Check, CohortSizes, worst_case
 from auditors.privacy.mia import MembershipInference
-from auditors.privacy.mia_plan import holdout_needed, plan_auc, plan_tpr
+from auditors.privacy.mia_plan import equal_sizes_needed, holdout_needed, plan_auc, plan_tpr
 from auditors.privacy.mia_stats import Candidate, auc_parts, cross_fit, halves, tpr_parts
 
 SIMS = 300
@@ -62,3 +62,7 @@ def test_small_cohorts_are_planned_honestly():
     assert plan_auc(100, needed, 0.70)["honest_pass_probability"] >= 0.95
     assert plan_auc(100, needed - 1, 0.70)["honest_pass_probability"] < 0.95
     assert holdout_needed(3, 0.70) is None
+    both = equal_sizes_needed(0.70)
+    assert plan_auc(both, both, 0.70)["honest_pass_probability"] >= 0.95 > plan_auc(both - 1, both - 1, 0.70)[
+        "honest_pass_probability"]
+    assert equal_sizes_needed(0.5) is None  # no cohort shows an AUC below guessing

@@ -106,31 +106,30 @@ def plan_tpr(n_train: int, n_holdout: int, threshold: float, fpr: float, keep: i
             "detectable_unit": f"true TPR at {fpr:g} FPR, release blocked with 80% probability"}
 
 
-def holdout_needed(n_train: int, threshold: float, keep: int = 1, target: float = 0.95, alpha: float = ALPHA,
-                   largest: int = 100000) -> int | None:
-    """The smallest holdout at which an honest generator passes `mia_auc` with probability `target` (training set
-    of `n_train` patients); None when no holdout up to `largest` does."""
-    if _auc_pass(n_train, largest, threshold, keep, alpha) < target:
+def _smallest(passes, largest: int) -> int | None:
+    """The smallest n in [2, largest] with passes(n) true, for a passes that stays true once true; else None."""
+    if not passes(largest):
         return None
     low, high = 2, largest
     while low < high:
         mid = (low + high) // 2
-        low, high = (low, mid) if _auc_pass(n_train, mid, threshold, keep, alpha) >= target else (mid + 1, high)
+        low, high = (low, mid) if passes(mid) else (mid + 1, high)
     return low
 
 
-def _auc_pass(n_train: int, n_holdout: int, threshold: float, keep: int, alpha: float) -> float:
-    return _auc_pass_probability(0.5, threshold, n_train, n_holdout, alpha) ** keep
+def holdout_needed(n_train: int, threshold: float, keep: int = 1, target: float = 0.95, alpha: float = ALPHA,
+                   largest: int = 100000) -> int | None:
+    """The smallest holdout at which an honest generator passes `mia_auc` with probability `target` (training set
+    of `n_train` patients); None when no holdout up to `largest` does."""
+    return _smallest(lambda m: _auc_pass(n_train, m, threshold, keep, alpha) >= target, largest)
 
 
 def equal_sizes_needed(threshold: float, keep: int = 1, target: float = 0.95, alpha: float = ALPHA,
                        largest: int = 100000) -> int | None:
     """The smallest n such that n training and n holdout patients pass an honest generator with probability
     `target`; None when no n up to `largest` does (the pass probability grows with n)."""
-    if _auc_pass(largest, largest, threshold, keep, alpha) < target:
-        return None
-    low, high = 2, largest
-    while low < high:
-        mid = (low + high) // 2
-        low, high = (low, mid) if _auc_pass(mid, mid, threshold, keep, alpha) >= target else (mid + 1, high)
-    return low
+    return _smallest(lambda n: _auc_pass(n, n, threshold, keep, alpha) >= target, largest)
+
+
+def _auc_pass(n_train: int, n_holdout: int, threshold: float, keep: int, alpha: float) -> float:
+    return _auc_pass_probability(0.5, threshold, n_train, n_holdout, alpha) ** keep

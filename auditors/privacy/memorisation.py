@@ -263,13 +263,18 @@ class NNMemorisation(Auditor):
 
     @staticmethod
     def _plan_near(sizes: CohortSizes, threshold: float) -> dict:
-        """Per part: an honest patient is flagged at tau's lower bound with probability 1 - Phi(z_level - z_conf se);
-        a copied patient is always flagged; exact binomial sums over the synthetic patients."""
+        """Per part, exact binomial sums over the synthetic patients, averaged over the fitted tau's sampling
+        distribution (Gauss-Hermite): an honest patient is flagged at tau's lower bound with probability
+        1 - Phi(z_hat - z_conf se); a copied patient is always flagged."""
         tail = TailThreshold(COPY_LEVEL, 0.0, 1.0, max(sizes.holdout, 3), 1.0 - TAU_ALPHA)
-        low, _, high = tail.z_bounds()
-        honest_high, honest_low = float(stats.norm.sf(low)), float(stats.norm.sf(high))
-        return {"honest_pass_probability": pass_probability(sizes.synthetic, honest_high, threshold, 1.0 - RATE_ALPHA),
-                "smallest_detectable": smallest_detectable(sizes.synthetic, honest_low, threshold, 1.0 - RATE_ALPHA),
+        low, q, high = tail.z_bounds()
+        nodes, weights = np.polynomial.hermite_e.hermegauss(24)
+        weights = weights / weights.sum()
+        honest = sum(w * pass_probability(sizes.synthetic, float(stats.norm.sf(low + x * tail.se)), threshold,
+                                          1.0 - RATE_ALPHA) for x, w in zip(nodes, weights))
+        return {"honest_pass_probability": float(honest),
+                "smallest_detectable": smallest_detectable(sizes.synthetic, float(stats.norm.sf(high)), threshold,
+                                                           1.0 - RATE_ALPHA),
                 "detectable_unit": "share of synthetic patients that copy a training patient (per part)"}
 
     @staticmethod

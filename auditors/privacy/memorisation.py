@@ -172,7 +172,7 @@ class NNMemorisation(Auditor):
     group = "privacy"
     default_thresholds = {
         "privacy.near_copy_rate": (
-            0.10, "<=",
+            0.20, "<=",
             "share of synthetic patients more similar to a training patient than 99% of real new patients are "
             "(robust correlation over shifts, rotations and flips; feature spaces; masks), worst part; bounds "
             "carry the calibration's uncertainty"),
@@ -181,7 +181,7 @@ class NNMemorisation(Auditor):
             "synthetic patients confirmed as copies of a training patient (beyond every real new patient and the "
             "family-wise 1% tail of their fit); any one fails the release"),
         "privacy.closer_to_train_share": (
-            0.65, "<=",
+            0.70, "<=",
             "share of synthetic patients closer to the whole training set than to holdout (balanced subsamples), "
             "worst feature space; an honest generator gives 0.5"),
     }

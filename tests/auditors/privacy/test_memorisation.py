@@ -85,7 +85,7 @@ def test_new_patients_are_inconclusive_at_a_small_size_and_say_what_would_decide
     checks, result = _run(train, holdout, blobs(16, seed=4, prefix="n"))
     near = checks["privacy.near_copy_rate"]
     assert checks["privacy.confirmed_copies"].passed
-    assert near.verdict is Verdict.INCONCLUSIVE and near.upper > 0.1 >= near.lower  # 16 patients prove nothing
+    assert near.verdict is Verdict.INCONCLUSIVE and near.upper > 0.20 >= near.lower  # 16 patients prove nothing
     assert "synthetic patients" in near.decide and near.decide in near.reason
     assert checks["privacy.closer_to_train_share"].verdict is not Verdict.FAIL
     assert set(near.plan) >= {"honest_pass_probability", "smallest_detectable"}
@@ -114,15 +114,15 @@ def test_plan_matches_a_seeded_simulation_of_the_rule():
     for _ in range(400):
         tail = fit_tail(np.tanh(rng.standard_normal(100)), 0.99, 0.975)
         k = int((rng.standard_normal(100) > np.arctanh(tail.tau_low)).sum())
-        passes.append(proportion_interval(k, k, 100, 0.975)[1] <= 0.10)
+        passes.append(proportion_interval(k, k, 100, 0.975)[1] <= 0.20)
     assert np.mean(passes) == pytest.approx(near["honest_pass_probability"], abs=0.06)
-    assert 0.0 < near["smallest_detectable"] < 0.3
+    assert 0.0 < near["smallest_detectable"] < 0.4
     closer = plan["privacy.closer_to_train_share"]
     k = rng.binomial(100, 0.5, 20000)
-    sim = np.mean(stats.beta.ppf(0.95, k + 1, 100 - k) <= 0.65)
+    sim = np.mean(stats.beta.ppf(0.95, k + 1, 100 - k) <= 0.70)
     assert closer["honest_pass_probability"] == pytest.approx(sim, abs=0.01)
     assert plan["privacy.confirmed_copies"]["smallest_detectable"] == 1
-    assert auditor.plan(CohortSizes(20, 20, 20), {})["privacy.near_copy_rate"]["honest_pass_probability"] < 0.05
+    assert auditor.plan(CohortSizes(20, 20, 20), {})["privacy.near_copy_rate"]["honest_pass_probability"] < 0.5
 
 
 def test_threshold_override_options_and_unknown_feature_space(blobs):

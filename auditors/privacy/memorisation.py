@@ -1,215 +1,169 @@
-"""Nearest-neighbour memorisation: near-copies of training patients, closeness to train vs holdout, NNDR.
+"""Nearest-neighbour memorisation: copies of training patients, and closeness to train vs holdout.
 
-Per feature space (pixels: Pearson correlation; embedding: cosine), with FAISS exact search:
+Every statement is per patient. A synthetic patient's copy score, in one view of the data, is the median
+over its slices of the best similarity to any training slice. The views ("parts"), each gated, the check
+taking the worst (an intersection-union test: adding a part can only make the gate stricter):
 
-- near-copy rate: a synthetic slice is a near-copy when its similarity to its nearest training slice
-  exceeds tau, the 95th percentile of the holdout slices' maximum similarity to train (Dar et al.'s rule,
-  calibrated on real patients the generator never saw: a new real slice resembles some training slice
-  that much only 5% of the time; estimated from every holdout slice, not from a handful of patient
-  maxima, so that a small holdout does not make tau noisy). A synthetic patient is a near-copy when at
-  least half of its slices are. The baseline is the same two rates for the holdout patients themselves,
-  each judged against a tau computed without that patient (leave one patient out).
-- closer-to-train share: per synthetic patient, the median over its slices of DCR(train) - DCR(holdout)
-  is negative when it sits closer to train; an honest generator gives 50% (SDMetrics). Train and holdout
-  are first balanced to the same number of patients (a larger set is closer by chance alone).
-- NNDR: distance to the nearest training patient over the distance to the second nearest (another
-  patient); small means the slice singles out one patient.
+- `robust`: the best Pearson correlation over shifts of up to `copy_max_shift` px, rotations up to
+  `copy_max_rotation` degrees and a horizontal flip (robust_match.py); correlation ignores gain and offset;
+- each feature space of `feature_spaces` (`pixels`: plain correlation; `embedding`: learned, cosine);
+- `masks` (option `audit_masks`): the label maps, a release channel of their own (mask_features.py).
 
-Checks use one-sided Clopper-Pearson lower bounds over patients, Bonferroni-corrected over feature
-spaces, so that a small cohort does not fail by chance.
+Near copies: a patient is a near copy when its score exceeds tau, the 99th percentile of real new
+patients' scores (holdout patients vs train; normal fit on Fisher z, calibration.py), so a real new patient
+is flagged 1% of the time. The rate's bounds carry tau's uncertainty (flags counted at tau's lower bound
+for the upper rate bound, at its upper bound for the lower one) and the binomial error (Clopper-Pearson):
+at confidence 1 - TAU_ALPHA - RATE_ALPHA per side (union bound). The holdout's out-of-sample baseline is
+cross-fitted: each fold judged by the tau of the other fold.
+
+Confirmed copies: a patient whose score exceeds the (1 - CONFIRM_ALPHA / n_synthetic) quantile of the
+null (at its upper confidence bound) and every real holdout patient's score, in the robust or the mask
+part: an honest cohort has any such patient with probability about CONFIRM_ALPHA. One fails the release.
+
+Closer to train (closer.py): the share of synthetic patients closer to the whole training set than to
+holdout, in balanced subsamples; an honest generator gives 0.5.
 """
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
-from auditors.base import AuditContext, AuditResult, Auditor, Figure, register_auditor
-from auditors.features import FEATURE_SPACES, features
+from auditors.base import AuditContext, AuditResult, Auditor, CohortSizes, Figure, Option, register_auditor, worst_case
+from auditors.features import features
 
-from .neighbours import cosine_distance_to_euclidean, index_for
-from .patients import first_other_patient, max_slices_per_patient, per_patient
+from .calibration import (TailThreshold, cross_fitted_flags, fit_tail, pass_probability, patient_folds,
+                          patients_to_decide, proportion_interval, smallest_detectable)
+from .closer import closer_scores, patient_max_similarity
+from .mask_features import mask_vectors
+from .neighbours import NeighbourIndex, index_for
+from .patients import per_patient
+from .robust_match import candidates, robust_similarity
 
-COPY_PERCENTILE = 95.0  # tau: this percentile of holdout slices' maximum similarity to train
-COPY_MAJORITY = 0.5  # a patient is a near-copy when at least this share of its slices are
-NEAR_COPY_ALPHA = 0.05  # one-sided, split over feature spaces and the two rates (slices, patients)
-BOOTSTRAP = 2000  # patient resamples for the slice rate's confidence bound
-CLOSER_ALPHA = 0.01  # one-sided, split over feature spaces
-CLOSEST_PAIRS = 8
+COPY_LEVEL = 0.99  # a real new patient is a near copy 1% of the time
+TAU_ALPHA = 0.025  # one-sided error of tau's bounds
+RATE_ALPHA = 0.025  # one-sided error of the rate's binomial bounds
+CONFIRM_ALPHA = 0.01  # chance that an honest cohort has any confirmed copy (family-wise over its patients)
+CLOSER_ALPHA = 0.05  # one-sided error of each bound of the closer-to-train share
+MATCH_SIZE = 32  # slices are matched at this side (copies are exact at any resolution)
+FIGURE_PATIENTS, FIGURE_SLICES = 4, 8
+CONFIRMING_PARTS = ("robust", "masks")  # parts whose matches are shown and can confirm a copy
+
+
+@dataclass
+class Part:
+    """One view's per-patient copy scores: synthetic and (the null) holdout, and each synthetic slice's match."""
+    label: str
+    synthetic: np.ndarray  # (n_synthetic,) median best similarity per patient
+    holdout: np.ndarray  # (n_holdout,)
+    slice_scores: np.ndarray  # (synthetic slices,) best similarity
+    slice_match: np.ndarray  # (synthetic slices,) index of the best training slice
 
 
 def feature_spaces(ctx: AuditContext) -> list[str]:
+    """The feature spaces every privacy auditor compares slices in (shared option)."""
     return list(ctx.option("feature_spaces"))
 
 
-def proportion_lower_bound(k: int, n: int, confidence: float) -> float:
-    """One-sided Clopper-Pearson lower confidence bound of a proportion k/n."""
-    if n == 0:
-        return float("nan")
-    return 0.0 if k == 0 else float(stats.beta.ppf(1.0 - confidence, k, n - k + 1))
+def _median_per_patient(values: np.ndarray, split) -> np.ndarray:
+    codes, patients = split.subject_codes()
+    return per_patient(values, codes, len(patients), "median")
 
 
-def copy_threshold(holdout_similarity: np.ndarray, holdout_codes: np.ndarray, n_patients: int,
-                   percentile: float = COPY_PERCENTILE) -> tuple[float, np.ndarray]:
-    """tau from the holdout slices' maximum similarity to train, and each holdout slice's leave-one-patient-out
-    near-copy flag (above the tau computed without its patient): the real-data baseline of the rule."""
-    values = np.asarray(holdout_similarity, dtype=np.float64)
-    if n_patients < 2:
-        raise ValueError("calibrating the near-copy threshold needs at least 2 holdout patients")
-    tau = float(np.percentile(values, percentile))
-    flags = np.zeros(len(values), dtype=bool)
-    for patient in range(n_patients):  # a loop over patients, each a vectorised percentile
-        mine = holdout_codes == patient
-        flags[mine] = values[mine] > np.percentile(values[~mine], percentile)
-    return tau, flags
+def robust_part(ctx: AuditContext) -> Part:
+    tr_codes, _ = ctx.train.subject_codes()
+    out = {}
+    for split in ("synthetic", "holdout"):
+        data = getattr(ctx, split)
+        codes, _ = data.subject_codes()
+        cand = candidates(data.images, codes, ctx.train.images, tr_codes, patients=ctx.option("copy_candidate_patients"),
+                          size=MATCH_SIZE)
+        angle = ctx.option("copy_max_rotation")
+        out[split] = robust_similarity(data.images, ctx.train.images, cand, size=MATCH_SIZE,
+                                       max_shift=ctx.option("copy_max_shift"),
+                                       rotations=(-angle, 0.0, angle) if angle > 0 else (0.0,))
+    return Part("robust", _median_per_patient(out["synthetic"][0], ctx.synthetic),
+                _median_per_patient(out["holdout"][0], ctx.holdout), *out["synthetic"])
 
 
-def copied_patients(flags: np.ndarray, codes: np.ndarray, n_patients: int) -> np.ndarray:
-    """Per patient: are at least COPY_MAJORITY of its slices near-copies?"""
-    return per_patient(flags.astype(np.float64), codes, n_patients, "mean") >= COPY_MAJORITY
+def vector_part(label: str, train: np.ndarray, synthetic: np.ndarray, holdout: np.ndarray, ctx: AuditContext,
+                index: NeighbourIndex | None = None) -> Part:
+    index = index or NeighbourIndex(train, metric="ip", batch_size=ctx.option("nn_batch_size"))
+    sim_s, id_s = index.search(synthetic, 1)
+    sim_h, _ = index.search(holdout, 1)
+    return Part(label, _median_per_patient(sim_s[:, 0], ctx.synthetic), _median_per_patient(sim_h[:, 0], ctx.holdout),
+                sim_s[:, 0].astype(np.float64), id_s[:, 0])
 
 
-def cluster_bootstrap_lower(flags: np.ndarray, codes: np.ndarray, n_patients: int, confidence: float,
-                            n_boot: int = BOOTSTRAP, seed: int = 0, chunk: int = 256) -> float:
-    """One-sided lower bound of the slice-level rate, resampling patients (their slices are not independent)."""
-    hits = np.bincount(codes, weights=flags.astype(np.float64), minlength=n_patients)
-    sizes = np.bincount(codes, minlength=n_patients).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    rates = np.empty(n_boot)
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        weights = rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=b).astype(np.float64)
-        rates[start:start + b] = (weights @ hits) / (weights @ sizes)
-    return float(np.quantile(rates, 1.0 - confidence))
+def part_vectors(ctx: AuditContext) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(train, synthetic, holdout) vectors of every feature space and, with `audit_masks`, of the label maps."""
+    out = {space: tuple(features(ctx, space, split) for split in ("train", "synthetic", "holdout"))
+           for space in feature_spaces(ctx)}
+    if ctx.option("audit_masks"):
+        out["masks"] = tuple(ctx.shared(f"masks.{split}", lambda s=split: mask_vectors(getattr(ctx, s).labels))
+                             for split in ("train", "synthetic", "holdout"))
+    return out
 
 
-def balanced_subset(codes: np.ndarray, n_patients: int, keep: int, seed: int) -> np.ndarray:
-    """Slice indices of `keep` patients drawn at random (seeded) out of `n_patients`."""
-    chosen = np.random.default_rng(seed).choice(n_patients, size=keep, replace=False)
-    return np.flatnonzero(np.isin(codes, chosen))
+def near_copies(part: Part, n_synthetic: int, folds: np.ndarray) -> dict:
+    """The near-copy rate of one part with its tau-aware bounds, the cross-fitted holdout baseline and the
+    confirmed copies."""
+    tail = fit_tail(part.holdout, COPY_LEVEL, 1.0 - TAU_ALPHA)
+    k = int((part.synthetic > tail.tau).sum())
+    k_low, k_high = int((part.synthetic > tail.tau_high).sum()), int((part.synthetic > tail.tau_low).sum())
+    lower, upper = proportion_interval(k_low, k_high, n_synthetic, 1.0 - RATE_ALPHA)
+    confirm = fit_tail(part.holdout, 1.0 - CONFIRM_ALPHA / n_synthetic, 1.0 - TAU_ALPHA)
+    confirm_at = max(confirm.tau_high, float(part.holdout.max()))
+    confirmed = np.flatnonzero(part.synthetic > confirm_at) if part.label in CONFIRMING_PARTS else np.array([], int)
+    return {"tau": tail.tau, "tau_low": tail.tau_low, "tau_high": tail.tau_high, "near_copies": k,
+            "near_copy_rate": k / n_synthetic, "lower": lower, "upper": upper,
+            "baseline_rate": float(cross_fitted_flags(part.holdout, folds, COPY_LEVEL).mean()),
+            "confirm_threshold": confirm_at, "confirmed": confirmed.tolist(),
+            "synthetic_median_score": float(np.median(part.synthetic)),
+            "holdout_median_score": float(np.median(part.holdout)), "holdout_max_score": float(part.holdout.max())}
 
 
-def closer_to_train(dcr_train: np.ndarray, dcr_holdout: np.ndarray, codes: np.ndarray, n_patients: int) -> dict:
-    """Share of synthetic patients whose median slice sits closer to train, with a sign test against 0.5."""
-    diff = per_patient(dcr_train - dcr_holdout, codes, n_patients, "median")
-    closer, farther = int((diff < 0).sum()), int((diff > 0).sum())
-    n = closer + farther  # ties say nothing either way (sign test)
-    p = float(stats.binomtest(closer, n, 0.5, alternative="greater").pvalue) if n else float("nan")
-    return {"closer_to_train_patients": closer, "patients_compared": n, "ties": int(n_patients - n),
-            "closer_to_train_share": closer / n if n else float("nan"), "closer_to_train_p": p}
+def closer_share(ctx: AuditContext, vectors: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict:
+    train, synthetic, holdout = vectors
+    tr_codes, tr = ctx.train.subject_codes()
+    ho_codes, ho = ctx.holdout.subject_codes()
+    syn_codes, syn = ctx.synthetic.subject_codes()
+    scores, how = closer_scores(patient_max_similarity(synthetic, train, tr_codes, len(tr)),
+                                patient_max_similarity(synthetic, holdout, ho_codes, len(ho)), syn_codes, len(syn),
+                                ctx.option("closer_subsamples"), ctx.seed)
+    k = float(scores.sum())  # a fractional count: Clopper-Pearson through the beta quantiles
+    n = len(syn)
+    lower = 0.0 if k <= 0 else float(stats.beta.ppf(CLOSER_ALPHA, k, n - k + 1))
+    upper = 1.0 if k >= n else float(stats.beta.ppf(1.0 - CLOSER_ALPHA, k + 1, n - k))
+    return {"share": k / n, "lower": lower, "upper": upper, "closer_patients": k, "balancing": how}
 
 
-def nndr(sim: np.ndarray, ids: np.ndarray, index_codes: np.ndarray) -> np.ndarray:
-    """Nearest-patient over second-nearest-patient distance per query (NaN when only one patient is listed)."""
-    first = index_codes[ids[:, 0]]
-    col = first_other_patient(ids, index_codes, first)
-    rows = np.arange(len(ids))
-    d1 = cosine_distance_to_euclidean(sim[:, 0])
-    d2 = cosine_distance_to_euclidean(sim[rows, np.maximum(col, 0)])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where((col >= 0) & (d2 > 0), d1 / d2, np.nan)
-    return ratio
-
-
-def _median(values) -> float:
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    return float(np.median(values)) if len(values) else float("nan")
-
-
-def space_metrics(ctx: AuditContext, space: str, n_spaces: int) -> tuple[dict, list[tuple[int, int, float]]]:
-    """Every memorisation metric in one feature space, and the closest (synthetic, train, similarity) pairs."""
-    syn_codes, syn_patients = ctx.synthetic.subject_codes()
-    tr_codes, tr_patients = ctx.train.subject_codes()
-    ho_codes, ho_patients = ctx.holdout.subject_codes()
-    synthetic, holdout = features(ctx, space, "synthetic"), features(ctx, space, "holdout")
-    train_index, hold_index = index_for(ctx, space, "train"), index_for(ctx, space, "holdout")
-    k = min(train_index.ntotal, max_slices_per_patient(tr_codes) + 1)  # reaches a second patient for NNDR
-    sim_st, id_st = train_index.search(synthetic, k)
-    sim_sh, _ = hold_index.search(synthetic, 1)
-    sim_ht, id_ht = train_index.search(holdout, k)
-
-    # Near-copies, calibrated on real holdout patients.
-    tau, loo_flags = copy_threshold(sim_ht[:, 0], ho_codes, len(ho_patients))
-    flags = sim_st[:, 0] > tau
-    copies = int(copied_patients(flags, syn_codes, len(syn_patients)).sum())
-    confidence = 1.0 - NEAR_COPY_ALPHA / (2 * n_spaces)
-    m = {
-        "copy_threshold": tau,
-        "near_copy_rate_slices": float(flags.mean()),
-        "near_copy_rate_slices_lower_bound": cluster_bootstrap_lower(flags, syn_codes, len(syn_patients), confidence,
-                                                                     seed=ctx.seed),
-        "near_copy_patients": copies, "synthetic_patients": len(syn_patients),
-        "near_copy_rate_patients": copies / len(syn_patients),
-        "near_copy_rate_patients_lower_bound": proportion_lower_bound(copies, len(syn_patients), confidence),
-        "near_copy_confidence": confidence,
-        "baseline_rate_slices": float(loo_flags.mean()),
-        "baseline_rate_patients": float(copied_patients(loo_flags, ho_codes, len(ho_patients)).mean()),
-        "max_similarity_to_train": float(sim_st[:, 0].max()),
-        "median_similarity_to_train": float(np.median(sim_st[:, 0])),
-        "holdout_median_similarity_to_train": float(np.median(sim_ht[:, 0])),
-    }
-    m["near_copy_rate_lower_bound"] = max(m["near_copy_rate_slices_lower_bound"],
-                                          m["near_copy_rate_patients_lower_bound"])
-
-    # Distance to closest record, train vs holdout balanced to the same number of patients.
-    dcr_train = cosine_distance_to_euclidean(sim_st[:, 0])
-    dcr_hold = cosine_distance_to_euclidean(sim_sh[:, 0])
-    n_t, n_h = len(tr_patients), len(ho_patients)
-    if n_t > n_h:
-        sub = balanced_subset(tr_codes, n_t, n_h, ctx.seed)
-        dcr_train = cosine_distance_to_euclidean(index_for(ctx, space, "train", sub, "balanced").search(synthetic, 1)[0][:, 0])
-        m["dcr_balancing"] = f"train subsampled to {n_h} of {n_t} patients"
-    elif n_h > n_t:
-        sub = balanced_subset(ho_codes, n_h, n_t, ctx.seed)
-        dcr_hold = cosine_distance_to_euclidean(index_for(ctx, space, "holdout", sub, "balanced").search(synthetic, 1)[0][:, 0])
-        m["dcr_balancing"] = f"holdout subsampled to {n_t} of {n_h} patients"
-    else:
-        m["dcr_balancing"] = "none (train and holdout have the same number of patients)"
-    m["dcr_train_median"], m["dcr_holdout_median"] = float(np.median(dcr_train)), float(np.median(dcr_hold))
-    m.update(closer_to_train(dcr_train, dcr_hold, syn_codes, len(syn_patients)))
-    closer_conf = 1.0 - CLOSER_ALPHA / n_spaces
-    m["closer_to_train_lower_bound"] = proportion_lower_bound(m["closer_to_train_patients"], m["patients_compared"],
-                                                              closer_conf)
-    m["closer_to_train_confidence"] = closer_conf
-
-    # Nearest-neighbour distance ratio, synthetic and (baseline) holdout.
-    m["nndr_median_synthetic"] = _median(nndr(sim_st, id_st, tr_codes))
-    m["nndr_median_holdout"] = _median(nndr(sim_ht, id_ht, tr_codes))
-
-    # Closest pairs, one per synthetic patient, for the internal report.
-    order = np.argsort(-sim_st[:, 0], kind="stable")
-    _, first = np.unique(syn_codes[order], return_index=True)
-    best = order[np.sort(first)][:CLOSEST_PAIRS]
-    pairs = [(int(i), int(id_st[i, 0]), float(sim_st[i, 0])) for i in best]
-    m["closest_pairs"] = [{"synthetic_subject": str(ctx.synthetic.subject_ids[s]),
-                           "synthetic_slice": int(ctx.synthetic.slice_index[s]),
-                           "synthetic_phase": str(ctx.synthetic.phases[s]),
-                           "train_subject": str(ctx.train.subject_ids[t]), "train_slice": int(ctx.train.slice_index[t]),
-                           "train_phase": str(ctx.train.phases[t]), "similarity": sim}
-                          for s, t, sim in pairs]
-    return m, pairs
-
-
-def closest_pairs_figure(ctx: AuditContext, pairs, space: str, tau: float) -> Figure:
-    """Synthetic slices above their nearest training slices (real patients: internal only)."""
+def matches_figure(ctx: AuditContext, part: Part, order: list[int], title: str) -> Figure:
+    """Each listed synthetic patient's slices (top row) above the training slices they match (real patients:
+    internal only), slice by slice."""
     from matplotlib.figure import Figure as MplFigure
 
-    fig = MplFigure(figsize=(1.6 * max(len(pairs), 1), 3.6), dpi=100)
-    for col, (s, t, sim) in enumerate(pairs):
-        for row, (image, label) in enumerate(((ctx.synthetic.images[s], f"syn {sim:.3f}"),
-                                              (ctx.train.images[t], "train"))):
-            ax = fig.add_subplot(2, len(pairs), row * len(pairs) + col + 1)
-            ax.imshow(image, cmap="gray")
-            ax.set_title(label, fontsize=8, color="crimson" if row == 0 and sim > tau else "black")
-            ax.axis("off")
-    fig.suptitle(f"closest synthetic-train pairs ({space}; near-copy above {tau:.3f})", fontsize=9)
+    syn_codes, syn = ctx.synthetic.subject_codes()
+    rows = max(len(order), 1) * 2
+    fig = MplFigure(figsize=(1.2 * FIGURE_SLICES, 1.3 * rows), dpi=80)
+    for r, patient in enumerate(order):
+        slices = np.flatnonzero(syn_codes == patient)[:FIGURE_SLICES]
+        for c, s in enumerate(slices):
+            t = int(part.slice_match[s])
+            for row, (image, text) in enumerate(((ctx.synthetic.images[s], f"{syn[patient]} {part.slice_scores[s]:.3f}"),
+                                                 (ctx.train.images[t], str(ctx.train.subject_ids[t])))):
+                ax = fig.add_subplot(rows, FIGURE_SLICES, (2 * r + row) * FIGURE_SLICES + c + 1)
+                ax.imshow(image, cmap="gray")
+                ax.set_title(text, fontsize=6)
+                ax.axis("off")
+    fig.suptitle(title, fontsize=9)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
-    return Figure(name=f"closest_pairs_{space}", title=f"Closest synthetic / training pairs ({space})", png=buf.getvalue(),
-                  public=False, caption="Top row: synthetic slices; bottom row: their nearest training slices "
-                                        "(real patients, internal report only). Red: above the near-copy threshold.")
+    return Figure(name="copies_robust", title=title, png=buf.getvalue(), public=False,
+                  caption="Per synthetic patient, its slices (upper row, with the robust correlation) above the "
+                          "training slices they match best (lower row): real patients, internal report only.")
 
 
 @register_auditor
@@ -218,40 +172,120 @@ class NNMemorisation(Auditor):
     group = "privacy"
     default_thresholds = {
         "privacy.near_copy_rate": (
-            0.10, "<=",
-            "near-copy rate of the synthetic cohort: the larger of the slice rate (bootstrap over patients) and the "
-            "patient rate (Clopper-Pearson) lower bounds, worst feature space; real holdout slices give 5% by "
-            "construction"),
+            0.20, "<=",
+            "share of synthetic patients more similar to a training patient than 99% of real new patients are "
+            "(robust correlation over shifts, rotations and flips; feature spaces; masks), worst part; bounds "
+            "carry the calibration's uncertainty"),
+        "privacy.confirmed_copies": (
+            0.0, "<=",
+            "synthetic patients confirmed as copies of a training patient (beyond every real new patient and the "
+            "family-wise 1% tail of their fit); any one fails the release"),
         "privacy.closer_to_train_share": (
-            0.55, "<=",
-            "share of synthetic patients closer to train than to holdout (one-sided 99% Clopper-Pearson lower "
-            "bound, worst feature space); an honest generator gives 0.5"),
+            0.70, "<=",
+            "share of synthetic patients closer to the whole training set than to holdout (balanced subsamples), "
+            "worst feature space; an honest generator gives 0.5"),
     }
+    options = (
+        Option("copy_max_shift", int, 3, "largest shift (pixels at 32 px) the copy matcher forgives", low=0, high=8),
+        Option("copy_max_rotation", float, 5.0, "largest rotation (degrees) the copy matcher forgives", low=0.0,
+               high=30.0),
+        Option("copy_candidate_patients", int, 2, "training patients searched exactly per synthetic patient", low=1,
+               high=100),
+        Option("audit_masks", bool, True, "audit the synthetic label maps against the training label maps too"),
+        Option("closer_subsamples", int, 200, "balanced subsamples of the larger of train and holdout", low=1),
+    )
 
     def run(self, ctx: AuditContext) -> AuditResult:
-        spaces = feature_spaces(ctx)
         result = AuditResult(auditor=self.name, group=self.group)
-        per_space = {}
-        for space in spaces:
-            metrics, pairs = space_metrics(ctx, space, len(spaces))
-            per_space[space] = metrics
-            result.figures.append(closest_pairs_figure(ctx, pairs, space, metrics["copy_threshold"]))
-        result.metrics = {"feature_spaces": per_space}
-        worst_copy = max(spaces, key=lambda s: per_space[s]["near_copy_rate_lower_bound"])
-        w = per_space[worst_copy]
-        result.checks.append(self.check(
-            ctx, "privacy.near_copy_rate", w["near_copy_rate_lower_bound"],
-            details=f"{worst_copy}: near-copy slices {w['near_copy_rate_slices']:.3f} (lower bound "
-                    f"{w['near_copy_rate_slices_lower_bound']:.3f}; holdout baseline {w['baseline_rate_slices']:.3f}), "
-                    f"near-copy patients {w['near_copy_patients']}/{w['synthetic_patients']} (lower bound "
-                    f"{w['near_copy_rate_patients_lower_bound']:.3f}; holdout baseline "
-                    f"{w['baseline_rate_patients']:.3f}); tau={w['copy_threshold']:.4f}; bounds at "
-                    f"{w['near_copy_confidence']:.4f} confidence"))
-        worst_closer = max(spaces, key=lambda s: np.nan_to_num(per_space[s]["closer_to_train_lower_bound"], nan=1.0))
-        w = per_space[worst_closer]
-        result.checks.append(self.check(
-            ctx, "privacy.closer_to_train_share", w["closer_to_train_lower_bound"],
-            details=f"{worst_closer}: {w['closer_to_train_patients']}/{w['patients_compared']} synthetic patients "
-                    f"closer to train ({w['closer_to_train_share']:.3f}, sign test p={w['closer_to_train_p']:.3g}); "
-                    f"lower bound at {w['closer_to_train_confidence']:.4f} confidence; {w['dcr_balancing']}"))
+        n_syn = len(ctx.synthetic.subjects)
+        vectors = part_vectors(ctx)
+        parts = [robust_part(ctx)]
+        for label, (train, synthetic, holdout) in vectors.items():
+            index = index_for(ctx, label, "train") if label != "masks" else None
+            parts.append(vector_part(label, train, synthetic, holdout, ctx, index))
+        folds = patient_folds(len(ctx.holdout.subjects), ctx.seed)
+        copies = {p.label: near_copies(p, n_syn, folds) for p in parts}
+        closer = {label: closer_share(ctx, v) for label, v in vectors.items()}
+        result.metrics = {"near_copies": copies, "closer_to_train": closer, "copy_level": COPY_LEVEL,
+                          "synthetic_patients": n_syn}
+        syn = ctx.synthetic.subjects
+        confirmed = sorted({i for label in CONFIRMING_PARTS if label in copies for i in copies[label]["confirmed"]})
+        result.metrics["confirmed_copies"] = [syn[i] for i in confirmed]
+        result.checks += [self._near_copy_check(ctx, copies, n_syn), self._confirmed_check(ctx, copies, syn),
+                          self._closer_check(ctx, closer, n_syn)]
+        robust = parts[0]
+        shown = confirmed[:FIGURE_PATIENTS] or list(np.argsort(-robust.synthetic, kind="stable")[:FIGURE_PATIENTS])
+        result.figures.append(matches_figure(
+            ctx, robust, [int(i) for i in shown],
+            "confirmed copies beside their training patients" if confirmed else
+            "synthetic patients closest to a training patient (no confirmed copy)"))
         return result
+
+    def _near_copy_check(self, ctx, copies: dict, n_syn: int):
+        label, estimate, lower, upper = worst_case(
+            [(label, c["near_copy_rate"], c["lower"], c["upper"]) for label, c in copies.items()], "<=")
+        w = copies[label]
+        threshold = ctx.threshold("privacy.near_copy_rate", self.default_thresholds["privacy.near_copy_rate"][0])
+        need = patients_to_decide(estimate, threshold, 1.0 - RATE_ALPHA)
+        decide = (f"about {need} synthetic patients (and a holdout of the same size) at this rate would decide it"
+                  if need else "the rate sits on the threshold: a much larger cohort is needed")
+        parts = "; ".join(f"{k}: {c['near_copies']}/{n_syn} [{c['lower']:.3f}, {c['upper']:.3f}] baseline "
+                          f"{c['baseline_rate']:.3f}" for k, c in copies.items())
+        return self.check(ctx, "privacy.near_copy_rate", w["near_copy_rate"], lower, upper,
+                          1.0 - TAU_ALPHA - RATE_ALPHA, decide=decide, plan=self._plan_near(CohortSizes.of(ctx), threshold),
+                          details=f"worst part {label} (tau {w['tau']:.4f}, bounds at tau {w['tau_high']:.4f} and "
+                                  f"{w['tau_low']:.4f}); {parts}")
+
+    def _confirmed_check(self, ctx, copies: dict, syn: list[str]):
+        found = {label: [syn[i] for i in copies[label]["confirmed"]] for label in CONFIRMING_PARTS if label in copies}
+        n = len({s for names in found.values() for s in names})
+        check = self.exact_check(ctx, "privacy.confirmed_copies", n, details="; ".join(
+            f"{label}: {len(names)} above {copies[label]['confirm_threshold']:.4f}"
+            + (f" ({', '.join(names[:5])}{'...' if len(names) > 5 else ''})" if names else "")
+            for label, names in found.items()))
+        check.plan = {"honest_pass_probability": 1.0 - CONFIRM_ALPHA, "smallest_detectable": 1,
+                      "detectable_unit": "copied patients (one confirmed copy fails)"}
+        return check
+
+    def _closer_check(self, ctx, closer: dict, n_syn: int):
+        label, estimate, lower, upper = worst_case(
+            [(label, c["share"], c["lower"], c["upper"]) for label, c in closer.items()], "<=")
+        threshold = ctx.threshold("privacy.closer_to_train_share",
+                                  self.default_thresholds["privacy.closer_to_train_share"][0])
+        need = patients_to_decide(estimate, threshold, 1.0 - CLOSER_ALPHA)
+        decide = (f"about {need} synthetic patients at this share would decide it" if need else
+                  "the share sits on the threshold: a much larger cohort is needed")
+        return self.check(ctx, "privacy.closer_to_train_share", estimate, lower, upper, 1.0 - CLOSER_ALPHA,
+                          decide=decide, plan=self._plan_closer(CohortSizes.of(ctx), threshold),
+                          details=f"worst part {label}; " + "; ".join(
+                              f"{k}: {c['closer_patients']:.1f}/{n_syn} [{c['lower']:.3f}, {c['upper']:.3f}], "
+                              f"{c['balancing']}" for k, c in closer.items()))
+
+    @staticmethod
+    def _plan_near(sizes: CohortSizes, threshold: float) -> dict:
+        """Per part, exact binomial sums over the synthetic patients, averaged over the fitted tau's sampling
+        distribution (Gauss-Hermite): an honest patient is flagged at tau's lower bound with probability
+        1 - Phi(z_hat - z_conf se); a copied patient is always flagged."""
+        tail = TailThreshold(COPY_LEVEL, 0.0, 1.0, max(sizes.holdout, 3), 1.0 - TAU_ALPHA)
+        low, q, high = tail.z_bounds()
+        nodes, weights = np.polynomial.hermite_e.hermegauss(24)
+        weights = weights / weights.sum()
+        honest = sum(w * pass_probability(sizes.synthetic, float(stats.norm.sf(low + x * tail.se)), threshold,
+                                          1.0 - RATE_ALPHA) for x, w in zip(nodes, weights))
+        return {"honest_pass_probability": float(honest),
+                "smallest_detectable": smallest_detectable(sizes.synthetic, float(stats.norm.sf(high)), threshold,
+                                                           1.0 - RATE_ALPHA),
+                "detectable_unit": "share of synthetic patients that copy a training patient (per part)"}
+
+    @staticmethod
+    def _plan_closer(sizes: CohortSizes, threshold: float) -> dict:
+        return {"honest_pass_probability": pass_probability(sizes.synthetic, 0.5, threshold, 1.0 - CLOSER_ALPHA),
+                "smallest_detectable": smallest_detectable(sizes.synthetic, 0.5, threshold, 1.0 - CLOSER_ALPHA),
+                "detectable_unit": "share of synthetic patients that copy a training patient (per part)"}
+
+    def plan(self, sizes: CohortSizes, thresholds: dict[str, float], seed: int = 0) -> dict:
+        t = {name: float(thresholds.get(name, default)) for name, (default, _, _) in self.default_thresholds.items()}
+        return {"privacy.near_copy_rate": self._plan_near(sizes, t["privacy.near_copy_rate"]),
+                "privacy.confirmed_copies": {"honest_pass_probability": 1.0 - CONFIRM_ALPHA, "smallest_detectable": 1,
+                                             "detectable_unit": "copied patients (one confirmed copy fails)"},
+                "privacy.closer_to_train_share": self._plan_closer(sizes, t["privacy.closer_to_train_share"])}

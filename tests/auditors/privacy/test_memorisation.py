@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from auditors.base import AuditContext
-from auditors.privacy.memorisation import (NNMemorisation, closer_to_train, cluster_bootstrap_lower, copied_patients,
-                                           copy_threshold, nndr, proportion_lower_bound)
+from auditors.base import AuditContext, CohortSizes, Verdict
+from auditors.privacy.closer import closer_scores, patient_max_similarity
+from auditors.privacy.mask_features import mask_vectors
+from auditors.privacy.memorisation import NNMemorisation
 from auditors.privacy.patients import first_other_patient, per_patient
 
 PIXELS_ONLY = {"feature_spaces": ["pixels"], "pixel_size": 16}
@@ -20,61 +21,44 @@ def test_per_patient_matches_a_loop(how, reference):
         per_patient(values, codes, 8, how)
 
 
-def test_copy_threshold_and_leave_one_patient_out_baseline_by_hand():
-    sims = np.array([0.1, 0.9, 0.5, 0.6, 0.2, 0.3])
-    codes = np.array([0, 0, 1, 1, 2, 2])
-    tau, flags = copy_threshold(sims, codes, 3)
-    assert tau == pytest.approx(0.825)  # 95th percentile of all six, linear interpolation: 0.6 + 0.75 * 0.3
-    # Without patient 0 the 95th percentile of (0.5, 0.6, 0.2, 0.3) is 0.585: its 0.9 is a near-copy, its 0.1 not;
-    # without patient 1 it is 0.81 and without patient 2 0.855: nothing of theirs exceeds it.
-    np.testing.assert_array_equal(flags, [False, True, False, False, False, False])
-    with pytest.raises(ValueError, match="2 holdout patients"):
-        copy_threshold(sims[:2], codes[:2], 1)
-
-
-def test_a_patient_is_a_copy_when_half_its_slices_are():
-    flags = np.array([True, False, True, True, False, False, False, True])
-    codes = np.array([0, 0, 1, 1, 2, 2, 2, 2])
-    np.testing.assert_array_equal(copied_patients(flags, codes, 3), [True, True, False])
-
-
-def test_cluster_bootstrap_lower_bound():
-    codes = np.repeat(np.arange(10), 4)
-    same = np.tile([True, False, False, False], 10)  # every patient 1 of 4: the rate is 0.25 in every resample
-    assert cluster_bootstrap_lower(same, codes, 10, 0.95) == pytest.approx(0.25)
-    mixed = np.repeat(np.arange(10) < 3, 4)  # 3 of 10 patients fully copied
-    low = cluster_bootstrap_lower(mixed, codes, 10, 0.95, seed=3)
-    assert 0.0 <= low < 0.3
-    assert cluster_bootstrap_lower(mixed, codes, 10, 0.99, seed=3) <= low  # more confidence, lower bound
-
-
-def test_proportion_lower_bound_is_one_sided_clopper_pearson():
-    for k, n, c in ((0, 10, 0.95), (3, 10, 0.95), (10, 10, 0.975), (7, 40, 0.99)):
-        two_sided = stats.binomtest(k, n).proportion_ci(confidence_level=2 * c - 1, method="exact").low
-        assert proportion_lower_bound(k, n, c) == pytest.approx(two_sided, abs=1e-12)
-    assert proportion_lower_bound(10, 10, 0.95) == pytest.approx(0.05 ** (1 / 10))  # k = n: alpha^(1/n)
-
-
-def test_closer_to_train_share_and_sign_test_by_hand():
-    codes = np.array([0, 0, 1, 1, 2, 3])
-    d_train = np.array([0.1, 0.2, 0.5, 0.5, 0.3, 0.4])
-    d_hold = np.array([0.3, 0.3, 0.4, 0.4, 0.3, 0.9])
-    out = closer_to_train(d_train, d_hold, codes, 4)
-    # Patients 0 and 3 closer to train, 1 farther, 2 tied (dropped, as in a sign test).
-    assert (out["closer_to_train_patients"], out["patients_compared"], out["ties"]) == (2, 3, 1)
-    assert out["closer_to_train_share"] == pytest.approx(2 / 3)
-    assert out["closer_to_train_p"] == pytest.approx(0.5)  # P[Bin(3, 1/2) >= 2]
-
-
-def test_nndr_uses_the_second_nearest_patient():
+def test_first_other_patient():
     index_codes = np.array([0, 0, 1, 2])
     ids = np.array([[0, 1, 2], [1, 0, 0]])
-    sims = np.array([[0.98, 0.92, 0.5], [0.9, 0.8, 0.8]])
-    first = index_codes[ids[:, 0]]
-    np.testing.assert_array_equal(first_other_patient(ids, index_codes, first), [2, -1])
-    ratio = nndr(sims, ids, index_codes)
-    assert ratio[0] == pytest.approx(np.sqrt(2 - 2 * 0.98) / np.sqrt(2 - 2 * 0.5))
-    assert np.isnan(ratio[1])  # only one patient listed: no ratio
+    np.testing.assert_array_equal(first_other_patient(ids, index_codes, index_codes[ids[:, 0]]), [2, -1])
+
+
+def test_patient_max_similarity_matches_a_loop():
+    rng = np.random.default_rng(0)
+    q, ref = rng.standard_normal((30, 8)).astype(np.float32), rng.standard_normal((40, 8)).astype(np.float32)
+    codes = rng.integers(0, 6, 40)
+    got = patient_max_similarity(q, ref, codes, 6, chunk=7)
+    expected = np.array([[max(q[i] @ ref[j] for j in np.flatnonzero(codes == p)) for p in range(6)] for i in range(30)])
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_closer_scores_by_hand_and_balanced_subsamples_use_every_patient():
+    # Two query patients of two slices; train and holdout of two patients each (no subsampling).
+    to_train = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.2], [0.3, 0.1]])
+    to_hold = np.array([[0.5, 0.5], [0.5, 0.5], [0.6, 0.1], [0.3, 0.2]])
+    codes = np.array([0, 0, 1, 1])
+    score, how = closer_scores(to_train, to_hold, codes, 2, subsamples=50, seed=0)
+    np.testing.assert_allclose(score, [1.0, 0.0])  # patient 1: median of (0.2-0.6, 0.3-0.3) < 0
+    assert how.startswith("none")
+    # One query patient close only to training patient 3 of 4, holdout of 2: half of the balanced subsamples
+    # contain patient 3 (a single subsample would have hidden it or not, all or nothing).
+    to_train = np.array([[0.1, 0.1, 0.1, 0.99]])
+    score, how = closer_scores(to_train, np.array([[0.5, 0.5]]), np.array([0]), 1, subsamples=400, seed=1)
+    assert score[0] == pytest.approx(0.5, abs=0.08) and "400 balanced subsamples of 2 of the 4 train" in how
+
+
+def test_mask_vectors_give_the_pearson_correlation_of_one_hot_maps():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, (3, 16, 16)).astype(np.uint8)
+    v = mask_vectors(labels, size=8)
+    onehot = [np.concatenate([(m == c).reshape(8, 2, 8, 2).mean(axis=(1, 3)).ravel() for c in (1, 2, 3)])
+              for m in labels]
+    assert v[0] @ v[1] == pytest.approx(np.corrcoef(onehot[0], onehot[1])[0, 1], abs=1e-5)
+    assert np.all(mask_vectors(np.zeros((1, 16, 16), np.uint8)) == 0)  # an empty map resembles nothing
 
 
 def _run(train, holdout, synthetic, **options):
@@ -84,36 +68,70 @@ def _run(train, holdout, synthetic, **options):
     return {c.name: c for c in result.checks}, result
 
 
-def test_copies_of_training_patients_fail_and_new_patients_pass(blobs, copies):
-    train, holdout = blobs(12, seed=1, prefix="t"), blobs(12, seed=2, prefix="h")
+def test_copies_of_training_patients_fail(blobs, copies):
+    train, holdout = blobs(16, seed=1, prefix="t"), blobs(16, seed=2, prefix="h")
     checks, result = _run(train, holdout, copies(train, seed=3))
-    assert not checks["privacy.near_copy_rate"].passed
-    assert not checks["privacy.closer_to_train_share"].passed
-    metrics = result.metrics["feature_spaces"]["pixels"]
-    assert metrics["near_copy_patients"] == 12 and metrics["closer_to_train_share"] == 1.0
-    assert metrics["baseline_rate_slices"] < 0.2
+    assert checks["privacy.near_copy_rate"].verdict is Verdict.FAIL
+    assert checks["privacy.confirmed_copies"].verdict is Verdict.FAIL
+    assert checks["privacy.confirmed_copies"].estimate >= 12  # a 16-patient holdout sets a cautious bar
+    assert checks["privacy.closer_to_train_share"].verdict is Verdict.FAIL
+    assert set(result.metrics["confirmed_copies"]) <= {"copy-" + s for s in train.subjects}
     assert all(not f.public for f in result.figures) and result.figures[0].png.startswith(b"\x89PNG")
-    pair = metrics["closest_pairs"][0]
-    assert pair["synthetic_subject"] == "copy-" + pair["train_subject"]  # the closest pair is the copied patient
-
-    checks, result = _run(train, holdout, blobs(12, seed=4, prefix="n"))
-    assert checks["privacy.near_copy_rate"].passed and checks["privacy.closer_to_train_share"].passed
-    metrics = result.metrics["feature_spaces"]["pixels"]
-    assert metrics["near_copy_rate_slices"] < 0.15 and metrics["near_copy_patients"] <= 2  # about the 5% baseline
+    assert "confirmed copies beside their training patients" in result.figures[0].title
 
 
-def test_unequal_train_and_holdout_are_balanced_by_patients(blobs):
-    train, holdout = blobs(16, seed=1, prefix="t"), blobs(8, seed=2, prefix="h")
-    _, result = _run(train, holdout, blobs(8, seed=4, prefix="n"))
-    assert result.metrics["feature_spaces"]["pixels"]["dcr_balancing"] == "train subsampled to 8 of 16 patients"
+def test_new_patients_are_inconclusive_at_a_small_size_and_say_what_would_decide(blobs):
+    train, holdout = blobs(16, seed=1, prefix="t"), blobs(16, seed=2, prefix="h")
+    checks, result = _run(train, holdout, blobs(16, seed=4, prefix="n"))
+    near = checks["privacy.near_copy_rate"]
+    assert checks["privacy.confirmed_copies"].passed
+    assert near.verdict is Verdict.INCONCLUSIVE and near.upper > 0.20 >= near.lower  # 16 patients prove nothing
+    assert "synthetic patients" in near.decide and near.decide in near.reason
+    assert checks["privacy.closer_to_train_share"].verdict is not Verdict.FAIL
+    assert set(near.plan) >= {"honest_pass_probability", "smallest_detectable"}
+    assert result.metrics["near_copies"]["robust"]["near_copies"] <= 2
 
 
-def test_threshold_override_and_unknown_feature_space(blobs):
+def test_adding_a_part_never_loosens_the_gate(blobs, copies):
+    train, holdout = blobs(16, seed=1, prefix="t"), blobs(16, seed=2, prefix="h")
+    synthetic = copies(train.for_subjects(train.subjects[:4]), seed=3)
+    alone, _ = _run(train, holdout, synthetic, audit_masks=False)
+    both, _ = _run(train, holdout, synthetic, audit_masks=True)
+    for name in ("privacy.near_copy_rate", "privacy.closer_to_train_share"):
+        assert both[name].upper >= alone[name].upper and both[name].lower >= alone[name].lower
+
+
+def test_plan_matches_a_seeded_simulation_of_the_rule():
+    auditor = NNMemorisation()
+    sizes = CohortSizes(train=100, holdout=100, synthetic=100)
+    plan = auditor.plan(sizes, {})
+    near = plan["privacy.near_copy_rate"]
+    rng = np.random.default_rng(0)
+    # Simulate: holdout null scores N(0, 1) in Fisher z, fit the tail, count honest synthetic flags at tau's lower
+    # bound, apply the Clopper-Pearson upper bound.
+    from auditors.privacy.calibration import fit_tail, proportion_interval
+    passes = []
+    for _ in range(400):
+        tail = fit_tail(np.tanh(rng.standard_normal(100)), 0.99, 0.975)
+        k = int((rng.standard_normal(100) > np.arctanh(tail.tau_low)).sum())
+        passes.append(proportion_interval(k, k, 100, 0.975)[1] <= 0.20)
+    assert np.mean(passes) == pytest.approx(near["honest_pass_probability"], abs=0.06)
+    assert 0.0 < near["smallest_detectable"] < 0.4
+    closer = plan["privacy.closer_to_train_share"]
+    k = rng.binomial(100, 0.5, 20000)
+    sim = np.mean(stats.beta.ppf(0.95, k + 1, 100 - k) <= 0.70)
+    assert closer["honest_pass_probability"] == pytest.approx(sim, abs=0.01)
+    assert plan["privacy.confirmed_copies"]["smallest_detectable"] == 1
+    assert auditor.plan(CohortSizes(20, 20, 20), {})["privacy.near_copy_rate"]["honest_pass_probability"] < 0.5
+
+
+def test_threshold_override_options_and_unknown_feature_space(blobs):
     train, holdout = blobs(6, seed=1, prefix="t"), blobs(6, seed=2, prefix="h")
     ctx = AuditContext(train=train, holdout=holdout, synthetic=blobs(6, seed=4, prefix="n"), quiet=True,
-                       options=PIXELS_ONLY, thresholds={"privacy.near_copy_rate": -1.0})
+                       options={**PIXELS_ONLY, "copy_max_shift": 1, "closer_subsamples": 5},
+                       thresholds={"privacy.near_copy_rate": 1.0})
     checks = {c.name: c for c in NNMemorisation().run(ctx).checks}
-    assert checks["privacy.near_copy_rate"].threshold == -1.0 and not checks["privacy.near_copy_rate"].passed
+    assert checks["privacy.near_copy_rate"].threshold == 1.0 and checks["privacy.near_copy_rate"].passed
     ctx.options = {"feature_spaces": ["voxels"]}
     with pytest.raises(ValueError, match="feature_spaces"):
         NNMemorisation().run(ctx)

@@ -50,15 +50,14 @@ def test_a_minority_of_copies_among_new_patients_fails(phantom_slices, embedder,
     result, checks, results = _audit(phantom_slices, embedder, synthetic)
     assert result == "fail"
     assert not checks["privacy.near_copy_rate"].passed
-    spaces = results[0].metrics["feature_spaces"]
-    # The near-copy rule finds the copied patients and (about) nothing else, in the pixel and embedding spaces.
-    assert all(8 <= spaces[s]["near_copy_patients"] <= 11 for s in spaces), {s: spaces[s]["near_copy_patients"]
-                                                                             for s in spaces}
+    parts = results[0].metrics["near_copies"]
+    # The robust copy matcher finds the copied patients and (about) nothing else.
+    assert 7 <= parts["robust"]["near_copies"] <= 11, {s: parts[s]["near_copies"] for s in parts}
 
 
 def test_new_patients_from_the_same_population_pass(phantom_slices, embedder):
     _, _, new = phantom_slices
     result, checks, results = _audit(phantom_slices, embedder, new.for_subjects(new.subjects[:24]))
     assert result == "pass", {name: (c.value, c.threshold) for name, c in checks.items()}
-    spaces = results[0].metrics["feature_spaces"]
-    assert all(spaces[s]["near_copy_rate_slices"] < 0.12 for s in spaces)  # about the 5% real-data baseline
+    parts = results[0].metrics["near_copies"]
+    assert all(parts[s]["near_copy_rate"] < 0.12 for s in parts)  # about the 1% real-data baseline

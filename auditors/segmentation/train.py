@@ -183,12 +183,17 @@ def train_segmenter(slices: SliceSet, config: TrainConfig = TrainConfig(), seed:
 
 
 DEFAULT_UTILITY_EPOCHS = 6.0  # passes over the real training slices per segmenter (the `utility_epochs` option)
+# Steps per segmenter at most: the demo's 100 train patients (2120 slices at 32 px) would otherwise take 1590 steps
+# for each of 11 segmenters, 3-4x the utility group's 60 s budget (docs/fidelity-utility-checks.md, "Budget").
+DEFAULT_MAX_STEPS = 400
 SEGMENTER_KEY = "segmentation.real_train"
 SEGMENTER_OPTIONS = (
     Option("utility_epochs", float, DEFAULT_UTILITY_EPOCHS, "passes over the real train slices per audit segmenter",
            low=0.01, high=1000),
     Option("segmenter_batch_size", int, TrainConfig.batch_size, "slices per step of the audit's segmenters",
            low=1, high=4096),
+    Option("segmenter_max_steps", int, DEFAULT_MAX_STEPS, "at most this many steps per audit segmenter, whatever "
+           "the epochs give (keeps large cohorts inside the audit's time budget)", low=1, high=10_000_000),
     Option("segmenter_workers", int, None, "segmenters trained side by side (default: one per core, 2 per GPU)",
            low=1, high=256),
 )
@@ -199,7 +204,8 @@ def audit_train_config(ctx) -> TrainConfig:
     """The one training budget of an audit's segmenters: `utility_epochs` passes over the real train slices."""
     epochs = ctx.option("utility_epochs")
     batch = ctx.option("segmenter_batch_size")
-    return TrainConfig(steps=steps_for(epochs, len(ctx.train.labelled()), batch), batch_size=batch)
+    steps = min(steps_for(epochs, len(ctx.train.labelled()), batch), ctx.option("segmenter_max_steps"))
+    return TrainConfig(steps=steps, batch_size=batch)
 
 
 def real_train_segmenter(ctx) -> Segmenter:

@@ -91,13 +91,16 @@ def test_checks_carry_their_planning_figures(tstr):
 
 
 def test_a_test_split_too_small_to_tell_is_inconclusive_and_says_what_would_decide(heart_splits):
-    # 2 test patients: the interval of even a perfect generator's ratio cannot clear a threshold just below 1.
+    # 3 test patients: a threshold inside the ratio's interval can be neither shown met nor shown missed.
     tiny = heart_splits["test"].for_subjects(heart_splits["test"].subjects[:3])
     ctx = _context(heart_splits, heart_splits["synthetic"], tiny, utility_experiments="none", utility_epochs=3)
-    ctx.thresholds = {"utility.tstr_dice_ratio": 0.99}
+    first = SegmentationUtilityAuditor().run(ctx).checks[0]
+    assert first.upper - first.lower > 1e-3
+    ctx.thresholds = {"utility.tstr_dice_ratio": (first.lower + first.upper) / 2}  # training is deterministic
     check = SegmentationUtilityAuditor().run(ctx).checks[0]
+    assert (check.lower, check.upper) == pytest.approx((first.lower, first.upper))
     assert check.verdict is Verdict.INCONCLUSIVE, check.reason
-    assert "real test patients would decide" in check.decide or "more real test patients" in check.decide
+    assert "real test patients would decide" in check.decide and check.decide in check.reason
 
 
 def test_without_a_test_split_the_holdout_is_used_and_said(heart_splits):

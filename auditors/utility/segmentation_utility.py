@@ -98,6 +98,8 @@ class SegmentationUtilityAuditor(Auditor):
                "(none: those two only)", choices=EXPERIMENTS + ("none",)),
         Option("utility_low_data_fraction", float, DEFAULT_LOW_DATA_FRACTION,
                "share of real training patients in the low-data experiment", low=0.01, high=1.0),
+        Option("utility_synthetic_share", float, None, "share of synthetic slices in every batch of a segmenter "
+               "trained on real + synthetic data (default: as pooled, by slice count)", low=0.0, high=1.0),
         Option("utility_bootstrap", int, 4000, "patient resamples for the utility intervals", low=100,
                high=1000000),
         Option("utility_confidence", float, 0.95, "one-sided confidence of each bound of the utility intervals",
@@ -117,14 +119,19 @@ class SegmentationUtilityAuditor(Auditor):
         config = audit_train_config(ctx)
         wanted = ctx.option("utility_experiments")
         confidence, n_boot = ctx.option("utility_confidence"), ctx.option("utility_bootstrap")
+        share = ctx.option("utility_synthetic_share")
         jobs, comparisons, notes = self._plan_jobs(ctx, train, synthetic, test, wanted)
 
         def run(job) -> tuple[dict, paired.PatientDice]:
             name, real, syn, on = job
             start = time.perf_counter()
-            data = SliceSet.concat([p for p in (real, syn) if p is not None and len(p)])
+            parts = [p for p in (real, syn) if p is not None and len(p)]
+            data = SliceSet.concat(parts)
+            mixed = len(parts) == 2  # real + synthetic: the batches may hold a fixed synthetic share
+            is_syn = np.arange(len(data)) >= len(parts[0]) if mixed else None
             segmenter = train_segmenter(data, config, seed=ctx.seed, device=ctx.device, quiet=True,
-                                        desc=f"segmenter: {name}")
+                                        desc=f"segmenter: {name}", second=is_syn,
+                                        second_share=share if mixed else None)
             scores = paired.patient_dice(segmenter.predict(on.images), on)
             return {**_composition(real, syn), **scores.summary(),
                     "seconds": round(time.perf_counter() - start, 2)}, scores
@@ -154,6 +161,7 @@ class SegmentationUtilityAuditor(Auditor):
             "confidence": confidence, "bootstrap": n_boot,
             "budget": {"utility_epochs": ctx.option("utility_epochs"), "steps_per_segmenter": config.steps,
                        "batch_size": config.batch_size, "segmenters": len(runs),
+                       "synthetic_share": "as pooled" if share is None else share,
                        "trained_at_once": effective_workers(workers, len(jobs), ctx.device)},
             "runs": runs,
             "paired": self._records(results),

@@ -34,9 +34,13 @@ SYNTHETIC_SEED0 = 100  # phantom seeds of the stand-in synthetic cohorts: disjoi
 
 def cohorts(train: int, test: int, synthetic: int, size: int, seeds, synthetic_dir: Path | None,
             cache: Path | None) -> dict:
-    if cache is not None and cache.exists():
-        return pickle.loads(cache.read_bytes())
     config = PreprocessConfig(size=size)
+    if cache is not None and cache.exists():  # the real cohorts (and the stand-in) of an earlier run
+        out = pickle.loads(cache.read_bytes())
+        if synthetic_dir is not None:
+            from cmri_release.io import read_cohort
+            out["synthetic"] = {s: cohort_to_slices(read_cohort(synthetic_dir), config) for s in seeds}
+        return out
 
     def phantom(n, seed):
         return cohort_to_slices(make_phantom(n, seed, quiet=True), config)

@@ -26,7 +26,7 @@ import numpy as np
 from auditors.base import (AuditContext, AuditResult, Auditor, CohortSizes, Figure, Option, Verdict,
                            register_auditor, worst_case)
 from auditors.fidelity import plots
-from auditors.segmentation.parallel import effective_workers, map_jobs
+from auditors.segmentation.parallel import effective_workers
 from auditors.segmentation.train import audit_train_config, real_train_segmenter, train_segmenter
 from cmri_release.errors import CmriError
 from cmri_release.sliceset import SliceSet
@@ -58,6 +58,22 @@ def _composition(real: SliceSet | None, synthetic: SliceSet | None) -> dict:
             out[f"{name}_slices"] = len(s)
             out[f"{name}_subjects"] = len(s.subjects)
     return out
+
+
+def _segmenter_job(job, *, config, seed: int, device: str, share: float | None
+                   ) -> tuple[dict, paired.PatientDice]:
+    """Train one segmenter on a job's real and/or synthetic slices and score it per test patient: a plain function
+    of picklable data, so that any executor (a thread here, a Ray task elsewhere) can run it."""
+    name, real, syn, on = job
+    start = time.perf_counter()
+    parts = [p for p in (real, syn) if p is not None and len(p)]
+    data = SliceSet.concat(parts)
+    mixed = len(parts) == 2  # real + synthetic: the batches may hold a fixed synthetic share
+    is_syn = np.arange(len(data)) >= len(parts[0]) if mixed else None
+    segmenter = train_segmenter(data, config, seed=seed, device=device, quiet=True, desc=f"segmenter: {name}",
+                                second=is_syn, second_share=share if mixed else None)
+    scores = paired.patient_dice(segmenter.predict(on.images), on)
+    return {**_composition(real, syn), **scores.summary(), "seconds": round(time.perf_counter() - start, 2)}, scores
 
 
 @dataclass(frozen=True)
@@ -122,19 +138,7 @@ class SegmentationUtilityAuditor(Auditor):
         share = ctx.option("utility_synthetic_share")
         jobs, comparisons, notes = self._plan_jobs(ctx, train, synthetic, test, wanted)
 
-        def run(job) -> tuple[dict, paired.PatientDice]:
-            name, real, syn, on = job
-            start = time.perf_counter()
-            parts = [p for p in (real, syn) if p is not None and len(p)]
-            data = SliceSet.concat(parts)
-            mixed = len(parts) == 2  # real + synthetic: the batches may hold a fixed synthetic share
-            is_syn = np.arange(len(data)) >= len(parts[0]) if mixed else None
-            segmenter = train_segmenter(data, config, seed=ctx.seed, device=ctx.device, quiet=True,
-                                        desc=f"segmenter: {name}", second=is_syn,
-                                        second_share=share if mixed else None)
-            scores = paired.patient_dice(segmenter.predict(on.images), on)
-            return {**_composition(real, syn), **scores.summary(),
-                    "seconds": round(time.perf_counter() - start, 2)}, scores
+        run = functools.partial(_segmenter_job, config=config, seed=ctx.seed, device=ctx.device, share=share)
 
         start = time.perf_counter()
         trtr = paired.patient_dice(real_train_segmenter(ctx).predict(test.images), test)
@@ -142,8 +146,8 @@ class SegmentationUtilityAuditor(Auditor):
                        "seconds": round(time.perf_counter() - start, 2)}}
         scores = {TRTR: trtr}
         workers = ctx.option("segmenter_workers")
-        for (name, *_), (summary, s) in zip(jobs, map_jobs(run, jobs, workers=workers, device=ctx.device,
-                                                            quiet=ctx.quiet, desc="utility segmenters")):
+        for (name, *_), (summary, s) in zip(jobs, ctx.map_jobs(run, jobs, workers=workers,
+                                                                desc="utility segmenters")):
             runs[name], scores[name] = summary, s
 
         n_parts = {c.check: sum(o.check == c.check for o in comparisons) for c in comparisons}

@@ -1,7 +1,8 @@
 """Every benchmark in one run, each figure beside its peer measured in the same run, written to
 `benchmarks/results.json` and printed as a table.
 
-    python benchmarks/run_all.py [--quick] [--out benchmarks/results.json] [--only neighbours,dp,generators,demo,sampling,threads,segmenters,nn_scale]
+    python benchmarks/run_all.py [--quick] [--out benchmarks/results.json]
+        [--only neighbours,dp,generators,demo,sampling,threads,segmenters,utility,unet]
 
 The benchmarks themselves live beside this file and each runs in its own process (so its peak memory and its
 thread pools are its own):
@@ -18,6 +19,10 @@ thread pools are its own):
               threads, OpenMP wait policy default and PASSIVE
   demo        `cmri-release demo` (full) or `cmri-release release` on a reduced spec (--quick): wall time, per stage
               and per auditor
+  utility     bench_utility.py: the utility audit at the demo's size (100 train / 40 test / 100 synthetic phantom
+              patients, 32 px) over seeds: every paired gain with its interval, paired SDs, verdicts, cost
+  unet        bench_unet.py: the low-data and leave-one-vendor-out experiments with MONAI's standard U-Net at 64 px
+              (needs the optional monai)
 `--quick` shrinks every size (a smoke run of a few minutes on 2 cores); the full run takes about an hour there.
 The machine's load average is recorded before and after every step: on a shared CPU it explains most of the noise.
 """
@@ -36,7 +41,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-STEPS = ("neighbours", "dp", "generators", "demo", "sampling", "threads", "segmenters", "nn_scale")
+STEPS = ("neighbours", "dp", "generators", "demo", "sampling", "threads", "segmenters", "utility", "unet")
 CLI = "from cmri_release.cli import main; main()"  # `cmri-release` with this interpreter
 
 # A reduced release for --quick: fewer patients, a 30 s training budget, one utility epoch.
@@ -96,10 +101,12 @@ def step_commands(step: str, quick: bool, work: Path) -> tuple[list[list[str]], 
     if step == "segmenters":
         size = ["--jobs", "2", "--steps", "10", "--reps", "1"] if quick else ["--jobs", "4", "--steps", "60"]
         return [[py, str(HERE / "bench_segmenters.py"), str(out), "--workers", "1,2"] + size], out
-    if step == "nn_scale":
-        size = (["--index", "100000", "--queries", "10000,100000", "--nlist", "512", "--exact-queries", "2000"]
-                if quick else [])
-        return [[py, str(HERE / "bench_nn_scale.py"), str(out)] + size], out
+    if step == "utility":
+        size = (["--train", "9", "--test", "6", "--synthetic", "6", "--seeds", "0", "--option", "utility_epochs=1"]
+                if quick else ["--seeds", "0,1,2"])
+        return [[py, str(HERE / "bench_utility.py"), str(out)] + size], out
+    if step == "unet":  # needs the optional monai (`pip install monai`)
+        return [[py, str(HERE / "bench_unet.py"), str(out)] + (["--quick"] if quick else [])], out
     raise ValueError(f"unknown step {step!r}; known: {', '.join(STEPS)}")
 
 
@@ -269,15 +276,17 @@ def table(results: dict) -> str:
         for t in r["runs"]:
             lines.append(f"{t['workers']:>3} at a time {t['seconds']:8.2f} s  {t['speedup']:.2f}x")
         lines.append("")
-    if "nn_scale" in steps and "result" in steps["nn_scale"]:
-        row = steps["nn_scale"]
-        r = row["result"]
-        lines.append(f"## Memorisation search at scale: {r['index']} training vectors, dim {r['dim']}, IVF "
-                     f"{r['nlist']} lists / {r['nprobe']} probed vs exact ({_load(row)})")
-        for t in r["runs"]:
-            lines.append(f"{t['queries']:>10} queries  IVF {t['ivf_seconds']:8.1f} s  exact {t['exact_seconds']:9.1f} s"
-                         f"{' (extrapolated)' if t['exact_extrapolated'] else ''}  recall@1 {t['recall_at_1']:.3f} "
-                         f"(near copies {t['recall_at_1_near_copies']})  peak {t['peak_rss_mb']:.0f} MB")
+    if "utility" in steps and "result" in steps["utility"]:
+        row = steps["utility"]
+        lines.append(f"## Utility audit on the phantom, perfect generator ({_load(row)})")
+        for name, c in row["result"]["summary"].items():
+            lines.append(f"{name:30s} mean {c['mean']:+.4f}  paired SD {c['paired_sd_mean']:.4f}  {c['verdicts']}")
+        lines.append("")
+    if "unet" in steps and "result" in steps["unet"]:
+        row = steps["unet"]
+        lines.append(f"## Utility with a standard U-Net ({row['result']['setup']['network']}; {_load(row)})")
+        for name, g in row["result"]["gains"].items():
+            lines.append(f"{name:40s} {g['estimate']:+.4f} [{g['lower']:+.4f}, {g['upper']:+.4f}]")
         lines.append("")
     for name, row in steps.items():
         if "error" in row:

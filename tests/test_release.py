@@ -60,7 +60,8 @@ def hidden(folder: Path) -> list[str]:
 RELAXED = "\n".join(f'"{name}" = {value}' for name, value in {
     "fidelity.mask_dice_ratio": 0.0, "fidelity.segmenter_real_dice": 0.0, "fidelity.fd_ratio_segmenter": 1e9,
     "fidelity.fd_ratio_embedding": 1e9, "fidelity.intensity_w1_ratio": 1e9, "fidelity.precision_ratio": 0.0,
-    "fidelity.coverage_ratio": 0.0, "fidelity.diversity_ratio": 0.0, "utility.tstr_dice_ratio": 0.0}.items())
+    "fidelity.coverage_ratio": 0.0, "fidelity.diversity_ratio": 0.0, "utility.tstr_dice_ratio": 0.0,
+    "utility.mixed_dice_gain": -1.0, "utility.low_data_dice_gain": -1.0, "utility.lovo_dice_gain": -1.0}.items())
 
 
 @pytest.fixture(scope="module")

@@ -139,8 +139,44 @@ class Segmenter:
         return np.concatenate(out)
 
 
+class BatchStream:
+    """Batches of slice indices: passes over shuffled slices, or, given a second set of slices and its share of
+    every batch, two such streams merged batch by batch (a fixed synthetic:real balance however large each set)."""
+
+    def __init__(self, n: int, batch_size: int, rng: np.random.Generator, second: np.ndarray | None = None,
+                 share: float | None = None):
+        self.rng, self.batch_size, self.share = rng, batch_size, share
+        second = np.zeros(n, bool) if second is None else np.asarray(second, bool)
+        if share is not None and not (0.0 <= share <= 1.0):
+            raise ValueError(f"the share of the second set in a batch must be in [0, 1], got {share}")
+        self.pools = [np.flatnonzero(~second), np.flatnonzero(second)]
+        if share is not None and ((share < 1 and not len(self.pools[0])) or (share > 0 and not len(self.pools[1]))):
+            raise ValueError("a batch share was given for a set with no slice")
+        if share is None:
+            self.pools = [np.arange(n), np.zeros(0, int)]
+        self.orders = [rng.permutation(p) if len(p) else p for p in self.pools]
+        self.cursors = [0, 0]
+
+    def _take(self, k: int, which: int) -> np.ndarray:
+        if k == 0:
+            return np.zeros(0, int)
+        if self.cursors[which] + k > len(self.orders[which]) and self.cursors[which] > 0:
+            self.orders[which], self.cursors[which] = self.rng.permutation(self.pools[which]), 0
+        out = self.orders[which][self.cursors[which]:self.cursors[which] + k]
+        self.cursors[which] += k
+        return out
+
+    def next(self) -> np.ndarray:
+        if self.share is None:
+            return self._take(self.batch_size, 0)
+        exact = self.share * self.batch_size
+        k = int(exact) + int(self.rng.random() < exact - int(exact))  # the share holds on average, exactly
+        return np.concatenate([self._take(self.batch_size - k, 0), self._take(k, 1)])
+
+
 def train_segmenter(slices: SliceSet, config: TrainConfig = TrainConfig(), seed: int = 0, device: str = "cpu",
-                    quiet: bool = True, desc: str = "segmenter") -> Segmenter:
+                    quiet: bool = True, desc: str = "segmenter", second: np.ndarray | None = None,
+                    second_share: float | None = None) -> Segmenter:
     """Train a U-Net on the annotated slices of `slices`; deterministic for a seed on the CPU."""
     data = slices.labelled()
     if len(data) == 0:
@@ -159,13 +195,12 @@ def train_segmenter(slices: SliceSet, config: TrainConfig = TrainConfig(), seed:
     # the same losses to 1e-8 (benchmarks/README.md)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.15)
-    order, cursor, losses = rng.permutation(len(data)), 0, []
+    if second is not None:
+        second = np.asarray(second, bool)[slices.has_label]
+    batches, losses = BatchStream(len(data), config.batch_size, rng, second, second_share), []
     start = time.perf_counter()
     for _ in tqdm(range(config.steps), desc=desc, disable=quiet, leave=False):
-        if cursor + config.batch_size > len(order) and cursor > 0:
-            order, cursor = rng.permutation(len(data)), 0
-        idx = torch.from_numpy(order[cursor:cursor + config.batch_size])
-        cursor += config.batch_size
+        idx = torch.from_numpy(batches.next())
         x, y = augment(images[idx].to(device), labels[idx].to(device), rng, config.max_shift,
                        config.intensity_jitter)
         x, _ = pad_to_multiple(x, model.divisor)
@@ -183,12 +218,17 @@ def train_segmenter(slices: SliceSet, config: TrainConfig = TrainConfig(), seed:
 
 
 DEFAULT_UTILITY_EPOCHS = 6.0  # passes over the real training slices per segmenter (the `utility_epochs` option)
+# Steps per segmenter at most: the demo's 100 train patients (2120 slices at 32 px) would otherwise take 1590 steps
+# for each of 11 segmenters, 3-4x the utility group's 60 s budget (docs/fidelity-utility-checks.md, "Budget").
+DEFAULT_MAX_STEPS = 400
 SEGMENTER_KEY = "segmentation.real_train"
 SEGMENTER_OPTIONS = (
     Option("utility_epochs", float, DEFAULT_UTILITY_EPOCHS, "passes over the real train slices per audit segmenter",
            low=0.01, high=1000),
     Option("segmenter_batch_size", int, TrainConfig.batch_size, "slices per step of the audit's segmenters",
            low=1, high=4096),
+    Option("segmenter_max_steps", int, DEFAULT_MAX_STEPS, "at most this many steps per audit segmenter, whatever "
+           "the epochs give (keeps large cohorts inside the audit's time budget)", low=1, high=10_000_000),
     Option("segmenter_workers", int, None, "segmenters trained side by side (default: one per core, 2 per GPU)",
            low=1, high=256),
 )
@@ -199,7 +239,8 @@ def audit_train_config(ctx) -> TrainConfig:
     """The one training budget of an audit's segmenters: `utility_epochs` passes over the real train slices."""
     epochs = ctx.option("utility_epochs")
     batch = ctx.option("segmenter_batch_size")
-    return TrainConfig(steps=steps_for(epochs, len(ctx.train.labelled()), batch), batch_size=batch)
+    steps = min(steps_for(epochs, len(ctx.train.labelled()), batch), ctx.option("segmenter_max_steps"))
+    return TrainConfig(steps=steps, batch_size=batch)
 
 
 def real_train_segmenter(ctx) -> Segmenter:

@@ -1,47 +1,43 @@
-"""Utility: does a segmenter trained on the synthetic cohort work on real patients?
+"""Utility: does a segmenter trained with the synthetic cohort work on, and gain on, real patients?
 
-Segmenters with one architecture, seed and step budget are trained on different data and all
-tested on real patients that neither the generator nor any segmenter saw (the test split; the
-holdout when no test split is given, which the metrics then say):
+Segmenters with one architecture, seed and step budget are trained on different data and all tested
+on real patients that neither the generator nor any segmenter saw (the test split; the holdout when no
+test split is given, which the metrics then say):
 
 - TRTR: real train (the fidelity auditors' segmenter, shared);
-- TSTR: synthetic only; the check is TSTR / TRTR mean Dice;
-- real + synthetic;
-- leave one vendor out: real train without vendor V, tested on V, with and without the synthetic
-  slices of V (can the generator fill a missing scanner?);
-- low data: a fifth of the real train patients, with and without the synthetic slices.
+- TSTR: synthetic only; check `utility.tstr_dice_ratio` = TSTR / TRTR mean Dice;
+- real + synthetic; check `utility.mixed_dice_gain` = its Dice minus TRTR's;
+- low data: a vendor-stratified fifth of the real train patients, with and without the synthetic slices;
+  check `utility.low_data_dice_gain`;
+- leave one vendor out: real train without vendor V, tested on V, with and without the synthetic slices
+  of V (can the generator fill a missing scanner?); check `utility.lovo_dice_gain`, the worst vendor.
+
+Every figure is paired over the same real test patients, with a patient bootstrap interval (paired.py);
+per structure and per vendor figures are reported beside the checks.
 """
 from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from auditors.base import AuditContext, AuditResult, Auditor, Figure, Option, register_auditor
+from auditors.base import (AuditContext, AuditResult, Auditor, CohortSizes, Figure, Option, Verdict,
+                           register_auditor, worst_case)
 from auditors.fidelity import plots
-from auditors.segmentation import metrics
 from auditors.segmentation.parallel import effective_workers
-from auditors.segmentation.train import (DEFAULT_UTILITY_EPOCHS, audit_train_config, real_train_segmenter,
-                                         train_segmenter)
+from auditors.segmentation.train import audit_train_config, real_train_segmenter, train_segmenter
 from cmri_release.errors import CmriError
 from cmri_release.sliceset import SliceSet
 from cmri_release.splits import split_subjects
 
+from . import paired, planning
+
 DEFAULT_LOW_DATA_FRACTION = 0.2
 EXPERIMENTS = ("mixed", "lovo", "low_data")  # beside TRTR and TSTR, which the check needs and always run
-STRUCTURES = list(metrics.STRUCTURE_LABELS)
-
-
-def evaluate(segmenter, test: SliceSet) -> dict:
-    """Mean Dice per structure over the test slices, overall and per vendor."""
-    scores = metrics.slice_scores(segmenter.predict(test.images), test.labels, test.spacing_mm,
-                                  with_hd95=False)["dice"]
-    out = {"dice": metrics.summarise(scores), "by_vendor": {}}
-    for vendor in test.vendor_names:
-        sel = test.vendors == vendor
-        out["by_vendor"][vendor] = metrics.summarise({k: v[sel] for k, v in scores.items()})
-    return out
+STRUCTURES = list(paired.STRUCTURES)
+TRTR, TSTR, MIXED = "TRTR (real train)", "TSTR (synthetic only)", "real + synthetic"
 
 
 def low_data_subjects(train: SliceSet, fraction: float, seed: int) -> list[str]:
@@ -64,30 +60,68 @@ def _composition(real: SliceSet | None, synthetic: SliceSet | None) -> dict:
     return out
 
 
-def _segmenter_job(job, *, config, seed: int, device: str) -> dict:
-    """Train one segmenter on a job's real and/or synthetic slices and evaluate it on its test slices: a plain
-    function of picklable data, so that any executor (a thread here, a Ray task elsewhere) can run it."""
+def _segmenter_job(job, *, config, seed: int, device: str, share: float | None
+                   ) -> tuple[dict, paired.PatientDice]:
+    """Train one segmenter on a job's real and/or synthetic slices and score it per test patient: a plain function
+    of picklable data, so that any executor (a thread here, a Ray task elsewhere) can run it."""
     name, real, syn, on = job
     start = time.perf_counter()
-    data = SliceSet.concat([p for p in (real, syn) if p is not None and len(p)])
-    segmenter = train_segmenter(data, config, seed=seed, device=device, quiet=True, desc=f"segmenter: {name}")
-    return {**_composition(real, syn), **evaluate(segmenter, on), "seconds": round(time.perf_counter() - start, 2)}
+    parts = [p for p in (real, syn) if p is not None and len(p)]
+    data = SliceSet.concat(parts)
+    mixed = len(parts) == 2  # real + synthetic: the batches may hold a fixed synthetic share
+    is_syn = np.arange(len(data)) >= len(parts[0]) if mixed else None
+    segmenter = train_segmenter(data, config, seed=seed, device=device, quiet=True, desc=f"segmenter: {name}",
+                                second=is_syn, second_share=share if mixed else None)
+    scores = paired.patient_dice(segmenter.predict(on.images), on)
+    return {**_composition(real, syn), **scores.summary(), "seconds": round(time.perf_counter() - start, 2)}, scores
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One paired figure: run `treated` against run `baseline` on the same test patients."""
+    check: str  # the check it feeds
+    label: str  # e.g. "low data (20% real) + synthetic vs alone", "GE"
+    treated: str
+    baseline: str
+    kind: str  # "difference" or "ratio"
+
+
+def compare(c: Comparison, runs: dict[str, paired.PatientDice], confidence: float, n_resamples: int,
+            seed: int, fail_confidence: float | None = None) -> dict:
+    """The comparison's interval on the patient mean (and at `fail_confidence`, the fail side of a check over
+    several parts), per structure and per vendor (reports only)."""
+    a, b = runs[c.treated], runs[c.baseline]
+    if a.subjects != b.subjects:
+        raise RuntimeError(f"{c.label}: the two segmenters were tested on different patients")
+    fn = paired.paired_ratio if c.kind == "ratio" else paired.paired_difference
+    out = {"overall": fn(a.mean, b.mean, confidence, n_resamples, seed)}
+    out["fail_side"] = (out["overall"] if fail_confidence in (None, confidence)
+                        else fn(a.mean, b.mean, fail_confidence, n_resamples, seed))
+    out["by_structure"] = {s: fn(a.by_structure[s], b.by_structure[s], confidence, n_resamples, seed)
+                           for s in STRUCTURES}
+    vendors = sorted(set(a.vendors.tolist()))
+    out["by_vendor"] = {v: fn(a.mean[a.vendors == v], b.mean[b.vendors == v], confidence, n_resamples, seed)
+                        for v in vendors} if len(vendors) > 1 else {}
+    return out
 
 
 @register_auditor
 class SegmentationUtilityAuditor(Auditor):
     name = "segmentation_utility"
+    group = "utility"
     options = (
-        Option("utility_experiments", "str-list", EXPERIMENTS, "utility experiments run beside TRTR and TSTR",
-               choices=EXPERIMENTS),
+        Option("utility_experiments", "str-list", EXPERIMENTS, "utility experiments run beside TRTR and TSTR "
+               "(none: those two only)", choices=EXPERIMENTS + ("none",)),
         Option("utility_low_data_fraction", float, DEFAULT_LOW_DATA_FRACTION,
                "share of real training patients in the low-data experiment", low=0.01, high=1.0),
+        Option("utility_synthetic_share", float, None, "share of synthetic slices in every batch of a segmenter "
+               "trained on real + synthetic data (default: as pooled, by slice count)", low=0.0, high=1.0),
+        Option("utility_bootstrap", int, 4000, "patient resamples for the utility intervals", low=100,
+               high=1000000),
+        Option("utility_confidence", float, 0.95, "one-sided confidence of each bound of the utility intervals",
+               low=0.5, high=0.9999),
     )
-    group = "utility"
-    default_thresholds = {
-        "utility.tstr_dice_ratio": (0.7, ">=", "mean Dice on real test patients of a segmenter trained on synthetic "
-                                               "slices only, over the same for one trained on real train"),
-    }
+    default_thresholds = planning.DEFAULT_THRESHOLDS
 
     def run(self, ctx: AuditContext) -> AuditResult:
         if ctx.test is not None:
@@ -100,78 +134,141 @@ class SegmentationUtilityAuditor(Auditor):
                 raise ValueError(f"the {name} slices carry no label maps: segmentation utility cannot be measured")
         config = audit_train_config(ctx)
         wanted = ctx.option("utility_experiments")
-        # Plan every segmenter first, then train them side by side (parallel.py): they are independent.
-        jobs: list[tuple[str, SliceSet | None, SliceSet | None, SliceSet]] = [("TSTR (synthetic only)", None,
-                                                                                 synthetic, test)]
+        confidence, n_boot = ctx.option("utility_confidence"), ctx.option("utility_bootstrap")
+        share = ctx.option("utility_synthetic_share")
+        jobs, comparisons, notes = self._plan_jobs(ctx, train, synthetic, test, wanted)
+
+        run = functools.partial(_segmenter_job, config=config, seed=ctx.seed, device=ctx.device, share=share)
+
+        start = time.perf_counter()
+        trtr = paired.patient_dice(real_train_segmenter(ctx).predict(test.images), test)
+        runs = {TRTR: {**_composition(train, None), **trtr.summary(),
+                       "seconds": round(time.perf_counter() - start, 2)}}
+        scores = {TRTR: trtr}
+        workers = ctx.option("segmenter_workers")
+        for (name, *_), (summary, s) in zip(jobs, ctx.map_jobs(run, jobs, workers=workers,
+                                                                desc="utility segmenters")):
+            runs[name], scores[name] = summary, s
+
+        n_parts = {c.check: sum(o.check == c.check for o in comparisons) for c in comparisons}
+        results = {c: compare(c, scores, confidence, n_boot, ctx.seed, 1 - (1 - confidence) / n_parts[c.check])
+                   for c in comparisons}
+        sizes = CohortSizes.of(ctx)
+        checks = []
+        for check_name in planning.DEFAULT_THRESHOLDS:
+            parts = [c for c in comparisons if c.check == check_name]
+            if parts:
+                checks.append(self._check(ctx, check_name, parts, results, confidence, n_boot, sizes,
+                                          len(test.subjects)))
+        summary = {
+            "test_split": test_split, "test_slices": len(test), "test_subjects": len(test.subjects),
+            "confidence": confidence, "bootstrap": n_boot,
+            "budget": {"utility_epochs": ctx.option("utility_epochs"), "steps_per_segmenter": config.steps,
+                       "batch_size": config.batch_size, "segmenters": len(runs),
+                       "synthetic_share": "as pooled" if share is None else share,
+                       "trained_at_once": effective_workers(workers, len(jobs), ctx.device)},
+            "runs": runs,
+            "paired": self._records(results),
+            "tstr_dice_ratio": results[comparisons[0]]["overall"].estimate,
+            **notes,
+        }
+        figures = [self._bars(runs), self._gain_plot(results)]
+        return AuditResult(self.name, self.group, metrics=summary, checks=checks, figures=figures)
+
+    def _plan_jobs(self, ctx, train: SliceSet, synthetic: SliceSet, test: SliceSet, wanted):
+        """The segmenters to train (name, real, synthetic, tested on) and the paired comparisons they feed."""
+        jobs = [(TSTR, None, synthetic, test)]
+        comparisons = [Comparison("utility.tstr_dice_ratio", "TSTR / TRTR", TSTR, TRTR, "ratio")]
+        notes = {}
         if "mixed" in wanted:
-            jobs.append(("real + synthetic", train, synthetic, test))
-        lovo_plan = []
-        train_vendors = set(train.vendor_names)
-        if "lovo" in wanted and len(train_vendors) >= 2:
-            for vendor in test.vendor_names:
-                if vendor not in train_vendors:
-                    continue
-                rest, on = train.select(train.vendors != vendor), test.select(test.vendors == vendor)
-                syn_v = synthetic.select(synthetic.vendors == vendor)
-                without, with_syn = f"LOVO {vendor}: real without {vendor}", f"LOVO {vendor}: + synthetic {vendor}"
-                jobs.append((without, rest, None, on))
-                if len(syn_v):
-                    jobs.append((with_syn, rest, syn_v, on))
-                lovo_plan.append((vendor, without, with_syn if len(syn_v) else None, len(syn_v)))
-        lovo_note = ("not run: the real train split holds fewer than two vendors" if "lovo" in wanted
-                     else "not run: not among the requested utility experiments")
-        low_plan = None
+            jobs.append((MIXED, train, synthetic, test))
+            comparisons.append(Comparison("utility.mixed_dice_gain", "real + synthetic - real", MIXED, TRTR,
+                                          "difference"))
         if "low_data" in wanted:
             fraction = ctx.option("utility_low_data_fraction")
             few = train.for_subjects(low_data_subjects(train, fraction, ctx.seed))
-            low_plan = (fraction, few, f"low data ({fraction:.0%} real)",
-                        f"low data ({fraction:.0%} real) + synthetic")
-            jobs += [(low_plan[2], few, None, test), (low_plan[3], few, synthetic, test)]
+            alone, more = f"low data ({fraction:.0%} real)", f"low data ({fraction:.0%} real) + synthetic"
+            jobs += [(alone, few, None, test), (more, few, synthetic, test)]
+            comparisons.append(Comparison("utility.low_data_dice_gain", f"{fraction:.0%} real + synthetic - "
+                                          f"{fraction:.0%} real", more, alone, "difference"))
+        else:
+            notes["low_data"] = "not run: not among the requested utility experiments"
+        train_vendors = set(train.vendor_names)
+        if "lovo" in wanted and len(train_vendors) >= 2:
+            skipped = {}
+            for vendor in test.vendor_names:
+                syn_v = synthetic.select(synthetic.vendors == vendor)
+                if vendor not in train_vendors or not len(syn_v):
+                    skipped[vendor] = ("not in the real train split" if vendor not in train_vendors
+                                       else "no synthetic slice of this vendor")
+                    continue
+                rest, on = train.select(train.vendors != vendor), test.select(test.vendors == vendor)
+                without, with_syn = f"LOVO {vendor}: real without {vendor}", f"LOVO {vendor}: + synthetic {vendor}"
+                jobs += [(without, rest, None, on), (with_syn, rest, syn_v, on)]
+                comparisons.append(Comparison("utility.lovo_dice_gain", vendor, with_syn, without, "difference"))
+            if skipped:
+                notes["leave_one_vendor_out_skipped"] = skipped
+        else:
+            notes["leave_one_vendor_out"] = ("not run: the real train split holds fewer than two vendors"
+                                             if "lovo" in wanted else
+                                             "not run: not among the requested utility experiments")
+        return jobs, comparisons, notes
 
-        run = functools.partial(_segmenter_job, config=config, seed=ctx.seed, device=ctx.device)
+    def _check(self, ctx, name: str, parts: list[Comparison], results: dict, confidence: float, n_boot: int,
+               sizes: CohortSizes, n_test: int):
+        """One check over its comparisons: the worst part (leave-one-vendor-out: every vendor must pass).
 
-        start = time.perf_counter()
-        runs: dict[str, dict] = {"TRTR (real train)": {**_composition(train, None),
-                                                       **evaluate(real_train_segmenter(ctx), test),
-                                                       "seconds": round(time.perf_counter() - start, 2)}}
-        workers = ctx.option("segmenter_workers")
-        runs.update(zip([j[0] for j in jobs], ctx.map_jobs(run, jobs, workers=workers, desc="utility segmenters")))
-        trtr, tstr = runs["TRTR (real train)"], runs["TSTR (synthetic only)"]
+        The pass side takes each part's bound at `confidence` (intersection-union: no correction needed); the
+        fail side takes each part's Bonferroni-widened bound, so that more vendors do not mean more false alarms.
+        """
+        default, op, _ = self.default_thresholds[name]
+        threshold = ctx.threshold(name, default)
+        label, estimate, lower, upper = worst_case([(p.label, *self._bounds(results[p]["overall"])) for p in parts],
+                                                   op)
+        _, _, fail_lower, fail_upper = worst_case([(p.label, *self._bounds(results[p]["fail_side"]))
+                                                   for p in parts], op)
+        if op == ">=":
+            upper = fail_upper
+        else:
+            lower = fail_lower
+        sd = max(results[p]["overall"].sd for p in parts)
+        n_part = min(results[p]["overall"].n for p in parts)
+        distance = abs(estimate - threshold) if estimate is not None and np.isfinite(estimate) else float("nan")
+        needed = paired.patients_needed(distance, sd, confidence)
+        if needed is None:
+            decide = "more real test patients would narrow the interval"
+        elif len(parts) > 1:
+            decide = (f"about {needed} real test patients of each vendor ({needed * len(parts)} in all) would decide "
+                      f"a gain {distance:.3f} from the threshold with 80% probability (paired SD {sd:.3f})")
+        else:
+            decide = (f"about {needed} real test patients would decide a value {distance:.3f} from the threshold "
+                      f"with 80% probability (paired SD {sd:.3f})")
+        details = "; ".join(f"{p.label}: {results[p]['overall'].estimate:.3f} [{results[p]['overall'].lower:.3f}, "
+                            f"{results[p]['overall'].upper:.3f}]" for p in parts)
+        details += (f"; paired over {n_part}{'+' if len(parts) > 1 else ''} real test patients, {n_boot} patient "
+                    f"bootstraps (BCa), each bound one-sided {confidence:.0%}"
+                    + (f"; worst: {label}; fail side Bonferroni over {len(parts)}" if len(parts) > 1 else ""))
+        plan = planning.plan_one(name, sizes, threshold, confidence, measured_sd=sd)
+        return self.check(ctx, name, estimate, lower, upper, confidence, details=details, decide=decide, plan=plan)
 
-        lovo = {}
-        for vendor, without, with_syn, n_syn in lovo_plan:
-            entry = {"without_synthetic": runs[without]["dice"]["mean"], "synthetic_slices": n_syn}
-            if with_syn is not None:
-                entry["with_synthetic"] = runs[with_syn]["dice"]["mean"]
-                entry["gain"] = entry["with_synthetic"] - entry["without_synthetic"]
-            lovo[vendor] = entry
+    @staticmethod
+    def _bounds(i: paired.Interval):
+        return i.estimate, i.lower, i.upper
 
-        low_data = "not run: not among the requested utility experiments"
-        if low_plan is not None:
-            fraction, few, low_name, low_syn_name = low_plan
-            low, low_syn = runs[low_name], runs[low_syn_name]
-            low_data = {"fraction": fraction, "real_subjects": len(few.subjects), "without_synthetic":
-                        low["dice"]["mean"], "with_synthetic": low_syn["dice"]["mean"],
-                        "gain": low_syn["dice"]["mean"] - low["dice"]["mean"]}
+    def plan(self, sizes: CohortSizes, thresholds: dict[str, float], seed: int = 0) -> dict[str, dict]:
+        return {name: planning.plan_one(name, sizes, thresholds.get(name, default), 0.95)
+                for name, (default, _, _) in self.default_thresholds.items()}
 
-        ratio = (tstr["dice"]["mean"] / trtr["dice"]["mean"]) if trtr["dice"]["mean"] > 0 else float("nan")
-        summary = {
-            "test_split": test_split, "test_slices": len(test), "test_subjects": len(test.subjects),
-            "budget": {"utility_epochs": ctx.option("utility_epochs"),
-                       "steps_per_segmenter": config.steps, "batch_size": config.batch_size,
-                       "segmenters": len(runs),
-                       "trained_at_once": effective_workers(workers, len(jobs), ctx.device)},
-            "runs": runs, "tstr_dice_ratio": ratio,
-            "real_plus_synthetic_gain": (runs["real + synthetic"]["dice"]["mean"] - trtr["dice"]["mean"]
-                                         if "real + synthetic" in runs else None),
-            "low_data": low_data,
-            "leave_one_vendor_out": lovo or lovo_note,
-        }
-        figures = [self._bars(runs), *([self._lovo_bars(lovo)] if lovo else [])]
-        check = self.check(ctx, "utility.tstr_dice_ratio", ratio,
-                           details=f"TSTR {tstr['dice']['mean']:.3f} / TRTR {trtr['dice']['mean']:.3f} on "
-                           f"{len(test.subjects)} real {test_split.split(' ')[0]} patients; {config.steps} steps each")
-        return AuditResult(self.name, self.group, metrics=summary, checks=[check], figures=figures)
+    @staticmethod
+    def _records(results: dict) -> list[dict]:
+        rows = []
+        for c, r in results.items():
+            for scope, interval in ([("all", r["overall"])] + [(s, i) for s, i in r["by_structure"].items()]
+                                    + [(f"vendor {v}", i) for v, i in r["by_vendor"].items()]):
+                rows.append({"check": c.check, "comparison": c.label, "scope": scope, "estimate": interval.estimate,
+                             "lower": interval.lower, "upper": interval.upper, "patients": interval.n,
+                             "paired_sd": interval.sd})
+        return rows
 
     @staticmethod
     def _bars(runs: dict) -> Figure:
@@ -179,15 +276,16 @@ class SegmentationUtilityAuditor(Auditor):
         series = {s: [runs[n]["dice"][s] for n in names] for s in STRUCTURES + ["mean"]}
         png = plots.grouped_bars(names, series, "Dice on real test patients by training data", "Dice", ylim=(0, 1))
         return Figure(name="utility_dice", title="Segmentation utility (Dice)", png=png, public=True,
-                      caption="Same network, seed and steps; only the training data differ.")
+                      caption="Same network, seed and steps; only the training data differ. Patient means.")
 
     @staticmethod
-    def _lovo_bars(lovo: dict) -> Figure:
-        vendors = list(lovo)
-        series = {"without synthetic": [lovo[v]["without_synthetic"] for v in vendors],
-                  "with synthetic of V": [lovo[v].get("with_synthetic", np.nan) for v in vendors]}
-        png = plots.grouped_bars(vendors, series, "Leave one vendor out: Dice on vendor V", "mean Dice",
-                                 ylim=(0, 1))
-        return Figure(name="utility_lovo_dice", title="Leave-one-vendor-out Dice", png=png, public=True,
-                      caption="Trained on real train without vendor V, tested on V's real test patients.")
-
+    def _gain_plot(results: dict) -> Figure:
+        labels = [c.label if c.check != "utility.lovo_dice_gain" else f"LOVO {c.label}" for c in results]
+        est = [r["overall"].estimate - (1.0 if c.kind == "ratio" else 0.0) for c, r in results.items()]
+        err = [(r["overall"].lower - (1.0 if c.kind == "ratio" else 0.0),
+                r["overall"].upper - (1.0 if c.kind == "ratio" else 0.0)) for c, r in results.items()]
+        png = plots.grouped_bars(labels, {"paired difference": est}, "Paired Dice differences on real test "
+                                 "patients (ratio - 1 for TSTR / TRTR)", "Dice difference",
+                                 errors={"paired difference": err})
+        return Figure(name="utility_gains", title="Utility gains with their intervals", png=png, public=True,
+                      caption="Each bar: the patient mean of a paired difference, with its bootstrap interval.")

@@ -91,3 +91,29 @@ def test_training_on_cuda_learns_and_predicts_on_numpy(heart_slices):
     dice = metrics.summarise(metrics.slice_scores(pred, test.labels, test.spacing_mm, with_hd95=False)["dice"])
     assert dice["mean"] > 0.8, dice
     assert np.isfinite(segmenter.features(test.images)).all()
+
+
+def test_batch_stream_passes_over_every_slice_or_keeps_a_fixed_share():
+    from auditors.segmentation.train import BatchStream
+    plain = BatchStream(20, 4, np.random.default_rng(0))
+    first = np.concatenate([plain.next() for _ in range(5)])
+    assert sorted(first) == list(range(20))  # one pass: every slice once
+    assert np.array_equal(first[:20], np.random.default_rng(0).permutation(20))  # the former shuffling, unchanged
+    second = np.arange(100) >= 90  # 10 synthetic slices among 100
+    mixed = BatchStream(100, 8, np.random.default_rng(1), second, 0.5)
+    drawn = np.concatenate([mixed.next() for _ in range(200)])
+    assert len(drawn) == 1600 and second[drawn].mean() == pytest.approx(0.5, abs=0.03)
+    odd = BatchStream(100, 8, np.random.default_rng(2), second, 0.3)  # 2.4 per batch: the share holds on average
+    assert second[np.concatenate([odd.next() for _ in range(500)])].mean() == pytest.approx(0.3, abs=0.02)
+    with pytest.raises(ValueError, match="share"):
+        BatchStream(10, 4, np.random.default_rng(0), np.zeros(10, bool), 0.5)
+
+
+def test_the_step_cap_bounds_the_audit_budget(heart_slices):
+    from auditors.base import AuditContext
+    from auditors.segmentation.train import audit_train_config
+    train = heart_slices(12, seed=0)  # 96 slices
+    ctx = AuditContext(train=train, holdout=train, synthetic=train, options={"utility_epochs": 12})
+    assert audit_train_config(ctx).steps == 144
+    ctx.options["segmenter_max_steps"] = 100
+    assert audit_train_config(ctx).steps == 100

@@ -13,6 +13,9 @@ from pathlib import Path
 import click
 
 from ..errors import CmriError, InputError
+from ..log import get_logger
+
+log = get_logger("audit")
 
 DEFAULT_SIZE = 64
 
@@ -109,7 +112,7 @@ def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, o
     for name, path in (("train", train), ("holdout", holdout), ("synthetic", synthetic), ("test", test)):
         if path is not None:
             if not quiet:
-                click.echo(f"[read {name}: {path}]", err=True)
+                log.info("[read %s: %s]", name, path)
             slices[name] = cohort_to_slices(read_cohort(path), config)
     try:
         with open_executor(executor_name, ray_address) as executor:

@@ -161,11 +161,13 @@ def _refuse_unless_passed(verdict: str, checks: list[dict]) -> None:
 
 def export_release(out_dir: Path, cohort: Cohort, spec: dict, verdict: str, checks: list[dict], ledger: dict | None,
                    model_card: dict | None, formats=("nifti",), *, seeds: dict | None = None, figures=(),
-                   collection: dict | None = None, stage_seconds: dict | None = None) -> Path:
+                   collection: dict | None = None, stage_seconds: dict | None = None,
+                   clinical: dict | None = None) -> Path:
     """Write the release folder atomically and return its path.
 
     `spec` is the spec as a dict (`ReleaseSpec.to_dict()`), `checks` the gate's checks as dicts,
-    `figures` the audit's Figures (only public ones reach the datasheet).
+    `figures` the audit's Figures (only public ones reach the datasheet), `clinical` the clinical_indices
+    auditor's metrics (the datasheet's clinical-indices table, aggregates only).
     """
     out_dir = Path(out_dir).absolute()
     _refuse_unless_passed(verdict, checks)
@@ -184,7 +186,8 @@ def export_release(out_dir: Path, cohort: Cohort, spec: dict, verdict: str, chec
             write_dicom_release(cohort, tmp / "dicom")
         files_summary = {"subjects": len(cohort), "formats": list(formats)}
         sheet = build_datasheet(cohort, spec=spec, verdict=verdict, checks=checks, model_card=model_card,
-                                ledger=ledger, figures=figures, files=files_summary, collection=collection)
+                                ledger=ledger, figures=figures, files=files_summary, collection=collection,
+                                clinical=clinical)
         (tmp / "datasheet.html").write_text(render_datasheet(sheet), encoding="utf-8")
         entries = file_entries(tmp)
         manifest = {

@@ -168,7 +168,7 @@ class ClinicalIndicesAuditor(Auditor):
     name = "clinical_indices"
     group = "fidelity"
     default_thresholds = {
-        CHECK: (0.8, "<=", "cardiac clinical indices (LV/RV EDV, ESV, EF, LV mass): RMS over pathology groups of "
+        CHECK: (1.1, "<=", "cardiac clinical indices (LV/RV EDV, ESV, EF, LV mass): RMS over pathology groups of "
                            "the synthetic-vs-real-holdout standardised mean difference, worst index"),
     }
     options = (

@@ -25,6 +25,7 @@ def synthesize_command(model, out, subjects, masks, vendors, seed, quiet):
     from generators.checkpoint import check_output, prepare_output, publish
     from generators.synthesis import synthesize
 
+    from ..exports import SYNTHETIC_MARK
     from ..io import read_cohort, write_cohort
     from ..preprocess import PreprocessConfig, cohort_to_slices, slices_to_cohort
 
@@ -42,7 +43,7 @@ def synthesize_command(model, out, subjects, masks, vendors, seed, quiet):
     cohort = slices_to_cohort(slices, source="synthetic")
     tmp = prepare_output(out)
     try:
-        write_cohort(cohort, tmp)
+        write_cohort(cohort, tmp, descrip=SYNTHETIC_MARK)
         publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

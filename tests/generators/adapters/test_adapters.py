@@ -143,3 +143,14 @@ def test_unknown_adapter_kind_is_refused(tmp_path):
     (tmp_path / "adapter.json").write_text('{"kind": "keras"}')
     with pytest.raises(InputError, match="unknown adapter kind 'keras'"):
         load_adapter(tmp_path)
+
+
+def test_audit_model_option_loads_an_adapter_folder(splits, tmp_path):
+    """`cmri-release audit --model FOLDER` goes through load_model: an adapter's folder gives the adapter."""
+    from cmri_release.commands.audit_cmd import load_model
+
+    scorer = diffusers_scorer("none")
+    saved = scorer.save(tmp_path / "adapter")
+    loaded = load_model(saved, "cpu")
+    assert loaded.model_card["generator"] == "diffusers-unet2d"
+    assert np.allclose(loaded.membership_scores(splits[1], 2), scorer.membership_scores(splits[1], 2), atol=1e-5)

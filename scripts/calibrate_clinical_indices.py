@@ -17,7 +17,8 @@ import numpy as np
 from scipy import ndimage
 
 from auditors.fidelity.clinical_indices import (ALPHA, INDICES, bootstrap_distance, distance_bounds,
-                                                group_distance, shared_groups, slice_indices)
+                                                expected_honest_distance, group_distance, shared_groups,
+                                                slice_indices)
 from cmri_release.phantom import make_phantom
 from cmri_release.preprocess import PreprocessConfig, cohort_to_slices
 
@@ -46,7 +47,9 @@ def bounds(a, ga, b, gb, rng, n_boot=1000):
     groups = shared_groups(ga, gb)
     d, _ = group_distance(a, ga, b, gb, groups)
     boots = bootstrap_distance(a, ga, b, gb, groups, n_boot, rng)
-    lo_hi = [distance_bounds(d[j], boots[:, j], ALPHA / len(INDICES)) for j in range(len(INDICES))]
+    bias = 2 * expected_honest_distance({g: int((ga == g).sum()) for g in groups},
+                                        {g: int((gb == g).sum()) for g in groups}) ** 2
+    lo_hi = [distance_bounds(d[j], boots[:, j], ALPHA / len(INDICES), bias) for j in range(len(INDICES))]
     return max(lo for lo, _ in lo_hi), max(hi for _, hi in lo_hi)
 
 

@@ -130,6 +130,11 @@ def test_bounds_fail_closed_on_undefined_replicates():
     assert all(math.isnan(x) for x in distance_bounds(0.2, np.full(100, np.nan), 0.01))
     lo, hi = distance_bounds(0.2, np.linspace(0, 1, 1001), 0.01)
     assert lo == pytest.approx(0.01) and hi == pytest.approx(0.95)
+    lo, hi = distance_bounds(0.5, np.linspace(0, 1, 1001), 0.5, bias=0.09)  # the noise taken off the fail side
+    assert lo == pytest.approx(0.4) and hi == pytest.approx(0.95)
+    some_undefined = np.r_[np.linspace(0, 1, 980), np.full(20, np.nan)]  # 2% undefined: counted as the worst
+    assert distance_bounds(0.2, some_undefined, 0.01)[1] == pytest.approx(np.linspace(0, 1, 980)[950])
+    assert math.isnan(distance_bounds(0.2, np.r_[np.zeros(90), np.full(10, np.nan)], 0.01)[1])
 
 
 def test_planning_model_matches_the_bootstrapped_procedure():
@@ -207,8 +212,11 @@ def test_shuffled_groups_fail_although_the_overall_means_match(real):
     assert check.verdict is Verdict.FAIL, check.reason
 
 
-def test_a_small_faithful_cohort_is_inconclusive_and_says_what_would_decide(real):
-    small = [s.for_subjects(s.subjects[:14]) for s in real]
+@pytest.mark.parametrize("n", [6, 14])
+def test_a_small_faithful_cohort_is_inconclusive_and_says_what_would_decide(real, n):
+    """Few patients per group: the distance is mostly noise; it must neither pass nor fail (the demo's 40-patient
+    phantom, 2 holdout patients per group, failed before the fail side took the noise into account)."""
+    small = [s.for_subjects(s.subjects[:n]) for s in real]
     check = _audit(*small).checks[0]
     assert check.verdict is Verdict.INCONCLUSIVE, check.reason
     assert "patients" in check.decide

@@ -13,19 +13,30 @@ import click
 
 from . import __version__
 from .errors import CmriError, describe_unexpected, one_line
+from .log import configure_cli_logging
 
 
 # Explicit registry of commands, imported on first use: a command that fails to import breaks loudly
-# instead of vanishing, and `inspect` or `--help` do not pay for importing torch.
+# instead of vanishing, and `--help`, `--version` and shell completion of command names import no command
+# module (nor torch, numpy): they read the summary here, the first line of each command's docstring
+# (tests/test_cli_startup.py keeps the two equal).
 COMMANDS = {
-    "phantom": "cmri_release.commands.phantom_cmd:phantom_command",
-    "inspect": "cmri_release.commands.inspect_cmd:inspect_command",
-    "train": "cmri_release.commands.train_cmd:train_command",
-    "synthesize": "cmri_release.commands.synthesize_cmd:synthesize_command",
-    "audit": "cmri_release.commands.audit_cmd:audit_command",
-    "plan": "cmri_release.commands.plan_cmd:plan_command",
-    "release": "cmri_release.commands.release_cmd:release_command",
-    "demo": "cmri_release.commands.release_cmd:demo_command",
+    "phantom": ("cmri_release.commands.phantom_cmd:phantom_command",
+                "Write a phantom short-axis cine cohort (ED/ES, ACDC labels) to OUT in the cohort layout."),
+    "inspect": ("cmri_release.commands.inspect_cmd:inspect_command",
+                "Summarise the cohort in DATA (cohort layout, ACDC, M&Ms, M&Ms-2 or DICOM) and list its problems."),
+    "train": ("cmri_release.commands.train_cmd:train_command",
+              "Train a generator on the annotated slices of DATA and save it to a model folder."),
+    "synthesize": ("cmri_release.commands.synthesize_cmd:synthesize_command",
+                   "Synthesise SUBJECTS new patients with the generator in MODEL and write them to OUT."),
+    "audit": ("cmri_release.commands.audit_cmd:audit_command",
+              "Audit a synthetic cohort: privacy (memorisation, membership inference), fidelity, utility."),
+    "plan": ("cmri_release.commands.plan_cmd:plan_command",
+             "Print, per check, the chance an honest generator passes and the smallest leak caught at these sizes."),
+    "release": ("cmri_release.commands.release_cmd:release_command",
+                "Train or load, synthesise, audit, gate and export, as SPEC.toml says."),
+    "demo": ("cmri_release.commands.release_cmd:demo_command",
+             "The whole gate on a procedural phantom with the default spec (a few minutes on a laptop CPU)."),
 }
 
 
@@ -44,6 +55,7 @@ def idle_threads_sleep() -> None:
 class _Group(click.Group):
     def main(self, *args, **kwargs):
         idle_threads_sleep()
+        configure_cli_logging()
         return super().main(*args, **kwargs)
 
     def list_commands(self, ctx):
@@ -52,8 +64,24 @@ class _Group(click.Group):
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        module_name, attr = COMMANDS[name].split(":")
+        module_name, attr = COMMANDS[name][0].split(":")
         return getattr(importlib.import_module(module_name), attr)
+
+    def format_commands(self, ctx, formatter):
+        """The command list of `--help` from the registry's summaries: no command module is imported."""
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        rows = [(name, click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)) for name in
+                self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def shell_complete(self, ctx, incomplete):
+        """Complete command names from the registry (no import); options of a command complete once it is named."""
+        from click.shell_completion import CompletionItem
+
+        names = [CompletionItem(name, help=COMMANDS[name][1]) for name in self.list_commands(ctx)
+                 if name.startswith(incomplete)]
+        return names + click.Command.shell_complete(self, ctx, incomplete)
 
     def invoke(self, ctx):
         try:

@@ -27,6 +27,7 @@ from . import __version__
 from .cohort import Cohort
 from .dicom_export import write_dicom_release
 from .errors import CmriError, InputError
+from .exports import EXPORTERS, NEEDS, SYNTHETIC_MARK, write_formats
 from .io import write_cohort
 from .reporting.datasheet import build_datasheet, render_datasheet
 
@@ -152,6 +153,18 @@ def _public_spec(spec: dict) -> dict:
     return out
 
 
+def check_formats(formats) -> tuple[str, ...]:
+    """The formats to write: 'nifti' always (the labels' home), a format another needs added (dicom-seg ->
+    dicom: a SEG references MR images), an unknown one refused."""
+    formats = tuple(dict.fromkeys(formats))
+    unknown = set(formats) - {"nifti", "dicom", *EXPORTERS}
+    if unknown or "nifti" not in formats:
+        raise CmriError(f"export formats must include 'nifti' and may add dicom, {', '.join(EXPORTERS)}; got "
+                        f"{list(formats)}")
+    needed = tuple(NEEDS[f] for f in formats if f in NEEDS and NEEDS[f] not in formats)
+    return formats + tuple(dict.fromkeys(needed))
+
+
 def _refuse_unless_passed(verdict: str, checks: list[dict]) -> None:
     failed = [c.get("name", "?") for c in checks if not c.get("passed") or c.get("verdict", "pass") != "pass"]
     if verdict != "pass" or not checks or failed:
@@ -161,17 +174,17 @@ def _refuse_unless_passed(verdict: str, checks: list[dict]) -> None:
 
 def export_release(out_dir: Path, cohort: Cohort, spec: dict, verdict: str, checks: list[dict], ledger: dict | None,
                    model_card: dict | None, formats=("nifti",), *, seeds: dict | None = None, figures=(),
-                   collection: dict | None = None, stage_seconds: dict | None = None) -> Path:
+                   collection: dict | None = None, stage_seconds: dict | None = None,
+                   clinical: dict | None = None) -> Path:
     """Write the release folder atomically and return its path.
 
     `spec` is the spec as a dict (`ReleaseSpec.to_dict()`), `checks` the gate's checks as dicts,
-    `figures` the audit's Figures (only public ones reach the datasheet).
+    `figures` the audit's Figures (only public ones reach the datasheet), `clinical` the clinical_indices
+    auditor's metrics (the datasheet's clinical-indices table, aggregates only).
     """
     out_dir = Path(out_dir).absolute()
     _refuse_unless_passed(verdict, checks)
-    unknown = set(formats) - {"nifti", "dicom"}
-    if unknown or "nifti" not in formats:
-        raise CmriError(f"export formats must include 'nifti' and may add 'dicom', got {list(formats)}")
+    formats = check_formats(formats)
     if out_dir.exists() or out_dir.is_symlink():
         raise CmriError(f"{out_dir}: already exists; a release is never overwritten (choose a new folder)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -179,12 +192,16 @@ def export_release(out_dir: Path, cohort: Cohort, spec: dict, verdict: str, chec
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=partial_prefix(out_dir)))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a release folder is meant to be shared
-        write_cohort(cohort, tmp / "data")
+        write_cohort(cohort, tmp / "data", descrip=SYNTHETIC_MARK)
         if "dicom" in formats:
             write_dicom_release(cohort, tmp / "dicom")
+        extra = write_formats(cohort, tmp, formats)
         files_summary = {"subjects": len(cohort), "formats": list(formats)}
+        where = {"nifti": "data/", "dicom": "dicom/", **{name: sorted({p.parts[0] + ("/" if len(p.parts) > 1 else "")
+                                                                       for p in paths}) for name, paths in extra.items()}}
         sheet = build_datasheet(cohort, spec=spec, verdict=verdict, checks=checks, model_card=model_card,
-                                ledger=ledger, figures=figures, files=files_summary, collection=collection)
+                                ledger=ledger, figures=figures, files=files_summary, collection=collection,
+                                clinical=clinical)
         (tmp / "datasheet.html").write_text(render_datasheet(sheet), encoding="utf-8")
         entries = file_entries(tmp)
         manifest = {
@@ -193,6 +210,7 @@ def export_release(out_dir: Path, cohort: Cohort, spec: dict, verdict: str, chec
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "verdict": verdict,
             "checks": checks,
+            "formats": {name: where[name] for name in formats},  # where each export format lies in the folder
             "spec": _public_spec(spec),
             "seeds": dict(seeds or {}),
             "packages": package_versions(),

@@ -303,7 +303,8 @@ def run_release(spec: ReleaseSpec, quiet: bool = True, on_stage=None) -> Release
                 spec.export.out, slices_to_cohort(synthetic), spec=spec.to_dict(), verdict="pass",
                 checks=outcome.checks, ledger=card.get("privacy"), model_card=card, formats=spec.export.formats,
                 seeds=_seeds(spec), figures=[f for r in report.results for f in r.figures], collection=collection,
-                stage_seconds=dict(stages.seconds))
+                stage_seconds=dict(stages.seconds),
+                clinical=next((r.metrics for r in report.results if r.auditor == "clinical_indices"), None))
         outcome.status = RELEASED
         return outcome
     except CmriError as exc:

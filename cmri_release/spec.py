@@ -18,7 +18,7 @@ from typing import Mapping
 from .errors import SpecError
 
 GROUPS = ("privacy", "fidelity", "utility")
-FORMATS = ("nifti", "dicom")
+FORMATS = ("nifti", "dicom", "nnunet", "monai", "dicom-seg")  # cmri_release/exports: nnunet, monai, dicom-seg
 MASK_SOURCES = ("generated", "holdout")
 ACCOUNTANTS = ("prv", "rdp")
 

@@ -79,7 +79,8 @@ def test_unknown_threshold_names_the_nearest_check(tmp_path):
     (PHANTOM + "[synthesis]\nmasks = 'holdot'\n", "[synthesis] masks: must be one of 'generated', 'holdout', "
                                                   "got 'holdot' (did you mean 'holdout'?)"),
     (PHANTOM + "[export]\nformats = ['nifti', 'dicm']\n", "[export] formats: 'dicm' is not one of 'nifti', "
-                                                          "'dicom' (did you mean 'dicom'?)"),
+                                                          "'dicom', 'nnunet', 'monai', 'dicom-seg' (did you mean "
+                                                          "'dicom'?)"),
     (PHANTOM + "[export]\nformats = []\n", "[export] formats: expected a non-empty list of strings"),
     (PHANTOM + "[export]\nformats = ['dicom']\n", "[export] formats: must include 'nifti'"),
     (PHANTOM + "[audit]\ngroups = ['fidelity']\n", "[audit] groups: must include 'privacy'"),

@@ -13,6 +13,9 @@ from pathlib import Path
 import click
 
 from ..errors import CmriError, InputError
+from ..log import get_logger
+
+log = get_logger("audit")
 
 DEFAULT_SIZE = 64
 
@@ -87,8 +90,29 @@ def _preprocess_config(size: int | None, generator):
     return PreprocessConfig(**config)
 
 
+def check_device(device: str) -> str:
+    """`--device cuda` where no CUDA device is: an error before any work (never a silent fall back to CPU)."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CmriError("--device cuda: no CUDA device is available here")
+    return device
+
+
+def load_model(model: Path, device: str):
+    """A model folder of this project, or a white-box adapter's saved folder (generators/adapters)."""
+    from generators.adapters import is_adapter_folder, load_adapter
+
+    if is_adapter_folder(model):
+        return load_adapter(model, device=device)
+    from generators import load_generator
+
+    return load_generator(model, device=device)
+
+
 def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, quiet, out,
-         executor_name="local", ray_address=None) -> int:
+         executor_name="local", ray_address=None, device: str = "cpu") -> int:
     from auditors.executors import open_executor
 
     from ..audit import check_options, known_checks, load_thresholds, run_audit, write_audit
@@ -99,17 +123,14 @@ def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, o
                      "--model": model})
     overrides = load_thresholds(thresholds, known_checks()) if thresholds is not None else {}
     options = check_options(options, "--option")  # before any cohort is read
-    generator = None
-    if model is not None:
-        from generators import load_generator
-
-        generator = load_generator(model)
+    check_device(device)
+    generator = load_model(model, device) if model is not None else None
     config = _preprocess_config(size, generator)
     slices = {}
     for name, path in (("train", train), ("holdout", holdout), ("synthetic", synthetic), ("test", test)):
         if path is not None:
             if not quiet:
-                click.echo(f"[read {name}: {path}]", err=True)
+                log.info("[read %s: %s]", name, path)
             slices[name] = cohort_to_slices(read_cohort(path), config)
     try:
         with open_executor(executor_name, ray_address) as executor:
@@ -117,7 +138,7 @@ def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, o
                                generator=generator,
                                model_card=generator.model_card if generator is not None else None,
                                groups=only, thresholds=overrides, seed=seed, options=options, quiet=quiet,
-                               executor=executor)
+                               executor=executor, device=device)
     except InputError as exc:  # run_audit names a split ("holdout"); the user knows it by its folder
         folder = {"train": train, "holdout": holdout, "synthetic": synthetic, "test": test}.get(exc.path)
         raise InputError(folder or exc.path, exc.problem) from None
@@ -150,7 +171,8 @@ def _check_out(out: Path, inputs: dict) -> None:
 @click.option("--test", type=click.Path(path_type=Path), default=None,
               help="Real patients for the utility test (neither generator nor segmenter saw them).")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
-              help="The model folder: enables white-box attacks and reuses its preprocessing.")
+              help="The model folder (or a white-box adapter's saved folder, see docs/api.md): enables white-box "
+                   "attacks and reuses its preprocessing.")
 @click.option("--only", callback=parse_groups, default=None, metavar="GROUPS",
               help="Comma list of privacy, fidelity, utility (default: every group present).")
 @click.option("--thresholds", type=click.Path(path_type=Path), default=None, metavar="FILE",
@@ -165,10 +187,12 @@ def _check_out(out: Path, inputs: dict) -> None:
                                       "(needs the 'distributed' extra).")
 @click.option("--ray-address", default=None, metavar="ADDR",
               help="Join this Ray cluster (ray://host:10001, or auto); default: a local instance, stopped after.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the audit's networks (embedding, segmenter, the model's white-box scores) run.")
 @click.option("--quiet", is_flag=True, help="No progress bars (for CI).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the three report files.")
 def audit_command(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, executor_name,
-                  ray_address, quiet, out):
+                  ray_address, device, quiet, out):
     """Audit a synthetic cohort: privacy (memorisation, membership inference), fidelity, utility.
 
     Writes OUT/audit.json, OUT/audit.html (internal: may show real patients) and OUT/junit.xml.
@@ -179,7 +203,7 @@ def audit_command(train, holdout, synthetic, test, model, only, thresholds, size
         if ray_address is not None and executor_name != "ray":
             raise click.UsageError("--ray-address applies only with --executor ray")
         code = _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, quiet, out,
-                    executor_name, ray_address)
+                    executor_name, ray_address, device=device)
     except CmriError as exc:
         click.echo(f"error: {exc}", err=True)
         code = exc.exit_code

@@ -43,11 +43,12 @@ def format_outcome(outcome) -> str:
 
 
 def _run(spec, quiet: bool) -> None:
+    from ..log import get_logger
     from ..release import ERROR, run_release
 
     def announce(stage: str) -> None:
         if not quiet:
-            click.echo(f"[{stage}]", err=True)
+            get_logger("release").info("[%s]", stage)
 
     outcome = run_release(spec, quiet=quiet, on_stage=announce)
     click.echo(format_outcome(outcome))

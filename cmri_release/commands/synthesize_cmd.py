@@ -18,13 +18,17 @@ from ..errors import CmriError
 @click.option("--vendors", default=None, help="Comma-separated vendors to spread the subjects over "
                                               "(default: the training mix, or the --masks subjects' vendors).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the generator samples.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def synthesize_command(model, out, subjects, masks, vendors, seed, quiet):
+def synthesize_command(model, out, subjects, masks, vendors, seed, device, quiet):
     """Synthesise SUBJECTS new patients with the generator in MODEL and write them to OUT."""
     from generators import load_generator
     from generators.checkpoint import check_output, prepare_output, publish
     from generators.synthesis import synthesize
 
+    from ..exports import SYNTHETIC_MARK
+    from .audit_cmd import check_device
     from ..io import read_cohort, write_cohort
     from ..preprocess import PreprocessConfig, cohort_to_slices, slices_to_cohort
 
@@ -32,7 +36,8 @@ def synthesize_command(model, out, subjects, masks, vendors, seed, quiet):
     if vendors is not None and not vendor_list:
         raise click.UsageError("--vendors needs at least one vendor name")
     check_output(out, {"MODEL": model, "--masks": masks})  # fail before sampling when OUT is taken or an input
-    gen = load_generator(model)
+    check_device(device)
+    gen = load_generator(model, device=device)
     masks_from = None
     if masks is not None:
         known = set(PreprocessConfig.__dataclass_fields__)
@@ -42,7 +47,7 @@ def synthesize_command(model, out, subjects, masks, vendors, seed, quiet):
     cohort = slices_to_cohort(slices, source="synthetic")
     tmp = prepare_output(out)
     try:
-        write_cohort(cohort, tmp)
+        write_cohort(cohort, tmp, descrip=SYNTHETIC_MARK)
         publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -144,12 +144,13 @@ def read_cohort(path) -> Cohort:
     return Cohort(subjects, source=str(path))
 
 
-def write_cohort(cohort: Cohort, out_dir) -> Path:
-    """Write `cohort` in the cohort layout under `out_dir` (created); refuses to overwrite a subject folder."""
+def write_cohort(cohort: Cohort, out_dir, descrip: str = "") -> Path:
+    """Write `cohort` in the cohort layout under `out_dir` (created); refuses to overwrite a subject folder.
+    `descrip` is written into every NIfTI header (generated cohorts pass the synthetic mark)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for subject in cohort:
-        acdc.write_subject_folder(subject, out_dir)
+        acdc.write_subject_folder(subject, out_dir, descrip=descrip)
     return out_dir
 
 

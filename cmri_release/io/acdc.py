@@ -79,8 +79,9 @@ def read_subject_folder(folder) -> Subject:
                    group=info.group, height=info.height, weight=info.weight, n_frames=info.n_frames)
 
 
-def write_subject_folder(subject: Subject, out_dir) -> Path:
-    """Write one subject in the cohort layout under `out_dir/<id>/`; refuses to overwrite."""
+def write_subject_folder(subject: Subject, out_dir, descrip: str = "") -> Path:
+    """Write one subject in the cohort layout under `out_dir/<id>/`; refuses to overwrite. `descrip` goes into
+    every NIfTI header (the synthetic mark)."""
     out_dir = Path(out_dir)
     subject_id = check_subject_id(subject.id, out_dir)
     folder = out_dir / subject_id
@@ -98,8 +99,9 @@ def write_subject_folder(subject: Subject, out_dir) -> Path:
         n_frames=subject.n_frames, vendor=subject.vendor, centre=subject.centre))
     for phase in PHASES:
         frame = subject.frames[phase]
-        save_nifti(frame_file(folder, subject_id, frame.index, label=False), frame.image, subject.affine)
+        save_nifti(frame_file(folder, subject_id, frame.index, label=False), frame.image, subject.affine,
+                   descrip=descrip)
         if frame.label is not None:
             save_nifti(frame_file(folder, subject_id, frame.index, label=True), frame.label, subject.affine,
-                       label=True)
+                       label=True, descrip=descrip)
     return folder

@@ -173,8 +173,9 @@ def _load_nifti(path: Path, label: bool, ndim: int) -> tuple[np.ndarray, np.ndar
     return data.astype(np.float32, copy=False), affine
 
 
-def save_nifti(path, array: np.ndarray, affine: np.ndarray, *, label: bool = False) -> Path:
-    """Write a volume with matching sform/qform (code 1), float32 image or uint8 label, empty free text."""
+def save_nifti(path, array: np.ndarray, affine: np.ndarray, *, label: bool = False, descrip: str = "") -> Path:
+    """Write a volume with matching sform/qform (code 1), float32 image or uint8 label, free text cleared
+    except `descrip` when given (a synthetic cohort's files say so inside: at most 80 ASCII characters)."""
     path = Path(path)
     affine = check_affine(affine, path)
     arr = check_labels(array, path) if label else np.asarray(array, dtype=np.float32)
@@ -188,6 +189,11 @@ def save_nifti(path, array: np.ndarray, affine: np.ndarray, *, label: bool = Fal
     hdr.set_xyzt_units("mm", "sec")
     for text_field in ("descrip", "aux_file", "intent_name", "db_name", "data_type"):
         hdr[text_field] = b""
+    if descrip:
+        text = descrip.encode("ascii")
+        if len(text) > 80:
+            raise ValueError(f"NIfTI descrip is at most 80 characters, got {len(text)}")
+        hdr["descrip"] = text
     img.header.extensions.clear()
     nib.save(img, str(path))
     return path

@@ -55,6 +55,7 @@ class DatasheetModel:
     files: dict[str, Any]
     samples: list[Image] = field(default_factory=list)
     figures: list[Image] = field(default_factory=list)
+    clinical: dict[str, Any] = field(default_factory=dict)  # clinical_indices_table(): aggregates only
 
 
 def _flatten(value, prefix: str = "") -> list[tuple[str, str]]:
@@ -158,9 +159,43 @@ def composition(cohort: Cohort) -> dict[str, Any]:
     }
 
 
+MIN_CELL = 5  # a mean over fewer patients is suppressed in the public datasheet (it would nearly show a patient)
+
+
+def clinical_indices_table(metrics: dict | None) -> dict[str, Any]:
+    """The clinical-indices section from the `clinical_indices` auditor's metrics: synthetic beside real holdout.
+
+    Means and SDs only (no median or quartile, which can be one patient's value), and no cell of fewer than
+    MIN_CELL patients; the distance of each index with its upper bound, as the audit measured it.
+    """
+    if not metrics or "summary" not in metrics:
+        return {}
+
+    def cell(summary: dict) -> tuple[float, float, int] | None:
+        n = int(summary.get("n", 0))
+        return (summary["mean"], summary["sd"], n) if n >= MIN_CELL else None
+
+    distance = metrics.get("distance", {})
+    overall = []
+    for key, info in metrics.get("indices", {}).items():
+        overall.append({"label": info["label"], "unit": info["unit"],
+                        "synthetic": cell(metrics["summary"]["synthetic"].get(key, {})),
+                        "real": cell(metrics["summary"]["holdout"].get(key, {})),
+                        "distance": distance.get(key, {}).get("estimate"),
+                        "upper": distance.get(key, {}).get("upper")})
+    groups = []
+    for group, by in sorted(metrics.get("by_group", {}).items()):
+        for cohort, name in (("synthetic", "synthetic"), ("holdout", "real")):
+            cells = [cell(by.get(cohort, {}).get(key, {})) for key in metrics.get("indices", {})]
+            groups.append({"group": group, "cohort": name, "cells": cells})
+    return {"overall": overall, "by_group": groups, "labels": [(i["label"], i["unit"]) for i in
+                                                                 metrics.get("indices", {}).values()],
+            "patients": metrics.get("patients", {}), "min_cell": MIN_CELL}
+
+
 def build_datasheet(cohort: Cohort, *, spec: dict, verdict: str, checks: list[dict], model_card: dict | None,
                     ledger: dict | None, figures=(), files: dict | None = None,
-                    collection: dict | None = None) -> DatasheetModel:
+                    collection: dict | None = None, clinical: dict | None = None) -> DatasheetModel:
     """The datasheet model of a release. `figures` are audit Figures; only `public is True` ones are kept."""
     card = {k: v for k, v in (model_card or {}).items() if k not in ("checksums", "privacy")}
     ledger = dict(ledger or {"dp": False, "unit": "patient"})
@@ -178,7 +213,7 @@ def build_datasheet(cohort: Cohort, *, spec: dict, verdict: str, checks: list[di
         model_card=_flatten(card), ledger=_flatten(ledger), dp=bool(ledger.get("dp")),
         masks=spec.get("synthesis", {}).get("masks", "generated"),
         formats=list(spec.get("export", {}).get("formats", ["nifti"])), files=dict(files or {}),
-        samples=[sample_grid(cohort)], figures=public,
+        samples=[sample_grid(cohort)], figures=public, clinical=clinical_indices_table(clinical),
     )
 
 

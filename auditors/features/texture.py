@@ -72,11 +72,18 @@ def _neighbour_correlation(image: np.ndarray, mask: np.ndarray, lag: int) -> np.
 
 
 def radial_bands(size: int, bands: int = SPECTRUM_BANDS) -> np.ndarray:
-    """(size, size) band index of each 2D frequency (-1: the DC term and the corners beyond Nyquist)."""
-    f = np.fft.fftfreq(size)
+    """(size, size) band index of each 2D frequency (-1: the DC term and the corners beyond Nyquist).
+
+    Bands split the radius from the lowest frequency (1 cycle per slice) to Nyquist (size / 2 cycles)
+    evenly, so none is empty from 4 * bands pixels up.
+    """
+    if size < 4 * bands:
+        raise ValueError(f"a {bands}-band spectrum needs slices of at least {4 * bands} px, got {size}")
+    f = np.fft.fftfreq(size) * size  # cycles per slice
     radius = np.hypot(*np.meshgrid(f, f, indexing="ij"))
-    band = np.floor(radius / 0.5 * bands).astype(int)
-    band[(radius == 0) | (band >= bands)] = -1
+    band = np.floor((radius - 1) / (size / 2 - 1) * bands).astype(int)
+    band[radius == size / 2] = bands - 1  # Nyquist on an axis closes the last band
+    band[(radius < 1) | (band >= bands)] = -1
     return band
 
 

@@ -59,6 +59,53 @@ def ratio_of_means(syn: np.ndarray, real: np.ndarray, replicates: int, rng: np.r
             "patients": {"synthetic": int(len(syn)), "real": int(len(real))}}
 
 
+def _patient_sums(values, subject_ids) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patient sums and counts of the finite per-slice values: (P, K) each for (N, K) values (K columns)."""
+    values = np.asarray(values, float)
+    values = values[:, None] if values.ndim == 1 else values
+    _, rank = patient_index(subject_ids)
+    n = rank.max() + 1 if len(rank) else 0
+    ok = np.isfinite(values)
+    sums = np.stack([np.bincount(rank[ok[:, k]], weights=values[ok[:, k], k], minlength=n)
+                     for k in range(values.shape[1])], axis=1)
+    counts = np.stack([np.bincount(rank[ok[:, k]], minlength=n) for k in range(values.shape[1])], axis=1)
+    return sums, counts.astype(float)
+
+
+def _column_means(sums: np.ndarray, counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(R,) mean over columns of each column's weighted mean, for (R, P) patient weights; NaN columns skipped."""
+    num, den = weights @ sums, weights @ counts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nanmean(np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan), axis=1)
+
+
+def slice_mean(values, subject_ids, replicates: int, rng: np.random.Generator, confidence: float = CONFIDENCE) -> dict:
+    """Mean of per-slice values (for (N, K) values: the mean over the K columns of each column's mean), with
+    patient-bootstrap bounds: a patient's slices move together."""
+    sums, counts = _patient_sums(values, subject_ids)
+    est = float(_column_means(sums, counts, np.ones((1, len(sums))))[0])
+    reps = _column_means(sums, counts, bootstrap_weights(len(sums), replicates, rng))
+    lo, hi = bounds(reps, confidence)
+    return {"estimate": est, "lower": lo, "upper": hi, "confidence": confidence,
+            "se": float(np.nanstd(reps)), "replicates": int(replicates), "patients": int(len(sums))}
+
+
+def slice_mean_ratio(syn, syn_ids, real, real_ids, replicates: int, rng: np.random.Generator,
+                     confidence: float = CONFIDENCE) -> dict:
+    """slice_mean(synthetic) / slice_mean(real), both sides' patients resampled independently."""
+    parts = []
+    for values, ids in ((syn, syn_ids), (real, real_ids)):
+        sums, counts = _patient_sums(values, ids)
+        parts.append((float(_column_means(sums, counts, np.ones((1, len(sums))))[0]),
+                      _column_means(sums, counts, bootstrap_weights(len(sums), replicates, rng)), len(sums)))
+    (s, s_reps, ns), (r, r_reps, nr) = parts
+    reps = np.where(r_reps > 0, s_reps / np.where(r_reps > 0, r_reps, 1.0), np.nan)
+    lo, hi = bounds(reps, confidence)
+    return {"estimate": s / r if r > 0 else float("nan"), "lower": lo, "upper": hi, "confidence": confidence,
+            "se": float(np.nanstd(reps)), "replicates": int(replicates), "synthetic_mean": s,
+            "real_mean": r, "patients": {"synthetic": int(ns), "real": int(nr)}}
+
+
 def weighted_replicates(statistic: Callable[[np.ndarray, np.ndarray], float], n_syn: int, n_real: int,
                         replicates: int, rng: np.random.Generator) -> np.ndarray:
     """statistic(syn patient weights, real patient weights) over `replicates` independent patient bootstraps."""

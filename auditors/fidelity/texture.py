@@ -168,4 +168,26 @@ class TextureAuditor(Auditor):
         fig = Figure(name="fidelity_spectra", title="Power spectra per vendor", png=png, public=True,
                      caption="Mean relative log power per radial frequency band (0: lowest, "
                              f"{SPECTRUM_BANDS - 1}: Nyquist); aggregate statistics, no image.")
-        return AuditResult(self.name, self.group, metrics=report, checks=checks, figures=[fig])
+        return AuditResult(self.name, self.group, metrics=report, checks=checks,
+                           figures=[fig, side_by_side_figure(ctx.holdout, ctx.synthetic, ctx.seed)])
+
+
+def side_by_side_figure(real, synthetic, seed: int, per_row: int = 6) -> Figure:
+    """Per vendor, synthetic slices over the real holdout slices nearest in phase and level: INTERNAL (real images)."""
+    rng = np.random.default_rng([seed, 19])
+    images, labels = {}, {}
+    for vendor in synthetic.vendor_names:
+        syn_idx = np.flatnonzero((synthetic.vendors == vendor) & synthetic.has_label)
+        real_idx = np.flatnonzero((real.vendors == vendor) & real.has_label)
+        if len(syn_idx) == 0 or len(real_idx) == 0:
+            continue
+        syn_idx = np.sort(rng.choice(syn_idx, size=min(per_row, len(syn_idx)), replace=False))
+        match = [real_idx[np.argmin(np.abs(real.slice_pos[real_idx] - synthetic.slice_pos[i]) +
+                                    (real.phases[real_idx] != synthetic.phases[i]))] for i in syn_idx]
+        images[f"{vendor} synthetic"], labels[f"{vendor} synthetic"] = synthetic.images[syn_idx], synthetic.labels[syn_idx]
+        images[f"{vendor} real"], labels[f"{vendor} real"] = real.images[match], real.labels[match]
+    png = plots.sample_grid(images, labels, "Synthetic slices above real holdout slices of the same vendor, phase "
+                                            "and level, with label contours")
+    return Figure(name="fidelity_side_by_side", title="Real and synthetic side by side (internal)", png=png,
+                  public=False, caption="Real patients' images: internal report only. Outlines: RV blue, MYO green, "
+                                        "LV red.")

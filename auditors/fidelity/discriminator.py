@@ -20,7 +20,7 @@ from auditors.base import AuditContext, AuditResult, Auditor, Figure, Option, re
 from auditors.features.texture import get_texture_space, texture_features
 
 from . import plots
-from .resampling import bootstrap_weights, bounds, decide_text, patient_index, planning
+from .resampling import planned, bootstrap_weights, bounds, decide_text, patient_index, planning
 
 SHOWN = 8  # most confidently synthetic slices shown per report
 
@@ -113,6 +113,11 @@ class DiscriminatorAuditor(Auditor):
                                                   "ones on texture features, cross-validated by patient (0.5: "
                                                   "indistinguishable)"),
     }
+
+    def plan(self, sizes, thresholds, seed: int = 0) -> dict:
+        """Planning from the bootstrap spread measured on the phantom (resampling.SE_AT_100), scaled to the sizes."""
+        return {name: planned(name, sizes.synthetic, sizes.holdout, 0.5, float(thresholds.get(name, default)), op)
+                for name, (default, op, _) in self.default_thresholds.items()}
 
     def run(self, ctx: AuditContext) -> AuditResult:
         res = discriminate(ctx, ctx.option("discriminator_folds"), ctx.option("fidelity_bootstrap"))

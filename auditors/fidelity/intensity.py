@@ -16,7 +16,7 @@ from auditors.base import AuditContext, AuditResult, Auditor, Figure, register_a
 from cmri_release.sliceset import SliceSet
 
 from . import plots
-from .resampling import decide_text, planning, ratio_of_means, relative_se
+from .resampling import planned, decide_text, planning, ratio_of_means, relative_se
 
 REGIONS = {"blood pool": (1, 3), "myocardium": (2,), "background": (0,)}
 MAX_PIXELS = 100_000  # per (set, vendor, region): W1 sorts its samples
@@ -111,6 +111,11 @@ class IntensityAuditor(Auditor):
                                                    "intensities per structure to train's (same vendor), over the "
                                                    "same for real holdout subjects"),
     }
+
+    def plan(self, sizes, thresholds, seed: int = 0) -> dict:
+        """Planning from the bootstrap spread measured on the phantom (resampling.SE_AT_100), scaled to the sizes."""
+        return {name: planned(name, sizes.synthetic, sizes.holdout, 1.0, float(thresholds.get(name, default)), op)
+                for name, (default, op, _) in self.default_thresholds.items()}
 
     def run(self, ctx: AuditContext) -> AuditResult:
         summary, panels = intensity_report(ctx)

@@ -147,3 +147,17 @@ def decide_text(estimate: float, lower: float, upper: float, threshold: float, o
     side = "pass" if (estimate <= threshold if op == "<=" else estimate >= threshold) else "fail"
     return (f"would likely {side} with about {need} synthetic and {need} holdout patients "
             f"(now {patients}; the interval narrows as 1/sqrt(patients))")
+
+
+# Bootstrap standard errors measured at 100 synthetic / 100 holdout phantom patients (32 px; the 20 honest draws
+# of docs/fidelity-utility-checks.md), the unit of the planning model below: se grows as sqrt(1/n_syn + 1/n_hold).
+SE_AT_100 = {"fidelity.texture_ratio": 0.12, "fidelity.spectrum_ratio": 0.14, "fidelity.structure_texture_ratio": 0.10,
+             "fidelity.discriminator_auc": 0.028, "fidelity.intensity_w1_ratio": 0.06}
+
+
+def planned(name: str, synthetic: int, holdout: int, honest: float, threshold: float, op: str) -> dict:
+    """Planning figures for a cohort of these sizes, before any data: the measured se scaled to the sizes."""
+    if name not in SE_AT_100 or synthetic < 2 or holdout < 2:
+        return {}
+    se = SE_AT_100[name] * math.sqrt((1 / synthetic + 1 / holdout) / (2 / 100))
+    return planning(se, honest, threshold, op)

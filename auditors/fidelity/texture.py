@@ -25,7 +25,7 @@ from auditors.base import AuditContext, AuditResult, Auditor, Figure, register_a
 from auditors.features.texture import SPECTRUM_BANDS, get_texture_space, texture_features
 
 from . import plots
-from .resampling import decide_text, patient_index, planning, ratio_of_means, relative_se
+from .resampling import planned, decide_text, patient_index, planning, ratio_of_means, relative_se
 
 CHECKS = {"texture_ratio": ("noise", "gradient"), "spectrum_ratio": ("spectrum",),
           "structure_texture_ratio": ("structure",)}
@@ -143,6 +143,11 @@ class TextureAuditor(Auditor):
                                                         "synthetic patients' distance to train over real holdout "
                                                         "patients'; a label painter fails it"),
     }
+
+    def plan(self, sizes, thresholds, seed: int = 0) -> dict:
+        """Planning from the bootstrap spread measured on the phantom (resampling.SE_AT_100), scaled to the sizes."""
+        return {name: planned(name, sizes.synthetic, sizes.holdout, 1.0, float(thresholds.get(name, default)), op)
+                for name, (default, op, _) in self.default_thresholds.items()}
 
     def run(self, ctx: AuditContext) -> AuditResult:
         replicates = ctx.option(BOOTSTRAP_OPTION)

@@ -82,3 +82,17 @@ def test_planning_and_decide():
     text = decide_text(1.3, 1.0, 1.9, 1.6, "<=", 20)
     assert "pass" in text and "patients" in text
     assert "fail" in decide_text(2.0, 1.5, 2.6, 1.6, "<=", 20)
+
+
+def test_auditor_plan_scales_with_the_cohort():
+    from auditors.base import CohortSizes
+    from auditors.fidelity.discriminator import DiscriminatorAuditor
+    from auditors.fidelity.texture import TextureAuditor
+
+    small = TextureAuditor().plan(CohortSizes(train=20, holdout=10, synthetic=10), {})
+    large = TextureAuditor().plan(CohortSizes(train=100, holdout=100, synthetic=100), {})
+    for name in ("fidelity.texture_ratio", "fidelity.spectrum_ratio", "fidelity.structure_texture_ratio"):
+        assert small[name]["honest_pass_probability"] < large[name]["honest_pass_probability"]
+        assert small[name]["smallest_detectable"] > large[name]["smallest_detectable"] > 1.6
+    disc = DiscriminatorAuditor().plan(CohortSizes(100, 100, 100), {"fidelity.discriminator_auc": 0.7})
+    assert disc["fidelity.discriminator_auc"]["honest_pass_probability"] > 0.99

@@ -102,7 +102,7 @@ def measure_setting(gen, solver: str, steps: int, holdout, segmenter, real_dice:
     seconds = time.perf_counter() - start
     evaluations = int(gen._evaluations_per_sample())
     synthetic = dataclasses.replace(holdout, images=images)
-    dice = score_slices(segmenter, synthetic)["dice"]["mean"]
+    dice = score_slices(segmenter, synthetic)[0]["dice"]["mean"]
     return {"generator": gen.name, "solver": solver, "steps": int(steps), "evaluations_per_slice": evaluations,
             "slices": len(holdout), "sample_seconds": round(seconds, 4),
             "slices_per_s": round(len(holdout) / seconds, 2),
@@ -160,7 +160,7 @@ def run(args) -> dict:
     start = time.perf_counter()
     ctx = reference_context(train, holdout, args.segmenter_epochs, args.seed)
     segmenter = real_train_segmenter(ctx)
-    real_dice = float(score_slices(segmenter, ctx.holdout.labelled())["dice"]["mean"])
+    real_dice = float(score_slices(segmenter, ctx.holdout.labelled())[0]["dice"]["mean"])
     phases["segmenter"] = time.perf_counter() - start
     report["segmenter"] = {"real_holdout_dice": round(real_dice, 4), "steps": segmenter.log["steps"],
                            "epochs": args.segmenter_epochs, "seconds": segmenter.log["seconds"]}

@@ -1,2 +1,3 @@
-"""Fidelity auditors: cardiac clinical indices, mask consistency, FD/KID, PRDC, diversity, intensity statistics."""
-from . import clinical_indices, diversity, feature_distance, intensity, mask_consistency, prdc_auditor  # noqa: F401 (registration)
+"""Fidelity auditors: clinical indices, mask consistency, FD/KID, PRDC, diversity, intensity, texture, discriminator."""
+from . import (clinical_indices, diversity, feature_distance, intensity, mask_consistency, prdc_auditor,  # noqa: F401
+               texture, discriminator)  # registration

@@ -9,10 +9,11 @@ synthetic set are reported beside it.
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial.distance import pdist
+from scipy.spatial.distance import pdist, squareform
 
 from auditors.base import AuditContext, AuditResult, Auditor, register_auditor
 
+from .resampling import bootstrap_weights, bounds, decide_text, patient_index, planning, relative_se
 from .spaces import available_spaces, matched_indices, standardised
 
 CHECKED_SPACE = "segmenter"
@@ -46,6 +47,29 @@ def diversity_in(x_syn: np.ndarray, x_real: np.ndarray) -> dict:
     }
 
 
+def _weighted_mean_distance(d: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Mean pairwise distance for (R, N) slice weights: pairs of a slice with itself (or its copies) left out."""
+    num = np.einsum("rn,rn->r", w @ d, w)
+    den = w.sum(axis=1) ** 2 - (w ** 2).sum(axis=1)
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def weighted_ratio(x_syn, syn_ids, x_real, real_ids, replicates: int, rng: np.random.Generator) -> dict:
+    """Mean pairwise distance ratio (synthetic over real) with patient-bootstrap bounds."""
+    reps, points, patients = [], [], []
+    for x, ids in ((x_syn, syn_ids), (x_real, real_ids)):
+        d = squareform(pdist(np.asarray(x, np.float64)))
+        _, rank = patient_index(ids)
+        w = bootstrap_weights(rank.max() + 1, replicates, rng)[:, rank]
+        reps.append(_weighted_mean_distance(d, w))
+        points.append(float(_weighted_mean_distance(d, np.ones((1, len(d))))[0]))
+        patients.append(int(rank.max() + 1))
+    r = np.where(reps[1] > 0, reps[0] / np.where(reps[1] > 0, reps[1], 1.0), np.nan)
+    lo, hi = bounds(r)
+    return {"estimate": points[0] / points[1] if points[1] > 0 else float("nan"), "lower": lo, "upper": hi,
+            "se": float(np.nanstd(r)), "patients": {"synthetic": patients[0], "real": patients[1]}}
+
+
 @register_auditor
 class DiversityAuditor(Auditor):
     name = "diversity"
@@ -69,7 +93,17 @@ class DiversityAuditor(Auditor):
                               ctx.holdout.images[sel["holdout"]].reshape(len(keep), -1))
         results["pixels"] = pixels
         main = results[CHECKED_SPACE]
-        check = self.check(ctx, "fidelity.diversity_ratio", main["ratio"],
+        feats = standardised(ctx, CHECKED_SPACE)
+        gated = weighted_ratio(feats["synthetic"][sel["synthetic"]], ctx.synthetic.subject_ids[sel["synthetic"]],
+                               feats["holdout"][sel["holdout"]], ctx.holdout.subject_ids[sel["holdout"]],
+                               ctx.option("fidelity_bootstrap"), rng)
+        main["gated"] = gated
+        name = "fidelity.diversity_ratio"
+        threshold = ctx.threshold(name, self.default_thresholds[name][0])
+        check = self.check(ctx, name, gated["estimate"], lower=gated["lower"], upper=gated["upper"], confidence=0.95,
+                           decide=decide_text(gated["estimate"], gated["lower"], gated["upper"], threshold, ">=",
+                                              min(gated["patients"].values())),
+                           plan=planning(relative_se(gated), 1.0, threshold, ">="),
                            details=f"mean pairwise distance {main['synthetic_mean_distance']:.3g} (synthetic) vs "
                            f"{main['real_mean_distance']:.3g} (real holdout), {len(keep)} slices each; pixel-space "
                            f"ratio {pixels['ratio']:.2f}")

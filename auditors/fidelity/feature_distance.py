@@ -16,6 +16,7 @@ from auditors.base import AuditContext, AuditResult, Auditor, Option, register_a
 
 from .distances import (frechet_from_stats, mean_cov, matched_sample, mmd2_from_kernels, percentile_interval,
                         polynomial_kernel, subject_groups)
+from .resampling import bounds, decide_text, planning, relative_se
 from .spaces import available_spaces, matched_indices, standardised
 
 DEFAULT_BOOTSTRAP = 200
@@ -63,7 +64,10 @@ def compare_in_space(ctx, space: str, bootstrap: int) -> dict:
         out[name] = {"synthetic_vs_train": s, "holdout_vs_train": b,
                      "synthetic_ci95": percentile_interval(r[:, 0]), "holdout_ci95": percentile_interval(r[:, 1])}
     out["fd"]["ratio"] = _ratio(*point["fd"])
-    out["fd"]["ratio_ci95"] = percentile_interval([_ratio(s, b) for s, b in reps["fd"]])
+    ratio_reps = [_ratio(s, b) for s, b in reps["fd"]]
+    out["fd"]["ratio_ci95"] = percentile_interval(ratio_reps)
+    out["fd"]["ratio_bounds"] = list(bounds(ratio_reps))  # one-sided 95% each: what the check gates on
+    out["fd"]["ratio_se"] = float(np.nanstd(ratio_reps)) if bootstrap else float("nan")
     # KID is unbiased: between two real samples it is about 0 and may be negative, so its ratio
     # is unstable; the excess over the baseline is the readable figure (ratio given when defined).
     kid_s, kid_b = point["kid"]
@@ -92,9 +96,17 @@ class FeatureDistanceAuditor(Auditor):
         for space in available_spaces():
             res = compare_in_space(ctx, space, bootstrap)
             results[space] = res
-            lo, hi = res["fd"]["ratio_ci95"]
-            checks.append(self.check(ctx, f"fidelity.fd_ratio_{space}", res["fd"]["ratio"], lower=lo, upper=hi, confidence=0.95,
+            lo, hi = res["fd"]["ratio_bounds"]
+            name, est = f"fidelity.fd_ratio_{space}", res["fd"]["ratio"]
+            threshold = ctx.threshold(name, self.default_thresholds[name][0])
+            n = min(len(ctx.synthetic.subjects), len(ctx.holdout.subjects))
+            checks.append(self.check(ctx, name, est, lower=lo, upper=hi, confidence=0.95,
+                                     decide=decide_text(est, lo, hi, threshold, "<=", n),
+                                     plan=planning(relative_se({"estimate": est, "se": res["fd"]["ratio_se"]}), 1.0,
+                                                   threshold, "<="),
                                      details=f"FD {res['fd']['synthetic_vs_train']:.3g} vs baseline "
-                                     f"{res['fd']['holdout_vs_train']:.3g}; ratio 95% CI [{lo:.2f}, {hi:.2f}] over "
-                                     f"{bootstrap} subject bootstraps; {res['slices_per_set']} slices per set"))
+                                     f"{res['fd']['holdout_vs_train']:.3g}; ratio one-sided 95% bounds [{lo:.2f}, {hi:.2f}] over "
+                                     f"{bootstrap} subject bootstraps; {res['slices_per_set']} slices per set; KID excess over "
+                                     f"the real baseline {res['kid']['excess']:.3g} (95% CI "
+                                     f"{res['kid']['excess_ci95'][0]:.3g} to {res['kid']['excess_ci95'][1]:.3g})"))
         return AuditResult(self.name, self.group, metrics={"spaces": results}, checks=checks)

@@ -16,6 +16,7 @@ from auditors.base import AuditContext, AuditResult, Auditor, Figure, register_a
 from cmri_release.sliceset import SliceSet
 
 from . import plots
+from .resampling import planned, decide_text, planning, ratio_of_means, relative_se
 
 REGIONS = {"blood pool": (1, 3), "myocardium": (2,), "background": (0,)}
 MAX_PIXELS = 100_000  # per (set, vendor, region): W1 sorts its samples
@@ -38,16 +39,20 @@ def describe(values: np.ndarray) -> dict:
 
 
 def subject_distances(slices: SliceSet, reference: dict, rng: np.random.Generator) -> list[float]:
-    """W1 between each subject's pixels of each region and the reference (train) pixels of its vendor."""
+    """Per subject: the mean over regions of the W1 between its pixels and the reference (train) pixels of its
+    vendor (the patient is the unit the interval resamples)."""
     out = []
     for sid in slices.subjects:
         one = slices.for_subjects([sid])
         vendor = one.vendors[0]
+        dists = []
         for region, labels in REGIONS.items():
             px = region_pixels(one, vendor, labels, rng)
             ref = reference.get((vendor, region))
             if len(px) and ref is not None and len(ref):
-                out.append(float(wasserstein_distance(px, ref)))
+                dists.append(float(wasserstein_distance(px, ref)))
+        if dists:
+            out.append(float(np.mean(dists)))
     return out
 
 
@@ -85,10 +90,12 @@ def intensity_report(ctx: AuditContext) -> tuple[dict, dict]:
         if any(v in vendors for v in ctx.holdout.vendor_names) else None
     syn_w1 = subject_distances(ctx.synthetic, reference, rng)
     real_w1 = subject_distances(shared, reference, rng) if shared is not None else []
-    mean_syn = float(np.mean(syn_w1)) if syn_w1 else float("nan")
-    mean_real = float(np.mean(real_w1)) if real_w1 else float("nan")
-    summary = {"by_vendor": out, "mean_subject_w1_synthetic": mean_syn, "mean_subject_w1_holdout": mean_real,
-               "w1_ratio": mean_syn / mean_real if mean_real > 0 else float("nan"),
+    if len(syn_w1) < 2 or len(real_w1) < 2:
+        raise ValueError(f"intensity needs at least 2 synthetic and 2 holdout patients of a training vendor, got "
+                         f"{len(syn_w1)} and {len(real_w1)}")
+    ratio = ratio_of_means(syn_w1, real_w1, ctx.option("fidelity_bootstrap"), rng)
+    summary = {"by_vendor": out, "mean_subject_w1_synthetic": ratio["synthetic_mean"],
+               "mean_subject_w1_holdout": ratio["real_mean"], "w1_ratio": ratio["estimate"], "w1_ratio_bounds": ratio,
                "synthetic_vendors_not_in_train": sorted(set(ctx.synthetic.vendor_names) - set(vendors)),
                "subjects": {"synthetic": len(ctx.synthetic.subjects),
                             "holdout": len(shared.subjects) if shared is not None else 0}}
@@ -105,6 +112,11 @@ class IntensityAuditor(Auditor):
                                                    "same for real holdout subjects"),
     }
 
+    def plan(self, sizes, thresholds, seed: int = 0) -> dict:
+        """Planning from the bootstrap spread measured on the phantom (resampling.SE_AT_100), scaled to the sizes."""
+        return {name: planned(name, sizes.synthetic, sizes.holdout, 1.0, float(thresholds.get(name, default)), op)
+                for name, (default, op, _) in self.default_thresholds.items()}
+
     def run(self, ctx: AuditContext) -> AuditResult:
         summary, panels = intensity_report(ctx)
         everything = np.concatenate([v for p in panels.values() for v in p.values() if len(v)])
@@ -113,7 +125,13 @@ class IntensityAuditor(Auditor):
                                np.linspace(lo, hi if hi > lo else lo + 1, 50))
         fig = Figure(name="fidelity_intensity_histograms", title="Intensity histograms", png=png, public=True,
                      caption="Normalised intensities under each label; aggregate distributions, no image.")
-        check = self.check(ctx, "fidelity.intensity_w1_ratio", summary["w1_ratio"],
+        res, name = summary["w1_ratio_bounds"], "fidelity.intensity_w1_ratio"
+        threshold = ctx.threshold(name, self.default_thresholds[name][0])
+        check = self.check(ctx, name, res["estimate"], lower=res["lower"], upper=res["upper"],
+                           confidence=res["confidence"],
+                           decide=decide_text(res["estimate"], res["lower"], res["upper"], threshold, "<=",
+                                              min(res["patients"].values())),
+                           plan=planning(relative_se(res), 1.0, threshold, "<="),
                            details=f"mean W1 per subject and structure {summary['mean_subject_w1_synthetic']:.4f} "
                            f"({summary['subjects']['synthetic']} synthetic subjects) vs "
                            f"{summary['mean_subject_w1_holdout']:.4f} ({summary['subjects']['holdout']} real holdout)")

@@ -17,14 +17,15 @@ from auditors.segmentation.train import real_train_segmenter
 from cmri_release.sliceset import SliceSet
 
 from . import plots
+from .resampling import decide_text, planning, slice_mean, slice_mean_ratio
 
 
 def _volume_ids(slices: SliceSet) -> np.ndarray:
     return np.char.add(np.char.add(slices.subject_ids.astype(str), "|"), slices.phases.astype(str))
 
 
-def score_slices(segmenter, slices: SliceSet) -> dict:
-    """Per-slice and per-volume Dice/HD95 of the segmenter's prediction against the slices' labels."""
+def score_slices(segmenter, slices: SliceSet) -> tuple[dict, np.ndarray]:
+    """(summary, (N, structures) per-slice Dice) of the segmenter against the slices' labels."""
     pred = segmenter.predict(slices.images)
     per_slice = metrics.slice_scores(pred, slices.labels, slices.spacing_mm)
     thickness = {sid: m.get("thickness_mm") for sid, m in slices.subject_meta.items()}
@@ -33,6 +34,7 @@ def score_slices(segmenter, slices: SliceSet) -> dict:
     thick_by_volume = {v: thickness[v.split("|")[0]] for v in set(vids.tolist())} if with_hd else 0.0
     per_volume = metrics.volume_scores(pred, slices.labels, vids, slices.slice_index, slices.spacing_mm,
                                        thick_by_volume, with_hd95=with_hd)
+    slice_dice = np.stack(list(per_slice["dice"].values()), axis=1)  # (N, structures), NaN where undefined
     by_vendor = {}
     for vendor in slices.vendor_names:
         sel = slices.vendors == vendor
@@ -47,7 +49,7 @@ def score_slices(segmenter, slices: SliceSet) -> dict:
         "volume_hd95_mm": metrics.summarise(per_volume["hd95"]) if with_hd else "not computed: slice thickness "
                                                                                 "unknown for some subject",
         "by_vendor": by_vendor,
-    }
+    }, slice_dice
 
 
 def _ratio(a: float, b: float) -> float:
@@ -68,6 +70,14 @@ def sample_grid_figure(slices: SliceSet, seed: int, per_row: int = 8) -> Figure:
 
 @register_auditor
 class MaskConsistencyAuditor(Auditor):
+    def _bounded(self, ctx, name, res, patients, honest, details):
+        threshold = ctx.threshold(name, self.default_thresholds[name][0])
+        op = self.default_thresholds[name][1]
+        return self.check(ctx, name, res["estimate"], lower=res["lower"], upper=res["upper"], confidence=0.95,
+                          details=details, decide=decide_text(res["estimate"], res["lower"], res["upper"], threshold,
+                                                              op, patients),
+                          plan=planning(res["se"], honest, threshold, op) if honest is not None else {})
+
     name = "mask_consistency"
     group = "fidelity"
     default_thresholds = {
@@ -85,12 +95,18 @@ class MaskConsistencyAuditor(Auditor):
         if len(real) == 0:
             raise ValueError("the holdout slices carry no label maps: no real baseline for mask consistency")
         segmenter = real_train_segmenter(ctx)
-        syn, ref = score_slices(segmenter, synthetic), score_slices(segmenter, real)
+        (syn, syn_slices), (ref, ref_slices) = score_slices(segmenter, synthetic), score_slices(segmenter, real)
+        replicates = ctx.option("fidelity_bootstrap")
+        rng = np.random.default_rng([ctx.seed, 17])
+        # Gated: the mean over structures of each structure's mean Dice (as reported), patients resampled.
+        ratio_ci = slice_mean_ratio(syn_slices, synthetic.subject_ids, ref_slices, real.subject_ids, replicates, rng)
+        real_ci = slice_mean(ref_slices, real.subject_ids, replicates, rng)
         ratio = _ratio(syn["dice"]["mean"], ref["dice"]["mean"])
         per_structure = {s: _ratio(syn["dice"][s], ref["dice"][s]) for s in metrics.STRUCTURE_LABELS}
         per_vendor = {v: _ratio(d["dice"]["mean"], ref["by_vendor"].get(v, ref)["dice"]["mean"])
                       for v, d in syn["by_vendor"].items()}
-        metrics_out = {"synthetic": syn, "real_holdout": ref, "dice_ratio": ratio,
+        metrics_out = {"synthetic": syn, "real_holdout": ref, "dice_ratio": ratio, "gated_ratio": ratio_ci,
+                       "gated_real_dice": real_ci,
                        "dice_ratio_by_structure": per_structure, "dice_ratio_by_vendor": per_vendor,
                        "segmenter": segmenter.log}
         structures = list(metrics.STRUCTURE_LABELS)
@@ -109,7 +125,9 @@ class MaskConsistencyAuditor(Auditor):
                           caption="Per structure and per vendor; real holdout is the baseline.")]
         details = (f"synthetic {syn['dice']['mean']:.3f} over {syn['slices']} slices / real holdout "
                    f"{ref['dice']['mean']:.3f} over {ref['slices']} slices")
-        checks = [self.check(ctx, "fidelity.mask_dice_ratio", ratio, details=details),
-                  self.check(ctx, "fidelity.segmenter_real_dice", ref["dice"]["mean"],
-                             details=f"{ref['subjects']} holdout subjects; segmenter {segmenter.log.get('steps')} steps")]
+        n = min(ratio_ci["patients"].values())
+        checks = [self._bounded(ctx, "fidelity.mask_dice_ratio", ratio_ci, n, 1.0, details + f"; {replicates} patient "
+                                "bootstraps"),
+                  self._bounded(ctx, "fidelity.segmenter_real_dice", real_ci, real_ci["patients"], None,
+                                f"{ref['subjects']} holdout subjects; segmenter {segmenter.log.get('steps')} steps")]
         return AuditResult(self.name, self.group, metrics=metrics_out, checks=checks, figures=figures)

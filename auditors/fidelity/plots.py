@@ -94,4 +94,21 @@ def histograms(panels: dict[str, dict[str, np.ndarray]], title: str, bins: np.nd
     return to_png(fig)
 
 
-__all__ = ["STRUCTURES", "grouped_bars", "histograms", "sample_grid", "to_png"]
+__all__ = ["STRUCTURES", "grouped_bars", "histograms", "sample_grid", "spectra", "to_png"]
+
+
+def spectra(by_vendor: dict[str, dict[str, list[float]]], title: str) -> bytes:
+    """One panel per vendor: each split's mean relative log power per radial band."""
+    vendors = list(by_vendor) or ["none"]
+    fig = MplFigure(figsize=(3.0 * len(vendors), 2.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(vendors), squeeze=False)).ravel()
+    for ax, vendor in zip(axes, vendors):
+        for split, values in by_vendor.get(vendor, {}).items():
+            ax.plot(np.arange(len(values)), values, marker="o", markersize=3, label=split)
+        ax.set_title(vendor, fontsize=8)
+        ax.set_xlabel("radial band (low to Nyquist)", fontsize=7)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("log10 share of power", fontsize=7)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return to_png(fig)

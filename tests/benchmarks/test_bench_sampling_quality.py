@@ -100,7 +100,7 @@ def test_ratio_is_the_fidelity_auditors_check(bench):
     gen.fit(train, epochs=1, seed=0, quiet=True)
     ctx = bench.reference_context(train, holdout, segmenter_epochs=1.0, seed=0)
     segmenter = real_train_segmenter(ctx)
-    real = score_slices(segmenter, holdout)["dice"]["mean"]
+    real = score_slices(segmenter, holdout)[0]["dice"]["mean"]
     row = bench.measure_setting(gen, "euler", 2, holdout, segmenter, real, warm_up=False)
     assert row["evaluations_per_slice"] == 2
     images = gen.sample(holdout.labels, holdout.vendors, seed=bench.SAMPLE_SEED)

@@ -1,0 +1,163 @@
+"""Patient-level intervals for fidelity ratios, and the planning figures that go with them.
+
+Every fidelity check compares the synthetic cohort with the real holdout, both against train. The
+unit resampled is the patient: a bootstrap draws synthetic and holdout patients with replacement,
+independently, recomputes the statistic and reads the one-sided bounds (each at `CONFIDENCE`) from
+the percentiles of the replicates. The statistic is given per-patient weights (how many times each
+patient was drawn), so a replicate costs a weighted mean, not a recomputation from pixels.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+from scipy.stats import norm
+
+CONFIDENCE = 0.95  # each bound one-sided at 95% (a 90% two-sided interval)
+DETECT_POWER = 0.80  # the `smallest_detectable` fault is failed with this probability
+
+
+def patient_index(subject_ids) -> tuple[np.ndarray, np.ndarray]:
+    """(unique patients in order of first appearance, per-slice patient number)."""
+    ids = np.asarray(subject_ids)
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return ids[np.sort(first)], rank[inverse]
+
+
+def bootstrap_weights(n_patients: int, replicates: int, rng: np.random.Generator) -> np.ndarray:
+    """(replicates, n_patients) multiplicities of a patient bootstrap (each row sums to n_patients)."""
+    return rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=replicates).astype(np.float64)
+
+
+def bounds(replicates, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """One-sided percentile bounds at `confidence` each; NaN when no replicate is finite."""
+    arr = np.asarray(replicates, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return float("nan"), float("nan")
+    return float(np.percentile(arr, 100 * (1 - confidence))), float(np.percentile(arr, 100 * confidence))
+
+
+def ratio_of_means(syn: np.ndarray, real: np.ndarray, replicates: int, rng: np.random.Generator,
+                   confidence: float = CONFIDENCE) -> dict:
+    """mean(syn) / mean(real) of per-patient values, with patient-bootstrap bounds and standard error."""
+    syn, real = np.asarray(syn, float), np.asarray(real, float)
+    if len(syn) < 2 or len(real) < 2:
+        raise ValueError(f"a patient-level ratio needs at least 2 patients per side, got {len(syn)} and {len(real)}")
+    ws, wr = bootstrap_weights(len(syn), replicates, rng), bootstrap_weights(len(real), replicates, rng)
+    num, den = ws @ syn / len(syn), wr @ real / len(real)
+    reps = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    est = syn.mean() / real.mean() if real.mean() > 0 else float("nan")
+    lo, hi = bounds(reps, confidence)
+    return {"estimate": float(est), "lower": lo, "upper": hi, "confidence": confidence,
+            "se": float(np.nanstd(reps)), "replicates": int(replicates),
+            "synthetic_mean": float(syn.mean()), "real_mean": float(real.mean()),
+            "patients": {"synthetic": int(len(syn)), "real": int(len(real))}}
+
+
+def _patient_sums(values, subject_ids) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patient sums and counts of the finite per-slice values: (P, K) each for (N, K) values (K columns)."""
+    values = np.asarray(values, float)
+    values = values[:, None] if values.ndim == 1 else values
+    _, rank = patient_index(subject_ids)
+    n = rank.max() + 1 if len(rank) else 0
+    ok = np.isfinite(values)
+    sums = np.stack([np.bincount(rank[ok[:, k]], weights=values[ok[:, k], k], minlength=n)
+                     for k in range(values.shape[1])], axis=1)
+    counts = np.stack([np.bincount(rank[ok[:, k]], minlength=n) for k in range(values.shape[1])], axis=1)
+    return sums, counts.astype(float)
+
+
+def _column_means(sums: np.ndarray, counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(R,) mean over columns of each column's weighted mean, for (R, P) patient weights; NaN columns skipped."""
+    num, den = weights @ sums, weights @ counts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nanmean(np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan), axis=1)
+
+
+def slice_mean(values, subject_ids, replicates: int, rng: np.random.Generator, confidence: float = CONFIDENCE) -> dict:
+    """Mean of per-slice values (for (N, K) values: the mean over the K columns of each column's mean), with
+    patient-bootstrap bounds: a patient's slices move together."""
+    sums, counts = _patient_sums(values, subject_ids)
+    est = float(_column_means(sums, counts, np.ones((1, len(sums))))[0])
+    reps = _column_means(sums, counts, bootstrap_weights(len(sums), replicates, rng))
+    lo, hi = bounds(reps, confidence)
+    return {"estimate": est, "lower": lo, "upper": hi, "confidence": confidence,
+            "se": float(np.nanstd(reps)), "replicates": int(replicates), "patients": int(len(sums))}
+
+
+def slice_mean_ratio(syn, syn_ids, real, real_ids, replicates: int, rng: np.random.Generator,
+                     confidence: float = CONFIDENCE) -> dict:
+    """slice_mean(synthetic) / slice_mean(real), both sides' patients resampled independently."""
+    parts = []
+    for values, ids in ((syn, syn_ids), (real, real_ids)):
+        sums, counts = _patient_sums(values, ids)
+        parts.append((float(_column_means(sums, counts, np.ones((1, len(sums))))[0]),
+                      _column_means(sums, counts, bootstrap_weights(len(sums), replicates, rng)), len(sums)))
+    (s, s_reps, ns), (r, r_reps, nr) = parts
+    reps = np.where(r_reps > 0, s_reps / np.where(r_reps > 0, r_reps, 1.0), np.nan)
+    lo, hi = bounds(reps, confidence)
+    return {"estimate": s / r if r > 0 else float("nan"), "lower": lo, "upper": hi, "confidence": confidence,
+            "se": float(np.nanstd(reps)), "replicates": int(replicates), "synthetic_mean": s,
+            "real_mean": r, "patients": {"synthetic": int(ns), "real": int(nr)}}
+
+
+def weighted_replicates(statistic: Callable[[np.ndarray, np.ndarray], float], n_syn: int, n_real: int,
+                        replicates: int, rng: np.random.Generator) -> np.ndarray:
+    """statistic(syn patient weights, real patient weights) over `replicates` independent patient bootstraps."""
+    ws, wr = bootstrap_weights(n_syn, replicates, rng), bootstrap_weights(n_real, replicates, rng)
+    return np.array([statistic(a, b) for a, b in zip(ws, wr)])
+
+
+def relative_se(res: dict) -> float:
+    """A ratio's standard error scaled to a ratio of 1 (its spread is roughly proportional to its level)."""
+    est = res.get("estimate", float("nan"))
+    return float(res["se"] / est) if math.isfinite(est) and est > 0 else float("nan")
+
+
+def planning(se: float, honest: float, threshold: float, op: str, confidence: float = CONFIDENCE) -> dict:
+    """Planning figures at this cohort size, from the bootstrap standard error (normal approximation).
+
+    honest_pass_probability: the chance that a generator as good as new real patients (true value
+    `honest`) has its safe-side bound inside the threshold; smallest_detectable: the true value that
+    the check FAILS (bound on the unsafe side beyond the threshold) with probability DETECT_POWER.
+    """
+    if not (math.isfinite(se) and se > 0):
+        return {}
+    z, zp = norm.ppf(confidence), norm.ppf(DETECT_POWER)
+    sign = 1.0 if op == "<=" else -1.0
+    return {"honest_pass_probability": float(norm.cdf(sign * (threshold - honest) / se - z)),
+            "smallest_detectable": float(threshold + sign * (z + zp) * se),
+            "detectable_unit": "true value of the statistic", "se": float(se)}
+
+
+def decide_text(estimate: float, lower: float, upper: float, threshold: float, op: str, patients: int) -> str:
+    """What cohort would decide an inconclusive check: interval width shrinks as 1/sqrt(patients)."""
+    if not all(math.isfinite(v) for v in (estimate, lower, upper)) or patients < 1:
+        return "the statistic could not be measured; check the inputs"
+    half = max(estimate - lower, upper - estimate, 1e-12)
+    gap = abs(threshold - estimate)
+    if gap < 1e-9:
+        return f"the estimate sits on the threshold {threshold:g}: no cohort size decides it"
+    need = math.ceil(patients * (half / gap) ** 2)
+    side = "pass" if (estimate <= threshold if op == "<=" else estimate >= threshold) else "fail"
+    return (f"would likely {side} with about {need} synthetic and {need} holdout patients "
+            f"(now {patients}; the interval narrows as 1/sqrt(patients))")
+
+
+# Bootstrap standard errors measured at 100 synthetic / 100 holdout phantom patients (32 px; the 20 honest draws
+# of docs/fidelity-utility-checks.md), the unit of the planning model below: se grows as sqrt(1/n_syn + 1/n_hold).
+SE_AT_100 = {"fidelity.texture_ratio": 0.12, "fidelity.spectrum_ratio": 0.14, "fidelity.structure_texture_ratio": 0.10,
+             "fidelity.discriminator_auc": 0.028, "fidelity.intensity_w1_ratio": 0.06}
+
+
+def planned(name: str, synthetic: int, holdout: int, honest: float, threshold: float, op: str) -> dict:
+    """Planning figures for a cohort of these sizes, before any data: the measured se scaled to the sizes."""
+    if name not in SE_AT_100 or synthetic < 2 or holdout < 2:
+        return {}
+    se = SE_AT_100[name] * math.sqrt((1 / synthetic + 1 / holdout) / (2 / 100))
+    return planning(se, honest, threshold, op)

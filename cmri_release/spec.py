@@ -25,7 +25,7 @@ ACCOUNTANTS = ("prv", "rdp")
 
 @dataclass(frozen=True)
 class PhantomSpec:
-    subjects: int = 40
+    subjects: int = 240  # 100 train, 100 holdout, 40 test: what the audit needs to show anything
     seed: int = 0  # the phantom's own seed: which synthetic "patients" the real cohort holds
     vendors: tuple[str, ...] | None = None  # None: every vendor style of the phantom
 
@@ -34,9 +34,9 @@ class PhantomSpec:
 class SplitSpec:
     """Shares of patients (never slices) per split; test may be 0 (the audit then uses holdout)."""
 
-    train: float = 0.5
-    holdout: float = 0.25
-    test: float = 0.25
+    train: float = 0.42
+    holdout: float = 0.42
+    test: float = 0.16
 
     def fractions(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if k != "test" or v > 0}
@@ -66,7 +66,7 @@ class DataSpec:
 @dataclass(frozen=True)
 class GeneratorSpec:
     name: str = "flow"
-    epochs: int | None = 5  # the demo's budget; None when `minutes` is given
+    epochs: int | None = 2  # the demo's budget (2 passes over 100 patients); None when `minutes` is given
     minutes: float | None = None
     device: str = "cpu"
     model: Path | None = None  # a model folder to load instead of training
@@ -83,7 +83,7 @@ class PrivacySpec:
 
 @dataclass(frozen=True)
 class SynthesisSpec:
-    subjects: int = 20
+    subjects: int = 100
     vendors: tuple[str, ...] | None = None  # None: the training cohort's vendors
     masks: str = "generated"  # "generated" (the mask generator) or "holdout" (the holdout patients' masks)
 

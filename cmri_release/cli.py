@@ -25,6 +25,7 @@ COMMANDS = {
     "audit": "cmri_release.commands.audit_cmd:audit_command",
     "release": "cmri_release.commands.release_cmd:release_command",
     "demo": "cmri_release.commands.release_cmd:demo_command",
+    "verify": "cmri_release.commands.verify_cmd:verify_command",
 }
 
 

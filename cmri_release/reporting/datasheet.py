@@ -55,6 +55,7 @@ class DatasheetModel:
     files: dict[str, Any]
     samples: list[Image] = field(default_factory=list)
     figures: list[Image] = field(default_factory=list)
+    audit: dict[str, Any] = field(default_factory=dict)  # the manifest's audit record (what `verify` re-runs)
 
 
 def _flatten(value, prefix: str = "") -> list[tuple[str, str]]:
@@ -160,7 +161,7 @@ def composition(cohort: Cohort) -> dict[str, Any]:
 
 def build_datasheet(cohort: Cohort, *, spec: dict, verdict: str, checks: list[dict], model_card: dict | None,
                     ledger: dict | None, figures=(), files: dict | None = None,
-                    collection: dict | None = None) -> DatasheetModel:
+                    collection: dict | None = None, audit: dict | None = None) -> DatasheetModel:
     """The datasheet model of a release. `figures` are audit Figures; only `public is True` ones are kept."""
     card = {k: v for k, v in (model_card or {}).items() if k not in ("checksums", "privacy")}
     ledger = dict(ledger or {"dp": False, "unit": "patient"})
@@ -178,7 +179,7 @@ def build_datasheet(cohort: Cohort, *, spec: dict, verdict: str, checks: list[di
         model_card=_flatten(card), ledger=_flatten(ledger), dp=bool(ledger.get("dp")),
         masks=spec.get("synthesis", {}).get("masks", "generated"),
         formats=list(spec.get("export", {}).get("formats", ["nifti"])), files=dict(files or {}),
-        samples=[sample_grid(cohort)], figures=public,
+        samples=[sample_grid(cohort)], figures=public, audit=dict(audit or {}),
     )
 
 

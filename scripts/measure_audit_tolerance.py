@@ -7,7 +7,7 @@ fresh processes with 1 and 2 torch threads, the 2-thread run twice (determinism 
 per check the largest |difference| of estimate, lower and upper bound over the data seeds, and writes them as JSON.
 
     python scripts/measure_audit_tolerance.py --train 100 --holdout 100 --test 40 --synthetic 100 \
-        --seeds 0 1 --out tolerances.json
+        --seeds 0 1 --out cmri_release/audit_tolerances.json
 
 Each audit runs in its own process (`--one` is the worker mode), so OpenMP and torch start with the thread count
 under test, as a reviewer's fresh `cmri-release verify` would.
@@ -109,8 +109,16 @@ def main() -> None:
     for name, w in worst.items():
         fmt = lambda v: "unmeasurable" if v is None else f"{v:.3g}"  # noqa: E731
         print(f"{name:<36} {fmt(w['threads_1_vs_2']):>17} {fmt(w['rerun_2_threads']):>16} {w['verdict_changed']}")
-    if args.out is not None:
-        args.out.write_text(json.dumps({"sizes": vars(args), "worst": worst, "runs": runs}, indent=1, default=str))
+    if args.out is not None:  # the table cmri_release/verify.py reads (cmri_release/audit_tolerances.json)
+        cohort = (f"phantom {args.train} train / {args.holdout} holdout / {args.test} test real, {args.synthetic} "
+                  f"synthetic (another phantom seed), {args.size} px, data seeds {args.seeds}")
+        table = {"measured": {"cohort": cohort, "script": "scripts/measure_audit_tolerance.py",
+                              "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "load_average": [r["load"] for r in runs]},
+                 "checks": {name: {"threads_1_vs_2": w["threads_1_vs_2"], "rerun": w["rerun_2_threads"],
+                                   "verdict_changed": w["verdict_changed"]} for name, w in worst.items()},
+                 "runs": runs}
+        args.out.write_text(json.dumps(table, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":

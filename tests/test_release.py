@@ -93,7 +93,7 @@ def test_a_passing_release_is_complete(released):
     assert b"ph0000-" not in blob
     audit = folder / "release.audit"
     assert {"audit.json", "audit.html", "junit.xml", "model"} <= {p.name for p in audit.iterdir()}
-    assert set(outcome.stage_seconds) == {"data", "train", "synthesise", "audit", "audit report", "export"}
+    assert set(outcome.stage_seconds) == {"data", "train", "synthesise", "stage data", "audit", "audit report", "export"}
 
 
 @pytest.mark.cuda

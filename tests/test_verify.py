@@ -315,3 +315,13 @@ def test_spec_differences():
     b = {"seed": 0, "data": {"size": 32, "phantom": {"seed": 1}}, "export": {"out": "y"}}
     assert spec_differences(a, b) == ["data.phantom.seed: 0 recorded, 1 given"]
     assert spec_differences(a, a) == []
+
+
+def test_the_demo_spec_file_is_the_spec_demo_records(tmp_path):
+    """`demo --out D` then `verify D --spec S` with S from `demo --write-spec`: the two specs agree but for [export]."""
+    from cmri_release.export import public_spec
+    from cmri_release.spec import default_spec, default_spec_text, parse_spec, with_output
+
+    ran = public_spec(with_output(default_spec(tmp_path), tmp_path / "D").to_dict())
+    written = public_spec(parse_spec(default_spec_text(), base_dir=tmp_path / "elsewhere").to_dict())
+    assert spec_differences(ran, written) == []

@@ -187,6 +187,7 @@ class VerifyOutcome:
     recorded_verdict: str | None = None
     verdict: str | None = None
     audit_seconds: float | None = None
+    created: str = ""  # when and by which tool the release was made, for the header
 
     @property
     def reproduced(self) -> bool:
@@ -268,7 +269,10 @@ def verify_release(folder: Path, load_real: Callable[[dict], dict[str, SliceSet 
     step = on_step or (lambda _: None)
     manifest = read_manifest(folder)
     record = read_record(manifest, folder / "manifest.json")
-    outcome = VerifyOutcome(folder=folder, recorded_verdict=manifest.get("verdict"))
+    tool = manifest.get("tool") or {}
+    outcome = VerifyOutcome(folder=folder, recorded_verdict=manifest.get("verdict"),
+                            created=f"{manifest.get('created_utc', '?')} by {tool.get('name', '?')} "
+                                    f"{tool.get('version', '?')}")
     if given_spec is not None:
         outcome.setting_problems += [f"spec {d}" for d in spec_differences(manifest.get("spec") or {}, given_spec)]
     step("checksums")
@@ -328,7 +332,7 @@ def format_outcome(outcome: VerifyOutcome) -> str:
         return "—" if c is None else f"{num(c.get('estimate'))} [{num(c.get('lower'))}, {num(c.get('upper'))}] " \
                                      f"{c.get('verdict')}"
 
-    lines = []
+    lines = [f"release {outcome.folder} (made {outcome.created}; verdict {outcome.recorded_verdict} recorded)"]
     for problem in outcome.file_problems:
         lines.append(f"checksum: {problem}")
     if outcome.comparisons:

@@ -75,6 +75,7 @@ utility_epochs = 1
 {thresholds}
 [export]
 out = "{out}"
+formats = ["nifti", "dicom"]
 """
 PHANTOM = "[data.phantom]\nsubjects = 12"
 
@@ -117,6 +118,7 @@ def test_the_audit_saw_the_released_files(released):
                                                                                          "synthetic"}
     assert record["tolerances"][CHECK]["abs"] >= TOLERANCE_FLOOR and record["threads"] >= 1
     assert record["model"]["checksums"] and manifest["checks"] == outcome.checks
+    assert len(list((folder / "release" / "dicom").rglob("*.dcm"))) > 0  # made from the same read-back cohort
     assert {"stage data", "audit", "export"} <= set(outcome.stage_seconds)
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []  # no staging left behind
     sheet = (folder / "release" / "datasheet.html").read_text()
@@ -137,6 +139,7 @@ def test_release_then_verify_reproduces(released):
     result = verify(folder / "release", "--spec", spec_file)
     assert result.exit_code == 0, result.output
     assert "VERIFIED" in result.stdout and CHECK in result.stdout and "reproduced" in result.stdout
+    assert "verdict pass recorded" in result.stdout.splitlines()[0]
     recorded = outcome.checks[0]["estimate"]
     assert f"{recorded:.4g}" in result.stdout
 

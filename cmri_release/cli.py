@@ -37,6 +37,8 @@ COMMANDS = {
                 "Train or load, synthesise, audit, gate and export, as SPEC.toml says."),
     "demo": ("cmri_release.commands.release_cmd:demo_command",
              "The whole gate on a procedural phantom with the default spec (a few minutes on a laptop CPU)."),
+    "verify": ("cmri_release.commands.verify_cmd:verify_command",
+               "Re-check a release folder: every sha256, then the recorded audit re-run from its bytes."),
 }
 
 

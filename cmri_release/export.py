@@ -1,17 +1,20 @@
-"""Atomic export of a release folder: it appears whole, or not at all.
+"""Atomic export of a release folder: it appears whole, or not at all, and holds the files that were audited.
 
 Everything (`data/`, `dicom/`, `datasheet.html`, `manifest.json`) is written into a hidden
-temporary folder beside the target (same file system, so the final `os.rename` is atomic), every
-file and folder is fsynced, and only then is the folder renamed into place. Any exception, at any
-step, removes the temporary folder and propagates: no half release is ever visible under the
-target's name. An existing target is never overwritten, and nothing is exported unless the
-verdict is "pass" with every check passed (the gate decides; this module double-checks).
+temporary folder beside the target (same file system, so the final `os.rename` is atomic): the
+release gate stages `data/` there first, reads it back through the user's reader and audits what
+it read (`staged_release`), then publishes; every file and folder is fsynced, and only then is the
+folder renamed into place. Any exception, at any step, removes the temporary folder and
+propagates: no half release is ever visible under the target's name. An existing target is never
+overwritten, and nothing is exported unless the verdict is "pass" with every check passed (the
+gate decides; this module double-checks).
 
 `verify_manifest(folder)` recomputes every file's SHA-256 and size and lists what differs,
 including files that were added, removed or renamed.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -22,6 +25,7 @@ import socket
 import tempfile
 from importlib import metadata
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 from . import __version__
 from .cohort import Cohort
@@ -32,7 +36,7 @@ from .io import write_cohort
 from .reporting.datasheet import build_datasheet, render_datasheet
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: an `audit` record (what `cmri-release verify` re-runs)
 PACKAGES = ("cmri-release", "torch", "opacus", "faiss-cpu", "numpy", "scipy", "scikit-learn", "nibabel", "pydicom",
             "jinja2", "matplotlib", "click")
 _CHUNK = 1 << 20
@@ -136,7 +140,7 @@ def _umask() -> int:
     return mask
 
 
-def _public_spec(spec: dict) -> dict:
+def public_spec(spec: dict) -> dict:
     """The spec for the public manifest: input folders by name only (a full path may name a site or a person)."""
     out = json.loads(json.dumps(spec))
     data = out.get("data", {})
@@ -172,38 +176,60 @@ def _refuse_unless_passed(verdict: str, checks: list[dict]) -> None:
         raise CmriError(f"refusing to export: the gate did not pass ({reason})")
 
 
-def export_release(out_dir: Path, cohort: Cohort, spec: dict, verdict: str, checks: list[dict], ledger: dict | None,
-                   model_card: dict | None, formats=("nifti",), *, seeds: dict | None = None, figures=(),
-                   collection: dict | None = None, stage_seconds: dict | None = None,
-                   clinical: dict | None = None) -> Path:
-    """Write the release folder atomically and return its path.
+class Staging:
+    """A release being written: a hidden folder beside the target, on the same file system.
 
-    `spec` is the spec as a dict (`ReleaseSpec.to_dict()`), `checks` the gate's checks as dicts,
-    `figures` the audit's Figures (only public ones reach the datasheet), `clinical` the clinical_indices
-    auditor's metrics (the datasheet's clinical-indices table, aggregates only).
+    The release writes `data/` here first, reads it back and audits what it reads (`read_data`), and only on a
+    pass `publish`es: the datasheet, DICOM (from the same files) and the manifest are added, everything is
+    fsynced and the folder is renamed into place. `discard` (also on any exception in `staged_release`) removes
+    it: nothing of a blocked or failed run is ever visible under the target's name.
     """
-    out_dir = Path(out_dir).absolute()
-    _refuse_unless_passed(verdict, checks)
-    formats = check_formats(formats)
-    if out_dir.exists() or out_dir.is_symlink():
-        raise CmriError(f"{out_dir}: already exists; a release is never overwritten (choose a new folder)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    sweep_partials(out_dir)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=partial_prefix(out_dir)))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a release folder is meant to be shared
-        write_cohort(cohort, tmp / "data", descrip=SYNTHETIC_MARK)
+
+    def __init__(self, out_dir: Path):
+        self.target = Path(out_dir).absolute()
+        if self.target.exists() or self.target.is_symlink():
+            raise CmriError(f"{self.target}: already exists; a release is never overwritten (choose a new folder)")
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        sweep_partials(self.target)
+        self.path = Path(tempfile.mkdtemp(dir=self.target.parent, prefix=partial_prefix(self.target)))
+        os.chmod(self.path, 0o777 & ~_umask())  # mkdtemp makes it private; a release folder is meant to be shared
+        self.published = False
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path / "data"
+
+    def write_data(self, cohort: Cohort) -> Path:
+        return write_cohort(cohort, self.data_dir, descrip=SYNTHETIC_MARK)
+
+    def read_data(self) -> Cohort:
+        """The staged data as a user reads them: through the same reader, from the bytes on disk."""
+        from .io import read_cohort
+
+        return read_cohort(self.data_dir)
+
+    def publish(self, cohort: Cohort, spec: dict, verdict: str, checks: list[dict], ledger: dict | None,
+                model_card: dict | None, formats=("nifti",), *, seeds: dict | None = None, figures=(),
+                collection: dict | None = None, stage_seconds: dict | None = None,
+                audit: dict | None = None, clinical: dict | None = None) -> Path:
+        """Complete the staged release and rename it into place; returns the release folder.
+
+        `cohort` is the staged data as read back (`read_data`): the datasheet and DICOM describe exactly the
+        files that were audited. `audit` is the record `cmri-release verify` re-runs the audit from.
+        """
+        _refuse_unless_passed(verdict, checks)
+        formats = check_formats(formats)
         if "dicom" in formats:
-            write_dicom_release(cohort, tmp / "dicom")
-        extra = write_formats(cohort, tmp, formats)
+            write_dicom_release(cohort, self.path / "dicom")
+        extra = write_formats(cohort, self.path, formats)
         files_summary = {"subjects": len(cohort), "formats": list(formats)}
         where = {"nifti": "data/", "dicom": "dicom/", **{name: sorted({p.parts[0] + ("/" if len(p.parts) > 1 else "")
                                                                        for p in paths}) for name, paths in extra.items()}}
         sheet = build_datasheet(cohort, spec=spec, verdict=verdict, checks=checks, model_card=model_card,
                                 ledger=ledger, figures=figures, files=files_summary, collection=collection,
-                                clinical=clinical)
-        (tmp / "datasheet.html").write_text(render_datasheet(sheet), encoding="utf-8")
-        entries = file_entries(tmp)
+                                clinical=clinical, audit=audit)
+        (self.path / "datasheet.html").write_text(render_datasheet(sheet), encoding="utf-8")
+        entries = file_entries(self.path)
         manifest = {
             "manifest_version": MANIFEST_VERSION,
             "tool": {"name": "cmri-release", "version": __version__},
@@ -211,26 +237,57 @@ def export_release(out_dir: Path, cohort: Cohort, spec: dict, verdict: str, chec
             "verdict": verdict,
             "checks": checks,
             "formats": {name: where[name] for name in formats},  # where each export format lies in the folder
-            "spec": _public_spec(spec),
+            "spec": public_spec(spec),
             "seeds": dict(seeds or {}),
             "packages": package_versions(),
             "privacy_ledger": ledger or {"dp": False, "unit": "patient"},
             "model_card": model_card or {},
+            "audit": dict(audit or {}),
             "stage_seconds": dict(stage_seconds or {}),
             "totals": {"files": len(entries), "bytes": sum(e["bytes"] for e in entries)},
             "files": entries,
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n",
-                                    encoding="utf-8")
-        _fsync_tree(tmp)
-        if out_dir.exists() or out_dir.is_symlink():  # appeared while we wrote: still never overwrite
-            raise CmriError(f"{out_dir}: appeared during the export; a release is never overwritten")
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _fsync_dir(out_dir.parent)
-    return out_dir
+        (self.path / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n",
+                                          encoding="utf-8")
+        _fsync_tree(self.path)
+        if self.target.exists() or self.target.is_symlink():  # appeared while we wrote: still never overwrite
+            raise CmriError(f"{self.target}: appeared during the export; a release is never overwritten")
+        os.rename(self.path, self.target)
+        self.published = True
+        _fsync_dir(self.target.parent)
+        return self.target
+
+    def discard(self) -> None:
+        if not self.published:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_release(out_dir: Path) -> Iterator[Staging]:
+    """A `Staging` that is removed on leaving unless it was published (a block, an error, a kill signal)."""
+    staging = Staging(out_dir)
+    try:
+        yield staging
+    finally:
+        staging.discard()
+
+
+def export_release(out_dir: Path, cohort: Cohort, spec: dict, verdict: str, checks: list[dict], ledger: dict | None,
+                   model_card: dict | None, formats=("nifti",), *, seeds: dict | None = None, figures=(),
+                   collection: dict | None = None, stage_seconds: dict | None = None,
+                   audit: dict | None = None, clinical: dict | None = None) -> Path:
+    """Stage and publish in one call (for a cohort whose checks were already run); returns the release folder.
+
+    The release gate itself stages first and audits the staged files (`staged_release`); this is the same
+    writer without the audit in between. `spec` is the spec as a dict (`ReleaseSpec.to_dict()`), `checks` the
+    gate's checks as dicts, `figures` the audit's Figures (only public ones reach the datasheet).
+    """
+    _refuse_unless_passed(verdict, checks)
+    check_formats(formats)
+    with staged_release(out_dir) as staging:
+        staging.write_data(cohort)
+        return staging.publish(staging.read_data(), spec, verdict, checks, ledger, model_card, formats, seeds=seeds,
+                               figures=figures, collection=collection, stage_seconds=stage_seconds, audit=audit, clinical=clinical)
 
 
 def read_manifest(folder: Path) -> dict:

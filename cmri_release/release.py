@@ -2,8 +2,11 @@
 
 `run_release(spec)` never raises for a problem in a stage: it returns a `ReleaseOutcome` whose
 `exit_code` is 0 (released), 1 (blocked by the gate: nothing exported) or 2 (error: nothing
-exported). The audit folder is written whenever the audit ran, whatever the verdict; the release
-folder only on a pass, atomically (see `export.py`). Every stage is timed.
+exported). The synthetic cohort is written to the release's staging folder first, read back
+through the same reader and preprocessing a user would apply, and those slices are audited: the
+gate vouches for the bytes it lets out. The audit folder is written whenever the audit ran,
+whatever the verdict; the staging folder becomes the release only on a pass, atomically (see
+`export.py`), with the record `cmri-release verify` re-runs the audit from. Every stage is timed.
 """
 from __future__ import annotations
 
@@ -17,10 +20,11 @@ from pathlib import Path
 from .audit import MIN_HOLDOUT_PATIENTS
 from .cohort import Cohort
 from .errors import CmriError, describe_unexpected
-from .export import partial_prefix, sweep_partials
+from .export import partial_prefix, staged_release, sweep_partials
 from .preprocess import PreprocessConfig, cohort_to_slices, slices_to_cohort
 from .spec import ReleaseSpec
 from .splits import split_subjects
+from .verify import audit_record, model_fingerprint, torch_threads
 
 AUDIT_FILES = {"audit.json", "audit.html", "junit.xml"}
 RELEASED, BLOCKED, ERROR = "released", "blocked", "error"
@@ -105,7 +109,9 @@ def _split(cohort: Cohort, spec: ReleaseSpec, where: str) -> dict[str, Cohort]:
     return {name: cohort.subset(members) for name, members in ids.items()}
 
 
-def _load_data(spec: ReleaseSpec, config: PreprocessConfig, quiet: bool) -> _Data:
+def load_data(spec: ReleaseSpec, config: PreprocessConfig, quiet: bool) -> _Data:
+    """The real splits the spec names (a phantom, one cohort split here by patient, or three folders), preprocessed;
+    used by the release and by `verify`, which must rebuild exactly the cohorts the audit saw."""
     from .io import read_cohort
 
     d = spec.data
@@ -260,51 +266,62 @@ def run_release(spec: ReleaseSpec, quiet: bool = True, on_stage=None) -> Release
                 gen = load_generator(spec.generator.model, device=spec.generator.device)
         config = _preprocess_config(spec, gen)
         with stages("data"):
-            data = _load_data(spec, config, quiet)
+            data = load_data(spec, config, quiet)
         if gen is None:
             with stages("train"):
                 gen = _train(spec, data, config, quiet)
                 trained = True
         with stages("synthesise"):
             synthetic = _synthesise(spec, gen, data, quiet)
-        with stages("audit"):
-            from auditors.executors import open_executor
+        # What is audited is what is released: the data are staged as files, read back through the user's
+        # reader and preprocessing, and those slices are audited (the export maps intensities per vendor and
+        # stacks volumes; read back, they are re-cropped and renormalised: not the generator's slices).
+        with staged_release(spec.export.out) as staging:
+            with stages("stage data"):
+                staging.write_data(slices_to_cohort(synthetic))
+                released = staging.read_data()
+                audited = cohort_to_slices(released, config)
+            with stages("audit"):
+                from auditors.executors import open_executor
 
-            from .audit import run_audit
+                from .audit import run_audit
 
-            with open_executor(spec.compute.executor, spec.compute.ray_address) as executor:
-                report = run_audit(data.train, data.holdout, synthetic, test=data.test, generator=gen,
-                                   model_card=gen.model_card, groups=list(spec.audit.groups),
-                                   thresholds=dict(spec.thresholds), seed=spec.seed,
-                                   options=spec.audit.audit_options(), quiet=quiet,
-                                   device=spec.generator.device, executor=executor)
-        with stages("audit report"):
-            _write_audit_folder(report, gen, trained, spec.export.audit_path)
-            outcome.audit_dir = spec.export.audit_path
-        outcome.checks = [c.to_dict() for c in report.checks]
-        passed, why = _gate(report, spec)
-        if not passed:
-            outcome.status, outcome.message = BLOCKED, why
-            return outcome
-        with stages("export"):
-            from .export import export_release
-
-            card = gen.model_card
-            collection = {
-                "generator": card.get("generator"), "source_description": data.description,
-                "loaded": not trained, "spacing_mm": data.train.spacing_mm,
-                "rows": [("Data source", data.description),
-                         ("Patients per split", ", ".join(f"{k} {v}" for k, v in data.counts.items())),
-                         ("Generator", card.get("generator")),
-                         ("Training (s / epochs / steps)", _training_summary(card)),
-                         ("Masks for synthesis", spec.synthesis.masks), ("Seed", spec.seed)],
-            }
-            outcome.release_dir = export_release(
-                spec.export.out, slices_to_cohort(synthetic), spec=spec.to_dict(), verdict="pass",
-                checks=outcome.checks, ledger=card.get("privacy"), model_card=card, formats=spec.export.formats,
-                seeds=_seeds(spec), figures=[f for r in report.results for f in r.figures], collection=collection,
-                stage_seconds=dict(stages.seconds),
-                clinical=next((r.metrics for r in report.results if r.auditor == "clinical_indices"), None))
+                with open_executor(spec.compute.executor, spec.compute.ray_address) as executor:
+                    report = run_audit(data.train, data.holdout, audited, test=data.test, generator=gen,
+                                       model_card=gen.model_card, groups=list(spec.audit.groups),
+                                       thresholds=dict(spec.thresholds), seed=spec.seed,
+                                       options=spec.audit.audit_options(), quiet=quiet,
+                                       device=spec.generator.device, executor=executor)
+            with stages("audit report"):
+                _write_audit_folder(report, gen, trained, spec.export.audit_path)
+                outcome.audit_dir = spec.export.audit_path
+            outcome.checks = [c.to_dict() for c in report.checks]
+            passed, why = _gate(report, spec)
+            if not passed:
+                outcome.status, outcome.message = BLOCKED, why
+                return outcome  # leaving the `with` removes the staged data: nothing is exported
+            with stages("export"):
+                model_dir = spec.generator.model or spec.export.audit_path / "model"
+                record = audit_record(report, config.to_dict(), {"train": data.train, "holdout": data.holdout,
+                                                                 "test": data.test, "synthetic": audited},
+                                      model=model_fingerprint(model_dir), device=spec.generator.device,
+                                      threads=torch_threads())
+                card = gen.model_card
+                collection = {
+                    "generator": card.get("generator"), "source_description": data.description,
+                    "loaded": not trained, "spacing_mm": data.train.spacing_mm,
+                    "rows": [("Data source", data.description),
+                             ("Patients per split", ", ".join(f"{k} {v}" for k, v in data.counts.items())),
+                             ("Generator", card.get("generator")),
+                             ("Training (s / epochs / steps)", _training_summary(card)),
+                             ("Masks for synthesis", spec.synthesis.masks), ("Seed", spec.seed)],
+                }
+                outcome.release_dir = staging.publish(
+                    released, spec=spec.to_dict(), verdict="pass", checks=outcome.checks, ledger=card.get("privacy"),
+                    model_card=card, formats=spec.export.formats, seeds=_seeds(spec),
+                    figures=[f for r in report.results for f in r.figures], collection=collection,
+                    stage_seconds=dict(stages.seconds), audit=record,
+                    clinical=next((r.metrics for r in report.results if r.auditor == "clinical_indices"), None))
         outcome.status = RELEASED
         return outcome
     except CmriError as exc:

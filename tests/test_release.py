@@ -94,7 +94,8 @@ def test_a_passing_release_is_complete(released):
     assert b"ph0000-" not in blob
     audit = folder / "release.audit"
     assert {"audit.json", "audit.html", "junit.xml", "model"} <= {p.name for p in audit.iterdir()}
-    assert set(outcome.stage_seconds) == {"data", "train", "synthesise", "audit", "audit report", "export"}
+    assert set(outcome.stage_seconds) == {"data", "train", "synthesise", "stage data", "audit", "audit report",
+                                          "export"}
 
 
 @pytest.mark.cuda
@@ -203,12 +204,17 @@ def _report(checks, errors=None, verdict="pass"):
 
 
 @pytest.mark.parametrize("checks,errors,groups,passes,words", [
-    ([("privacy.a", 0.01, 0.02, "<="), ("fidelity.b", 0.9, 0.8, ">=")], {}, ("privacy", "fidelity"), True, ""),
-    ([("privacy.a", 0.05, 0.02, "<="), ("fidelity.b", 0.9, 0.8, ">=")], {}, ("privacy", "fidelity"), False,
-     "privacy.a = 0.05, needs <= 0.02 (off by 0.03)"),
-    ([("privacy.a", None, 0.02, "<=")], {}, ("privacy",), False, "privacy.a = none, needs <= 0.02 (no value)"),
-    ([("privacy.a", 0.01, 0.02, "<=")], {}, ("privacy", "utility"), False, "no check from group(s) utility"),
-    ([("privacy.a", 0.01, 0.02, "<=")], {"mia": "boom"}, ("privacy",), False, "auditor error(s): mia"),
+    ([("privacy.a", 0.01, 0.02, "<=", 0.005, 0.015), ("fidelity.b", 0.9, 0.8, ">=", 0.85, 0.95)], {},
+     ("privacy", "fidelity"), True, ""),
+    ([("privacy.a", 0.05, 0.02, "<=", 0.04, 0.06), ("fidelity.b", 0.9, 0.8, ">=", 0.85, 0.95)], {},
+     ("privacy", "fidelity"), False, "privacy.a fail: lower bound 0.04 is outside <= 0.02"),
+    ([("privacy.a", 0.01, 0.02, "<=", 0.005, 0.03)], {}, ("privacy",), False,
+     "privacy.a inconclusive: interval [0.005, 0.03] straddles 0.02"),
+    ([("privacy.a", None, 0.02, "<=")], {}, ("privacy",), False, "privacy.a fail: no value"),
+    ([("privacy.a", 0.01, 0.02, "<=")], {}, ("privacy",), False, "privacy.a fail: no confidence interval"),
+    ([("privacy.a", 0.01, 0.02, "<=", 0.005, 0.015)], {}, ("privacy", "utility"), False,
+     "no check from group(s) utility"),
+    ([("privacy.a", 0.01, 0.02, "<=", 0.005, 0.015)], {"mia": "boom"}, ("privacy",), False, "auditor error(s): mia"),
     ([], {}, ("privacy",), False, "no check from group(s) privacy"),
 ])
 def test_the_gate_fails_closed(tmp_path, checks, errors, groups, passes, words):
@@ -223,18 +229,20 @@ def test_the_gate_fails_closed(tmp_path, checks, errors, groups, passes, words):
     assert words in why
 
 
-def test_blocked_summary_lists_each_failure_with_its_margin():
+def test_blocked_summary_lists_each_failure_with_its_interval():
     from cmri_release.commands.release_cmd import format_outcome
     from cmri_release.release import ReleaseOutcome
 
-    checks = [{"name": "privacy.mia_auc", "value": 0.71, "threshold": 0.6, "op": "<=", "passed": False},
-              {"name": "utility.tstr_dice_ratio", "value": 0.9, "threshold": 0.7, "op": ">=", "passed": True}]
+    checks = [{"name": "privacy.mia_auc", "estimate": 0.71, "lower": 0.66, "upper": 0.76, "threshold": 0.6,
+               "op": "<=", "verdict": "fail", "passed": False},
+              {"name": "utility.tstr_dice_ratio", "estimate": 0.9, "lower": 0.85, "upper": 0.95, "threshold": 0.7,
+               "op": ">=", "verdict": "pass", "passed": True}]
     outcome = ReleaseOutcome(status="blocked", checks=checks, stage_seconds={"data": 1.0, "audit": 2.5},
                              audit_dir=Path("x.audit"),
-                             message="privacy.mia_auc = 0.71, needs <= 0.6 (off by 0.11); other reason")
+                             message="privacy.mia_auc fail: lower bound 0.66 is outside <= 0.6; other reason")
     text = format_outcome(outcome)
-    assert "FAIL by 0.11" in text and "pass" in text
+    assert "[0.66, 0.76]" in text and "FAIL" in text and "pass" in text
     assert "total               3.5" in text
     assert "BLOCKED: nothing exported (audit: x.audit)" in text
-    assert "  - privacy.mia_auc = 0.71, needs <= 0.6 (off by 0.11)" in text and "  - other reason" in text
+    assert "  - privacy.mia_auc fail: lower bound 0.66 is outside <= 0.6" in text and "  - other reason" in text
     assert outcome.exit_code == 1 and len(text.splitlines()) < 40

@@ -56,6 +56,7 @@ class DatasheetModel:
     samples: list[Image] = field(default_factory=list)
     figures: list[Image] = field(default_factory=list)
     clinical: dict[str, Any] = field(default_factory=dict)  # clinical_indices_table(): aggregates only
+    audit: dict[str, Any] = field(default_factory=dict)  # the manifest's audit record (what `verify` re-runs)
 
 
 def _flatten(value, prefix: str = "") -> list[tuple[str, str]]:
@@ -195,7 +196,8 @@ def clinical_indices_table(metrics: dict | None) -> dict[str, Any]:
 
 def build_datasheet(cohort: Cohort, *, spec: dict, verdict: str, checks: list[dict], model_card: dict | None,
                     ledger: dict | None, figures=(), files: dict | None = None,
-                    collection: dict | None = None, clinical: dict | None = None) -> DatasheetModel:
+                    collection: dict | None = None, clinical: dict | None = None,
+                    audit: dict | None = None) -> DatasheetModel:
     """The datasheet model of a release. `figures` are audit Figures; only `public is True` ones are kept."""
     card = {k: v for k, v in (model_card or {}).items() if k not in ("checksums", "privacy")}
     ledger = dict(ledger or {"dp": False, "unit": "patient"})
@@ -214,6 +216,7 @@ def build_datasheet(cohort: Cohort, *, spec: dict, verdict: str, checks: list[di
         masks=spec.get("synthesis", {}).get("masks", "generated"),
         formats=list(spec.get("export", {}).get("formats", ["nifti"])), files=dict(files or {}),
         samples=[sample_grid(cohort)], figures=public, clinical=clinical_indices_table(clinical),
+        audit=dict(audit or {}),
     )
 
 

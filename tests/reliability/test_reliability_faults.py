@@ -256,11 +256,12 @@ def test_a_full_disk_during_export_leaves_nothing(fill, synthetic, tmp_path, mon
 
 
 @pytest.mark.parametrize("stage, where", [("audit report", ".release.audit.partial-"),
-                                          ("export", ".release.partial-")])
+                                          ("stage data", ".release.partial-"),  # data/ is staged before the audit
+                                          ("export", "datasheet.html")])  # written only after the gate passed
 def test_a_full_disk_during_release_is_an_error_that_exports_nothing(stage, where, tmp_path, tiny_model, cohorts,
                                                                       monkeypatch):
     spec = release_spec(tmp_path, tiny_model, cohorts, out=str(tmp_path / "release"))
-    disk = _FullDisk(monkeypatch, random.randint(0, 20_000), where)
+    disk = _FullDisk(monkeypatch, random.randint(0, 20_000) if stage == "audit report" else 0, where)
     ran = invoke("release", spec, "--quiet")
     assert disk.hit
     assert ran.exit_code == 2 and f"ERROR in stage '{stage}': nothing exported" in ran.stdout, ran.stdout
@@ -270,7 +271,7 @@ def test_a_full_disk_during_release_is_an_error_that_exports_nothing(stage, wher
     audit = tmp_path / "release.audit"
     if stage == "export":  # the audit is kept whatever happens after it
         assert json.loads((audit / "audit.json").read_text())["verdict"] == "pass"
-    else:  # the audit folder too appears whole or not at all
+    else:  # the audit never ran (staging), or its folder too appears whole or not at all
         assert not audit.exists()
 
 

@@ -25,7 +25,7 @@ ACCOUNTANTS = ("prv", "rdp")
 
 @dataclass(frozen=True)
 class PhantomSpec:
-    subjects: int = 240  # 100 train, 100 holdout, 40 test: what the audit needs to show anything
+    subjects: int = 250  # 100 train, 100 holdout, 50 test: what the audit needs to show anything
     seed: int = 0  # the phantom's own seed: which synthetic "patients" the real cohort holds
     vendors: tuple[str, ...] | None = None  # None: every vendor style of the phantom
 
@@ -34,9 +34,9 @@ class PhantomSpec:
 class SplitSpec:
     """Shares of patients (never slices) per split; test may be 0 (the audit then uses holdout)."""
 
-    train: float = 0.42
-    holdout: float = 0.42
-    test: float = 0.16
+    train: float = 0.4
+    holdout: float = 0.4
+    test: float = 0.2
 
     def fractions(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if k != "test" or v > 0}

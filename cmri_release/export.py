@@ -1,11 +1,10 @@
 """Atomic export of a release folder: it appears whole, or not at all.
 
-Everything (`data/`, `dicom/`, `datasheet.html`, `manifest.json`) is written into a hidden
-temporary folder beside the target (same file system, so the final `os.rename` is atomic), every
-file and folder is fsynced, and only then is the folder renamed into place. Any exception, at any
-step, removes the temporary folder and propagates: no half release is ever visible under the
-target's name. An existing target is never overwritten, and nothing is exported unless the
-verdict is "pass" with every check passed (the gate decides; this module double-checks).
+Everything (`data/`, `dicom/`, `datasheet.html`, `manifest.json`) is written aside and renamed into
+place by `core.fs.written_aside` (fsynced; removed on any exception; swept after a SIGKILL): no half
+release is ever visible under the target's name. An existing target is never overwritten, and nothing
+is exported unless the verdict is "pass" with every check passed (the gate decides; this module
+double-checks).
 
 `verify_manifest(folder)` recomputes every file's SHA-256 and size and lists what differs,
 including files that were added, removed or renamed.
@@ -13,18 +12,13 @@ including files that were added, removed or renamed.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
-import platform
-import shutil
-import socket
-import tempfile
-from importlib import metadata
 from pathlib import Path, PurePosixPath
 
 from . import __version__
 from .cohort import Cohort
+from .core.fs import package_versions, sha256_file, written_aside
 from .dicom_export import write_dicom_release
 from .errors import CmriError, InputError
 from .io import write_cohort
@@ -32,27 +26,6 @@ from .reporting.datasheet import build_datasheet, render_datasheet
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-PACKAGES = ("cmri-release", "torch", "opacus", "faiss-cpu", "numpy", "scipy", "scikit-learn", "nibabel", "pydicom",
-            "jinja2", "matplotlib", "click")
-_CHUNK = 1 << 20
-
-
-def package_versions() -> dict[str, str | None]:
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _files(root: Path) -> list[Path]:
@@ -71,68 +44,6 @@ def _files(root: Path) -> list[Path]:
 def file_entries(root: Path) -> list[dict]:
     return [{"path": rel.as_posix(), "sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size}
             for rel in _files(root) if rel.as_posix() != MANIFEST]
-
-
-def _fsync_tree(root: Path) -> None:
-    """Flush every file and folder to disk, so the rename never exposes a folder whose content is not there."""
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            fd = os.open(Path(dirpath) / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _host_tag() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def partial_prefix(target: Path) -> str:
-    """Name prefix of the hidden folder a finished `target` is written in before its rename: it carries this
-    host and process, so a later run can tell a folder whose writer was killed from one still being written."""
-    return f".{Path(target).name}.partial-{_host_tag()}-{os.getpid()}-"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def sweep_partials(target: Path) -> list[Path]:
-    """Remove the hidden partial folders of `target` left by a writer on this host that no longer runs (killed
-    with SIGKILL, or the machine lost power): they hold half an export, never to be published. Returns them."""
-    target = Path(target)
-    stem = f".{target.name}.partial-{_host_tag()}-"
-    removed = []
-    if not target.parent.is_dir():
-        return removed
-    for path in target.parent.iterdir():
-        pid = path.name[len(stem):].split("-", 1)[0] if path.name.startswith(stem) else ""
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _public_spec(spec: dict) -> dict:
@@ -174,11 +85,7 @@ def export_release(out_dir: Path, cohort: Cohort, spec: dict, verdict: str, chec
         raise CmriError(f"export formats must include 'nifti' and may add 'dicom', got {list(formats)}")
     if out_dir.exists() or out_dir.is_symlink():
         raise CmriError(f"{out_dir}: already exists; a release is never overwritten (choose a new folder)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    sweep_partials(out_dir)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=partial_prefix(out_dir)))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a release folder is meant to be shared
+    with written_aside(out_dir) as tmp:
         write_cohort(cohort, tmp / "data")
         if "dicom" in formats:
             write_dicom_release(cohort, tmp / "dicom")
@@ -204,14 +111,6 @@ def export_release(out_dir: Path, cohort: Cohort, spec: dict, verdict: str, chec
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n",
                                     encoding="utf-8")
-        _fsync_tree(tmp)
-        if out_dir.exists() or out_dir.is_symlink():  # appeared while we wrote: still never overwrite
-            raise CmriError(f"{out_dir}: appeared during the export; a release is never overwritten")
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _fsync_dir(out_dir.parent)
     return out_dir
 
 

@@ -8,16 +8,14 @@ folder only on a pass, atomically (see `export.py`). Every stage is timed.
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .audit import MIN_HOLDOUT_PATIENTS
 from .cohort import Cohort
+from .core.fs import sweep_partials, written_aside
 from .errors import CmriError, describe_unexpected
-from .export import partial_prefix, sweep_partials
 from .preprocess import PreprocessConfig, cohort_to_slices, slices_to_cohort
 from .spec import ReleaseSpec
 from .splits import split_subjects
@@ -198,30 +196,13 @@ def _synthesise(spec: ReleaseSpec, gen, data: _Data, quiet: bool):
                       masks_from=masks, quiet=quiet)
 
 
-def _replace_folder(tmp: Path, target: Path) -> None:
-    """Put a finished folder in place of an earlier audit folder (checked by `_preflight` to hold only ours)."""
-    if target.exists():
-        old = target.with_name(f"{partial_prefix(target)}old")
-        target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(target)
-
-
 def _write_audit_folder(report, gen, trained: bool, target: Path) -> None:
     from .audit import write_audit
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=partial_prefix(target)))
-    try:
+    with written_aside(target, replace=True) as tmp:  # replaces an earlier audit (`_preflight`: only ours)
         write_audit(report, tmp)
         if trained:  # the trained model stays internal, beside the audit: reload it with [generator] model
             gen.save(tmp / "model")
-        _replace_folder(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _gate(report, spec: ReleaseSpec) -> tuple[bool, str]:

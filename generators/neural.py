@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import platform
 import time
 from abc import abstractmethod
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-import cmri_release
+from cmri_release.core.fs import package_versions
 from cmri_release.labels import check_labels
 from cmri_release.sliceset import SliceSet
 
@@ -47,11 +46,6 @@ BASE_DEFAULTS: dict = {
 def subjects_fingerprint(subject_ids) -> str:
     """sha256 of the sorted, newline-joined subject ids: identifies the training set, reveals no id."""
     return hashlib.sha256("\n".join(sorted(set(map(str, subject_ids)))).encode()).hexdigest()
-
-
-def package_versions() -> dict:
-    return {"cmri-release": cmri_release.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
 
 
 def vendor_statistics(train: SliceSet) -> dict:

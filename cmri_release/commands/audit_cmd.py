@@ -135,7 +135,7 @@ def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, o
 
 def _check_out(out: Path, inputs: dict) -> None:
     """Before any work: OUT must be a folder (or new) and outside every input (reports never land in real data)."""
-    from generators.checkpoint import check_outside_inputs
+    from ..core.fs import check_outside_inputs
 
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder; --out names the folder for the reports")

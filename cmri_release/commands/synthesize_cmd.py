@@ -1,11 +1,11 @@
 """`cmri-release synthesize MODEL --out OUT --subjects N`: write a synthetic cohort in the cohort layout."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import click
 
+from ..core.fs import check_output, written_aside
 from ..errors import CmriError
 
 
@@ -22,7 +22,6 @@ from ..errors import CmriError
 def synthesize_command(model, out, subjects, masks, vendors, seed, quiet):
     """Synthesise SUBJECTS new patients with the generator in MODEL and write them to OUT."""
     from generators import load_generator
-    from generators.checkpoint import check_output, prepare_output, publish
     from generators.synthesis import synthesize
 
     from ..io import read_cohort, write_cohort
@@ -40,11 +39,6 @@ def synthesize_command(model, out, subjects, masks, vendors, seed, quiet):
         masks_from = cohort_to_slices(read_cohort(masks), config)
     slices = synthesize(gen, subjects, vendors=vendor_list, seed=seed, masks_from=masks_from, quiet=quiet)
     cohort = slices_to_cohort(slices, source="synthetic")
-    tmp = prepare_output(out)
-    try:
+    with written_aside(out) as tmp:
         write_cohort(cohort, tmp)
-        publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     click.echo(f"wrote {len(cohort)} synthetic subjects ({len(slices)} slices) to {out}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..core.fs import check_output
 from ..errors import CmriError
 
 DEFAULT_MINUTES = 3.0  # the default CPU budget when neither --epochs nor --minutes is given
@@ -47,7 +48,6 @@ def train_command(data, generator_name, out, epochs, minutes, size, device, netw
     import torch
 
     from generators import distributed
-    from generators.checkpoint import check_output
 
     if epochs is not None and minutes is not None:
         raise click.UsageError("give --epochs or --minutes, not both")

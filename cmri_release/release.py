@@ -177,7 +177,7 @@ def _train(spec: ReleaseSpec, data: _Data, config: PreprocessConfig, quiet: bool
     gen.preprocess = config.to_dict()
     minutes = g.minutes
     if g.epochs is None and minutes is None:  # the spec's "generator's own default": the train command's budget
-        from .commands.train_cmd import DEFAULT_MINUTES
+        from generators.base import DEFAULT_MINUTES
         minutes = DEFAULT_MINUTES
     try:
         gen.fit(data.train, _privacy(spec), epochs=g.epochs, minutes=minutes if g.epochs is None else None,

@@ -22,7 +22,7 @@ from cmri_release.core.fs import package_versions
 from cmri_release.labels import check_labels
 from cmri_release.sliceset import SliceSet
 
-from .base import DPConfig, Generator
+from .base import DPConfig, Generator, require_epoch_budget
 from .masks import MaskModel
 from .networks import CondUNet, preset
 from .training import (Batch, Objective, TrainSettings, model_to_images, one_hot_tensor, run_training,
@@ -195,9 +195,7 @@ class NeuralGenerator(Generator):
         if privacy is not None:  # patient-level DP: check the networks and the settings before anything is fitted
             from .dp import open_account, require_dp_compatible
             require_dp_compatible(self._networks(), self.name)
-            if epochs is None:
-                raise ValueError("DP training needs an epoch budget (--epochs): the noise is calibrated to the "
-                                 "number of steps, which a wall-clock budget does not fix")
+            require_epoch_budget(privacy, epochs)
             account = open_account(privacy, n_patients=len(labelled.subjects))
         divisor = max(getattr(m, "divisor", 1) for m in self._networks().values())
         if labelled.size % divisor:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
+from generators.base import DEFAULT_MINUTES
+
 from ..core.fs import check_output
 from ..errors import CmriError
-
-DEFAULT_MINUTES = 3.0  # the default CPU budget when neither --epochs nor --minutes is given
 
 
 def _generator_names() -> list[str]:
@@ -110,7 +110,7 @@ def _fmt(value) -> str:
 
 def _privacy_settings(dp: bool, epsilon, delta, max_grad_norm: float, accountant: str, epochs):
     """The DPConfig for --dp, after the checks the command line can make before reading any data."""
-    from generators import DPConfig
+    from generators.base import DP_EPOCHS_REASON, DPConfig
 
     if not dp:
         given = [flag for flag, value in (("--epsilon", epsilon), ("--delta", delta)) if value is not None]
@@ -120,6 +120,5 @@ def _privacy_settings(dp: bool, epsilon, delta, max_grad_norm: float, accountant
     if epsilon is None:
         raise click.UsageError("--dp needs --epsilon (the privacy budget per patient, e.g. --epsilon 3)")
     if epochs is None:
-        raise click.UsageError("--dp needs --epochs: the noise is calibrated to the number of steps, which a "
-                               "wall-clock budget does not fix")
+        raise click.UsageError(f"--dp needs --epochs: {DP_EPOCHS_REASON}")
     return DPConfig(epsilon=float(epsilon), delta=delta, max_grad_norm=float(max_grad_norm), accountant=accountant)

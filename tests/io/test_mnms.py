@@ -5,7 +5,7 @@ import pytest
 from cmri_release.cohort import Cohort
 from cmri_release.errors import InputError
 from cmri_release.io import detect_layout, read_cohort
-from cmri_release.io.mnms import write_mnms
+from mnms_writer import write_mnms
 from cmri_release.io.nifti import save_nifti
 from cmri_release.labels import LV, MYO, RV, acdc_to_mnms
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import InputError, SpecError
-from .sliceset import SliceSet
+from .core.errors import InputError, SpecError
+from .core.sliceset import SliceSet
 
 MIN_HOLDOUT_PATIENTS = 2  # the privacy baselines leave one holdout patient out
 

@@ -17,10 +17,10 @@ import os
 from pathlib import Path, PurePosixPath
 
 from . import __version__
-from .cohort import Cohort
+from .core.cohort import Cohort
 from .core.fs import package_versions, sha256_file, written_aside
 from .dicom_export import write_dicom_release
-from .errors import CmriError, InputError
+from .core.errors import CmriError, InputError
 from .io import write_cohort
 from .reporting.datasheet import build_datasheet, render_datasheet
 

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-from .cohort import PHASES, Cohort, Frame, Subject
-from .errors import InputError
-from .sliceset import SliceSet
+from .core.cohort import PHASES, Cohort, Frame, Subject
+from .core.errors import InputError
+from .core.sliceset import SliceSet
 
 NORMALISATIONS = ("percentile", "zscore")
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .audit import MIN_HOLDOUT_PATIENTS
-from .cohort import Cohort
+from .core.cohort import Cohort
 from .core.fs import sweep_partials, written_aside
-from .errors import CmriError, describe_unexpected
+from .core.errors import CmriError, describe_unexpected
 from .preprocess import PreprocessConfig, cohort_to_slices, slices_to_cohort
 from .spec import ReleaseSpec
-from .splits import split_subjects
+from .core.splits import split_subjects
 
 AUDIT_FILES = {"audit.json", "audit.html", "junit.xml"}
 RELEASED, BLOCKED, ERROR = "released", "blocked", "error"

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-from .errors import SpecError
+from .core.errors import SpecError
 
 GROUPS = ("privacy", "fidelity", "utility")
 FORMATS = ("nifti", "dicom")

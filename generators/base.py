@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 
 @dataclass(frozen=True)

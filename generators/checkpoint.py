@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from cmri_release.core.fs import check_output, sha256_file, written_aside
-from cmri_release.errors import ModelFolderError
+from cmri_release.core.errors import ModelFolderError
 
 from .base import GENERATORS
 from .masks import MaskModel

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from cmri_release.core.fs import package_versions
-from cmri_release.labels import check_labels
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.labels import check_labels
+from cmri_release.core.sliceset import SliceSet
 
 from .base import DPConfig, Generator, require_epoch_budget
 from .masks import MaskModel

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from cmri_release.cohort import PHASES
-from cmri_release.errors import CmriError
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.cohort import PHASES
+from cmri_release.core.errors import CmriError
+from cmri_release.core.sliceset import SliceSet
 
 from .checkpoint import load_generator
 

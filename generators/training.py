@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cmri_release.labels import NUM_CLASSES
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.labels import NUM_CLASSES
+from cmri_release.core.sliceset import SliceSet
 
 from . import distributed
 from .base import require_epoch_budget

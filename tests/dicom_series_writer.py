@@ -14,7 +14,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from cmri_release.cohort import PHASES, Subject
+from cmri_release.core.cohort import PHASES, Subject
 
 FRAME_INTERVAL_MS = 40.0
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cmri_release.cohort import Cohort, check_subject_id
+from cmri_release.core.cohort import Cohort, check_subject_id
 from cmri_release.io.nifti import save_nifti
 from cmri_release.io.vendors import MNMS_VENDOR_LETTERS
-from cmri_release.labels import acdc_to_mnms
+from cmri_release.core.labels import acdc_to_mnms
 
 
 def write_mnms(cohort: Cohort, out_dir, csv_name: str = "mnms_info.csv") -> Path:

@@ -6,7 +6,7 @@ import pydicom
 import pytest
 from pydicom.uid import UID, MRImageStorage
 
-from cmri_release.cohort import Cohort, Frame, Subject
+from cmri_release.core.cohort import Cohort, Frame, Subject
 from cmri_release.dicom_export import write_dicom_release
 from cmri_release.io import read_cohort
 from dicom_series_writer import write_dicom_series

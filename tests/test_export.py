@@ -11,8 +11,8 @@ import pytest
 from auditors.base import Figure
 from cmri_release import export
 from cmri_release.core import fs
-from cmri_release.cohort import Cohort, Frame, Subject
-from cmri_release.errors import CmriError, InputError
+from cmri_release.core.cohort import Cohort, Frame, Subject
+from cmri_release.core.errors import CmriError, InputError
 from cmri_release.export import export_release, verify_manifest
 from cmri_release.io import read_cohort
 

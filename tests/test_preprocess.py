@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from cmri_release.errors import InputError
-from cmri_release.labels import LV
+from cmri_release.core.errors import InputError
+from cmri_release.core.labels import LV
 from cmri_release.preprocess import PreprocessConfig, cohort_to_slices, slices_to_cohort
-from cmri_release.cohort import Cohort
+from cmri_release.core.cohort import Cohort
 
 
 def test_slices_are_cropped_around_the_heart(tiny_cohort):

@@ -24,9 +24,9 @@ from auditors.segmentation import metrics
 from auditors.segmentation.parallel import effective_workers
 from auditors.segmentation.train import (DEFAULT_UTILITY_EPOCHS, audit_train_config, real_train_segmenter,
                                          train_segmenter)
-from cmri_release.errors import CmriError
-from cmri_release.sliceset import SliceSet
-from cmri_release.splits import split_subjects
+from cmri_release.core.errors import CmriError
+from cmri_release.core.sliceset import SliceSet
+from cmri_release.core.splits import split_subjects
 
 DEFAULT_LOW_DATA_FRACTION = 0.2
 EXPERIMENTS = ("mixed", "lovo", "low_data")  # beside TRTR and TSTR, which the check needs and always run

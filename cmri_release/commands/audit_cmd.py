@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import CmriError, InputError
+from ..core.errors import CmriError, InputError
 
 DEFAULT_SIZE = 64
 

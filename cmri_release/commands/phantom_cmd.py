@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..core.fs import written_aside
-from ..errors import InputError
+from ..core.errors import InputError
 from ..phantom import default_workers, make_phantom
 from ..phantom.vendors import VENDOR_STYLES, resolve_vendor
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..core.fs import check_output, written_aside
-from ..errors import CmriError
+from ..core.errors import CmriError
 
 
 @click.command("synthesize")

@@ -9,7 +9,7 @@ import click
 from generators.base import DEFAULT_MINUTES
 
 from ..core.fs import check_output
-from ..errors import CmriError
+from ..core.errors import CmriError
 
 
 def _generator_names() -> list[str]:

@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import CmriError
+from .errors import CmriError
 
 PACKAGES = ("cmri-release", "torch", "opacus", "faiss-cpu", "numpy", "scipy", "scikit-learn", "nibabel", "pydicom",
             "jinja2", "matplotlib", "click")

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cohort import PHASES, Frame, Subject, check_subject_id
-from ..errors import InputError
-from ..labels import mnms_to_acdc
+from ..core.cohort import PHASES, Frame, Subject, check_subject_id
+from ..core.errors import InputError
+from ..core.labels import mnms_to_acdc
 from .nifti import check_same_grid, load_nifti
 from .vendors import MNMS_VENDOR_LETTERS, normalise_vendor
 

@@ -23,7 +23,7 @@ import torch
 from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
 from torch import nn
 
-from cmri_release.errors import CmriError
+from cmri_release.core.errors import CmriError
 
 from .. import distributed
 from ..base import DPConfig

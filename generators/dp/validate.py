@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cmri_release.errors import CmriError
+from cmri_release.core.errors import CmriError
 
 # What to use instead, per kind of layer Opacus rejects.
 _FIXES: tuple[tuple[tuple[type, ...], str], ...] = (

@@ -9,7 +9,7 @@ import pytest
 from auditor_contract import assert_follows_the_contract
 from auditors.base import AUDITORS, OPTIONS, AuditContext, AuditResult, Auditor, Option, register_auditor
 from cmri_release.audit import run_audit
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 FAST = {"feature_spaces": ["pixels"], "pixel_size": 16, "mia_bootstrap": 200}
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from cmri_release.core import fs
-from cmri_release.errors import CmriError
+from cmri_release.core.errors import CmriError
 
 
 def hidden(folder):

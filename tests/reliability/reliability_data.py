@@ -13,7 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from cmri_release.cohort import Cohort, Frame, Subject
+from cmri_release.core.cohort import Cohort, Frame, Subject
 from cmri_release.io import write_cohort
 from mnms_writer import write_mnms
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cmri_release.errors import CmriError
+from cmri_release.core.errors import CmriError
 from cmri_release.io.dicom import read_header, read_pixels
 from dicom_series_writer import write_dicom_series
 from cmri_release.io.infocfg import KEY_ORDER, read_info_cfg

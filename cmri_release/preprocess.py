@@ -43,6 +43,13 @@ class PreprocessConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, saved: dict | None, **defaults) -> "PreprocessConfig":
+        """The preprocessing a model was trained with (its `preprocess`, keys this version does not know left out),
+        `defaults` filling in what it does not say."""
+        known = set(cls.__dataclass_fields__)
+        return cls(**{**defaults, **{k: v for k, v in (saved or {}).items() if k in known}})
+
 
 def heart_centre(subject: Subject) -> np.ndarray:
     """(x, y) voxel coordinates of the heart: the centroid of the ED labels, else the image centre."""

@@ -152,8 +152,7 @@ def _preprocess_config(spec: ReleaseSpec, generator) -> PreprocessConfig:
     if saved.get("size") != spec.data.size:
         raise CmriError(f"{spec.source}: [data] size: {spec.data.size} px, but the model in {spec.generator.model} "
                         f"was trained at {saved.get('size')} px; set size = {saved.get('size')}")
-    known = set(PreprocessConfig.__dataclass_fields__)
-    return PreprocessConfig(**{k: v for k, v in saved.items() if k in known})
+    return PreprocessConfig.from_dict(saved)
 
 
 def _privacy(spec: ReleaseSpec):

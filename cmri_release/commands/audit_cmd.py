@@ -81,10 +81,7 @@ def _preprocess_config(size: int | None, generator):
     if size is not None and saved.get("size") not in (None, size):
         raise CmriError(f"--size {size}: the model was trained at {saved.get('size')} px; omit --size or pass "
                         f"--size {saved.get('size')}")
-    known = set(PreprocessConfig.__dataclass_fields__)
-    config = {k: v for k, v in saved.items() if k in known}
-    config.setdefault("size", size or DEFAULT_SIZE)
-    return PreprocessConfig(**config)
+    return PreprocessConfig.from_dict(saved, size=size or DEFAULT_SIZE)
 
 
 def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, options, quiet, out,

@@ -34,9 +34,7 @@ def synthesize_command(model, out, subjects, masks, vendors, seed, quiet):
     gen = load_generator(model)
     masks_from = None
     if masks is not None:
-        known = set(PreprocessConfig.__dataclass_fields__)
-        config = PreprocessConfig(**{k: v for k, v in (gen.preprocess or {}).items() if k in known})
-        masks_from = cohort_to_slices(read_cohort(masks), config)
+        masks_from = cohort_to_slices(read_cohort(masks), PreprocessConfig.from_dict(gen.preprocess))
     slices = synthesize(gen, subjects, vendors=vendor_list, seed=seed, masks_from=masks_from, quiet=quiet)
     cohort = slices_to_cohort(slices, source="synthetic")
     with written_aside(out) as tmp:

@@ -9,7 +9,7 @@ for m in cohort sliceset labels splits errors; do
     if [ -f "cmri_release/$m.py" ]; then git mv "cmri_release/$m.py" "cmri_release/core/$m.py"; fi
 done
 # cmri_release.errors -> cmri_release.core.errors (also cmri_release/errors.py in prose)
-git ls-files -z -- '*.py' '*.md' '*.toml' '*.sh' '*.cfg' '*.txt' | xargs -0 sed -E -i \
+git ls-files -z -- '*.py' '*.md' '*.toml' '*.sh' '*.cfg' '*.txt' ':!scripts/move_core.sh' | xargs -0 sed -E -i \
     -e "s/\bcmri_release\.($MODULES)\b/cmri_release.core.\1/g" \
     -e "s#\bcmri_release/($MODULES)\.py\b#cmri_release/core/\1.py#g"
 # from .errors import / from ..errors import, in the application (not inside core, where they stay siblings)

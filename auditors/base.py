@@ -21,7 +21,7 @@ from typing import Any, Callable, ClassVar, Iterable, Protocol, Sequence, runtim
 
 import numpy as np
 
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 GROUPS = ("privacy", "fidelity", "utility")
 OPS = ("<=", ">=")  # which side of the threshold is good; strictness makes no sense against a bound

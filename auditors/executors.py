@@ -17,7 +17,7 @@ import os
 from abc import ABC, abstractmethod
 from typing import Callable, Iterator, Sequence, TypeVar
 
-from cmri_release.errors import CmriError
+from cmri_release.core.errors import CmriError
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -115,7 +115,7 @@ AUDIT_CHILD = r"""
 import json, resource, sys, time
 import numpy as np
 from scipy import ndimage
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 from cmri_release.audit import run_audit
 
 scale, patients, slices, size, steps = (int(a) for a in sys.argv[1:6])

@@ -54,7 +54,7 @@ def split_cohort(patients: int, size: int, seed: int):
     """Labelled train and holdout slices of one phantom cohort, split by patient (stratified by vendor)."""
     from cmri_release.phantom import make_phantom
     from cmri_release.preprocess import PreprocessConfig, cohort_to_slices
-    from cmri_release.splits import split_subjects
+    from cmri_release.core.splits import split_subjects
 
     slices = cohort_to_slices(make_phantom(patients, seed), PreprocessConfig(size=size)).labelled()
     split = split_subjects(slices.subject_vendor(), {"train": 1 - HOLDOUT_SHARE, "holdout": HOLDOUT_SHARE}, seed)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from auditors.segmentation.parallel import map_jobs  # noqa: E402
 from auditors.segmentation.train import TrainConfig, train_segmenter  # noqa: E402
-from cmri_release.sliceset import SliceSet  # noqa: E402
+from cmri_release.core.sliceset import SliceSet  # noqa: E402
 
 
 def rings(n_slices: int, size: int, seed: int) -> SliceSet:

@@ -37,7 +37,7 @@ def timed(fn):
     return statistics.median(out)
 
 from auditors.segmentation.train import TrainConfig, train_segmenter
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 n = len(images)
 slices = SliceSet(images=images, labels=labels, subject_ids=np.repeat([f"s{i}" for i in range(8)], n // 8),
                   vendors=np.full(n, "A"), phases=np.full(n, "ED"), slice_pos=np.zeros(n),

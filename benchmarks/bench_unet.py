@@ -31,7 +31,7 @@ from auditors.utility import paired  # noqa: E402
 from auditors.utility.segmentation_utility import low_data_subjects  # noqa: E402
 from cmri_release.phantom import make_phantom  # noqa: E402
 from cmri_release.preprocess import PreprocessConfig, cohort_to_slices  # noqa: E402
-from cmri_release.sliceset import SliceSet  # noqa: E402
+from cmri_release.core.sliceset import SliceSet  # noqa: E402
 
 
 def monai_unet(channels=(16, 32, 64, 128, 256)):

@@ -5,7 +5,7 @@ import sys, time, resource, json
 import numpy as np
 from cmri_release.phantom import make_phantom
 from cmri_release.preprocess import PreprocessConfig, cohort_to_slices
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 from auditors.base import AuditContext
 from auditors.privacy.mia import MembershipInference
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .sliceset import SliceSet
+from .core.sliceset import SliceSet
 
 __all__ = ["slices_from_arrays", "load_cohort", "load_slices", "audit", "release", "MembershipScorer"]
 
@@ -101,7 +101,7 @@ def load_cohort(path):
 
 def load_slices(source, size: int = 64, **preprocess) -> SliceSet:
     """A folder or a `Cohort` preprocessed into a SliceSet (crop around the heart, `size` px, normalised)."""
-    from .cohort import Cohort
+    from .core.cohort import Cohort
     from .preprocess import PreprocessConfig, cohort_to_slices
 
     cohort = source if isinstance(source, Cohort) else load_cohort(source)

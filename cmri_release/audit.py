@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import InputError, SpecError
-from .sliceset import SliceSet
+from .core.errors import InputError, SpecError
+from .core.sliceset import SliceSet
 
 # The fewest holdout patients the privacy statistics run on at all: membership inference scores the attack chosen
 # on one half of the patients on the other, so each half needs a non-member (auditors.privacy.mia_stats.halves), and

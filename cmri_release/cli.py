@@ -12,7 +12,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import CmriError, describe_unexpected, one_line
+from .core.errors import CmriError, describe_unexpected, one_line
 from .log import configure_cli_logging
 
 

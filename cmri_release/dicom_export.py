@@ -25,7 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from . import __version__
-from .cohort import PHASES, Cohort, Subject, check_subject_id
+from .core.cohort import PHASES, Cohort, Subject, check_subject_id
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 DEIDENTIFICATION_METHOD = "cmri-release synthetic: no source attribute copied, new UIDs"  # LO: <= 64 chars

@@ -16,48 +16,26 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 import os
-import platform
 import shutil
-import socket
 import tempfile
-from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from . import __version__
-from .cohort import Cohort
+from .core.cohort import Cohort
 from .dicom_export import write_dicom_release
-from .errors import CmriError, InputError
+from .core.errors import CmriError, InputError
+from .core.fs import _umask, package_versions, partial_prefix, sha256_file, sweep_partials
+from .core.fs import fsync_dir as _fsync_dir
+from .core.fs import fsync_tree as _fsync_tree
 from .exports import EXPORTERS, NEEDS, SYNTHETIC_MARK, write_formats
 from .io import write_cohort
 from .reporting.datasheet import build_datasheet, render_datasheet
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 2  # 2: an `audit` record (what `cmri-release verify` re-runs)
-PACKAGES = ("cmri-release", "torch", "opacus", "faiss-cpu", "numpy", "scipy", "scikit-learn", "nibabel", "pydicom",
-            "jinja2", "matplotlib", "click")
-_CHUNK = 1 << 20
-
-
-def package_versions() -> dict[str, str | None]:
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _files(root: Path) -> list[Path]:
@@ -76,68 +54,6 @@ def _files(root: Path) -> list[Path]:
 def file_entries(root: Path) -> list[dict]:
     return [{"path": rel.as_posix(), "sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size}
             for rel in _files(root) if rel.as_posix() != MANIFEST]
-
-
-def _fsync_tree(root: Path) -> None:
-    """Flush every file and folder to disk, so the rename never exposes a folder whose content is not there."""
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            fd = os.open(Path(dirpath) / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _host_tag() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def partial_prefix(target: Path) -> str:
-    """Name prefix of the hidden folder a finished `target` is written in before its rename: it carries this
-    host and process, so a later run can tell a folder whose writer was killed from one still being written."""
-    return f".{Path(target).name}.partial-{_host_tag()}-{os.getpid()}-"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def sweep_partials(target: Path) -> list[Path]:
-    """Remove the hidden partial folders of `target` left by a writer on this host that no longer runs (killed
-    with SIGKILL, or the machine lost power): they hold half an export, never to be published. Returns them."""
-    target = Path(target)
-    stem = f".{target.name}.partial-{_host_tag()}-"
-    removed = []
-    if not target.parent.is_dir():
-        return removed
-    for path in target.parent.iterdir():
-        pid = path.name[len(stem):].split("-", 1)[0] if path.name.startswith(stem) else ""
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def public_spec(spec: dict) -> dict:

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .cohort import PHASES, Subject
-from .errors import InputError
+from .core.cohort import PHASES, Subject
+from .core.errors import InputError
 from .io import duplicate_id_problem, subject_entries
 from .io.nifti import describe
-from .labels import LV, MYO, RV
+from .core.labels import LV, MYO, RV
 
 _STRUCTURES = (("RV", RV), ("MYO", MYO), ("LV", LV))
 

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-from .cohort import PHASES, Cohort, Frame, Subject
-from .errors import InputError
-from .sliceset import SliceSet
+from .core.cohort import PHASES, Cohort, Frame, Subject
+from .core.errors import InputError
+from .core.sliceset import SliceSet
 
 NORMALISATIONS = ("percentile", "zscore")
 
@@ -42,6 +42,13 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict | None, **defaults) -> "PreprocessConfig":
+        """The preprocessing a model was trained with (its `preprocess`, keys this version does not know left out),
+        `defaults` filling in what it does not say."""
+        known = set(cls.__dataclass_fields__)
+        return cls(**{**defaults, **{k: v for k, v in (saved or {}).items() if k in known}})
 
 
 def heart_centre(subject: Subject) -> np.ndarray:

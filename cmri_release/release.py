@@ -11,19 +11,18 @@ whatever the verdict; the staging folder becomes the release only on a pass, ato
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .audit import MIN_HOLDOUT_PATIENTS
-from .cohort import Cohort
-from .errors import CmriError, describe_unexpected
-from .export import partial_prefix, staged_release, sweep_partials
+from .core.cohort import Cohort
+from .core.errors import CmriError, describe_unexpected
+from .core.fs import partial_prefix, sweep_partials, written_aside
+from .export import staged_release
 from .preprocess import PreprocessConfig, cohort_to_slices, slices_to_cohort
 from .spec import ReleaseSpec
-from .splits import split_subjects
+from .core.splits import split_subjects
 from .verify import audit_record, model_fingerprint, torch_threads
 
 AUDIT_FILES = {"audit.json", "audit.html", "junit.xml"}
@@ -160,8 +159,7 @@ def _preprocess_config(spec: ReleaseSpec, generator) -> PreprocessConfig:
     if saved.get("size") != spec.data.size:
         raise CmriError(f"{spec.source}: [data] size: {spec.data.size} px, but the model in {spec.generator.model} "
                         f"was trained at {saved.get('size')} px; set size = {saved.get('size')}")
-    known = set(PreprocessConfig.__dataclass_fields__)
-    return PreprocessConfig(**{k: v for k, v in saved.items() if k in known})
+    return PreprocessConfig.from_dict(saved)
 
 
 def _privacy(spec: ReleaseSpec):
@@ -185,7 +183,7 @@ def _train(spec: ReleaseSpec, data: _Data, config: PreprocessConfig, quiet: bool
     gen.preprocess = config.to_dict()
     minutes = g.minutes
     if g.epochs is None and minutes is None:  # the spec's "generator's own default": the train command's budget
-        from .commands.train_cmd import DEFAULT_MINUTES
+        from generators.base import DEFAULT_MINUTES
         minutes = DEFAULT_MINUTES
     try:
         gen.fit(data.train, _privacy(spec), epochs=g.epochs, minutes=minutes if g.epochs is None else None,
@@ -204,30 +202,13 @@ def _synthesise(spec: ReleaseSpec, gen, data: _Data, quiet: bool):
                       masks_from=masks, quiet=quiet)
 
 
-def _replace_folder(tmp: Path, target: Path) -> None:
-    """Put a finished folder in place of an earlier audit folder (checked by `_preflight` to hold only ours)."""
-    if target.exists():
-        old = target.with_name(f"{partial_prefix(target)}old")
-        target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(target)
-
-
 def _write_audit_folder(report, gen, trained: bool, target: Path) -> None:
     from .audit import write_audit
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=partial_prefix(target)))
-    try:
+    with written_aside(target, replace=True) as tmp:  # replaces an earlier audit (`_preflight`: only ours)
         write_audit(report, tmp)
         if trained:  # the trained model stays internal, beside the audit: reload it with [generator] model
             gen.save(tmp / "model")
-        _replace_folder(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _gate(report, spec: ReleaseSpec) -> tuple[bool, str]:

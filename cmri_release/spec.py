@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-from .errors import SpecError
+from .core.errors import SpecError
 
 GROUPS = ("privacy", "fidelity", "utility")
 FORMATS = ("nifti", "dicom", "nnunet", "monai", "dicom-seg")  # cmri_release/exports: nnunet, monai, dicom-seg
@@ -473,8 +473,9 @@ def spec_from_dict(doc: dict, source: str, base_dir: Path, known_checks: Mapping
                         f"(in its model card) is what the release reports")
     if spec.privacy.dp and spec.generator.epochs is None:
         # Caught here, before minutes of data preparation: DP-SGD calibrates its noise to a known number of steps.
-        raise SpecError(f"{source}: [generator] minutes: DP training needs `epochs` (the noise is calibrated to the "
-                        f"number of steps, which a wall-clock budget does not fix)")
+        from generators.base import DP_EPOCHS_REASON
+
+        raise SpecError(f"{source}: [generator] minutes: DP training needs `epochs` ({DP_EPOCHS_REASON})")
     _check_outputs(spec, source)
     return spec
 

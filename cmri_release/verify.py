@@ -28,8 +28,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import CmriError, InputError
-from .sliceset import SliceSet
+from .core.errors import CmriError, InputError
+from .core.sliceset import SliceSet
 
 RECORD_VERSION = 1
 TOLERANCE_FACTOR = 10.0  # one data seed measured; another machine's kernels may differ more than 2 threads do

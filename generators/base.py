@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,16 @@ class DPConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+DEFAULT_MINUTES = 3.0  # the CPU training budget when a caller gives neither epochs nor minutes
+# Why DP training takes an epoch budget, never minutes alone (the train command and the spec reader say it too).
+DP_EPOCHS_REASON = "the noise is calibrated to the number of steps, which a wall-clock budget does not fix"
+
+
+def require_epoch_budget(privacy: DPConfig | None, epochs: int | None) -> None:
+    if privacy is not None and epochs is None:
+        raise ValueError(f"DP training needs an epoch budget (epochs): {DP_EPOCHS_REASON}")
 
 
 class Generator(ABC):

@@ -14,17 +14,14 @@ casual swaps; `weights_only` is what stops a crafted file, since whoever can rep
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-import shutil
-import uuid
 from pathlib import Path
 
 import torch
 
-from cmri_release.errors import CmriError, ModelFolderError
+from cmri_release.core.fs import check_output, sha256_file, written_aside
+from cmri_release.core.errors import ModelFolderError
 
 from .base import GENERATORS
 from .masks import MaskModel
@@ -36,57 +33,14 @@ MAX_JSON_BYTES = 64 * 1024 * 1024
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
 
 
-def check_output(folder: Path, inputs: dict | None = None) -> None:
-    """An output folder must not exist yet, or be empty: nothing is ever overwritten; nor lie inside an input."""
-    folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise CmriError(f"{folder}: exists and is not an empty folder; choose a new output path")
-    check_outside_inputs(folder, inputs or {})
-
-
-def check_outside_inputs(out: Path, inputs: dict) -> None:
-    """Refuse an output that is, or lies inside, an input folder ({name: path or None}): a model or a report
-    written into a cohort becomes a broken subject of it, and real data is never written to."""
-    target = Path(out).resolve()
-    for name, path in inputs.items():
-        if path is not None and target.is_relative_to(Path(path).resolve()):
-            raise CmriError(f"{out}: inside the input {name} ({path}); write outputs outside every input folder")
-
-
-def prepare_output(folder: Path) -> Path:
-    """A fresh temporary folder beside `folder` (which must not exist or be empty), to be `publish`ed."""
-    folder = Path(folder)
-    check_output(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    return tmp
-
-
-def publish(tmp: Path, folder: Path) -> None:
-    """Rename the finished temporary folder into place, so the output appears whole or not at all."""
-    folder = Path(folder)
-    if folder.exists():
-        folder.rmdir()  # empty, checked by prepare_output
-    os.replace(tmp, folder)
-
-
 def save_generator(gen, folder: Path) -> None:
     gen._require_fitted()
-    tmp = prepare_output(folder)
-    try:
+    check_output(folder)
+    with written_aside(folder) as tmp:
         _write_json(tmp / CONFIG, {"format": FORMAT, "generator": gen.name, "config": gen.config,
                                    "fitted": gen.fitted_state()})
         torch.save(gen.state_dict(), tmp / WEIGHTS)
@@ -95,10 +49,6 @@ def save_generator(gen, folder: Path) -> None:
         card = {**gen.model_card, "format": FORMAT,
                 "checksums": {name: sha256_file(tmp / name) for name in CHECKSUMMED}}
         _write_json(tmp / CARD, card)
-        publish(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _regular_file(folder: Path, name: str) -> Path:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from cmri_release.labels import LV, MYO, RV
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.labels import LV, MYO, RV
+from cmri_release.core.sliceset import SliceSet
 
 N_SECTORS = 24
 N_POSITIONS = 9

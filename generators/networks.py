@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cmri_release.labels import NUM_CLASSES
+from cmri_release.core.labels import NUM_CLASSES
 
 # Channel widths per U-Net level. "compact" trains at ~tens of slices/s at 64 px on 2 CPU cores; "large" is for a GPU
 # or 128 px.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import platform
 import time
 from abc import abstractmethod
 from pathlib import Path
@@ -19,11 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-import cmri_release
-from cmri_release.labels import check_labels
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.fs import package_versions
+from cmri_release.core.labels import check_labels
+from cmri_release.core.sliceset import SliceSet
 
-from .base import DPConfig, Generator
+from .base import DPConfig, Generator, require_epoch_budget
 from .masks import MaskModel
 from .networks import CondUNet, preset
 from .training import (Batch, Objective, TrainSettings, model_to_images, one_hot_tensor, run_training,
@@ -47,11 +46,6 @@ BASE_DEFAULTS: dict = {
 def subjects_fingerprint(subject_ids) -> str:
     """sha256 of the sorted, newline-joined subject ids: identifies the training set, reveals no id."""
     return hashlib.sha256("\n".join(sorted(set(map(str, subject_ids)))).encode()).hexdigest()
-
-
-def package_versions() -> dict:
-    return {"cmri-release": cmri_release.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
 
 
 def vendor_statistics(train: SliceSet) -> dict:
@@ -201,9 +195,7 @@ class NeuralGenerator(Generator):
         if privacy is not None:  # patient-level DP: check the networks and the settings before anything is fitted
             from .dp import open_account, require_dp_compatible
             require_dp_compatible(self._networks(), self.name)
-            if epochs is None:
-                raise ValueError("DP training needs an epoch budget (--epochs): the noise is calibrated to the "
-                                 "number of steps, which a wall-clock budget does not fix")
+            require_epoch_budget(privacy, epochs)
             account = open_account(privacy, n_patients=len(labelled.subjects))
         divisor = max(getattr(m, "divisor", 1) for m in self._networks().values())
         if labelled.size % divisor:

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from cmri_release.cohort import PHASES
-from cmri_release.errors import CmriError
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.cohort import PHASES
+from cmri_release.core.errors import CmriError
+from cmri_release.core.sliceset import SliceSet
 
 from .checkpoint import load_generator
 
@@ -71,7 +71,7 @@ def _stacks_from_masks(masks: SliceSet, n: int, rng: np.random.Generator) -> lis
     lab = masks.labelled()
     usable = [s for s in lab.subjects if set(lab.phases[lab.subject_ids == s]) >= set(PHASES)]
     if n > len(usable):
-        raise CmriError(f"--masks holds {len(usable)} subjects annotated at ED and ES; cannot make {n} from them")
+        raise CmriError(f"the mask cohort holds {len(usable)} subjects annotated at ED and ES; cannot make {n} from them")
     chosen = [usable[i] for i in sorted(rng.permutation(len(usable))[:n])]
     out = []
     for sid in chosen:
@@ -92,11 +92,11 @@ def synthesize(model, n_subjects: int, vendors=None, seed: int = 0, masks_from: 
     """A synthetic SliceSet of `n_subjects` new subjects (ED and ES stacks, labels and images)."""
     gen = load_generator(Path(model)) if isinstance(model, (str, Path)) else model
     if n_subjects < 1:
-        raise CmriError(f"--subjects must be at least 1, got {n_subjects}")
+        raise CmriError(f"subjects must be at least 1, got {n_subjects}")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
     if masks_from is not None:
         if masks_from.size != gen.image_size:
-            raise CmriError(f"--masks slices are {masks_from.size} px, the model's are {gen.image_size} px")
+            raise CmriError(f"the mask cohort's slices are {masks_from.size} px, the model's are {gen.image_size} px")
         picked = _stacks_from_masks(masks_from, n_subjects, rng)
         stacks = [p[0] for p in picked]
         groups = [p[2] for p in picked]
@@ -106,13 +106,13 @@ def synthesize(model, n_subjects: int, vendors=None, seed: int = 0, masks_from: 
             chosen_vendors = [p[1] for p in picked]
             unknown = sorted(set(chosen_vendors) - set(gen.vendors))
             if unknown:
-                raise CmriError(f"--masks subjects have vendor(s) {', '.join(unknown)} that this model does not know "
-                                f"({', '.join(gen.vendors)}); choose vendors with --vendors")
+                raise CmriError(f"the mask cohort's subjects have vendor(s) {', '.join(unknown)} that this model does not know "
+                                f"({', '.join(gen.vendors)}); choose vendors it knows")
         source = "given cohort"
     else:
         if gen.mask_model is None:
             raise CmriError(f"this model has no mask generator ({gen.mask_model_error or 'not fitted'}); "
-                            f"give label maps with --masks DATA")
+                            f"give label maps (a mask cohort)")
         chosen_vendors = assign_vendors(gen, n_subjects, vendors, rng)
         sampled = gen.mask_model.sample(n_subjects, seed=int(np.random.SeedSequence([int(seed), 2]).generate_state(1)[0]),
                                         size=gen.image_size)

@@ -1,12 +1,13 @@
 """The one training loop every image generator uses.
 
 A generator describes its training as one or more `Objective`s (a loss over a batch and the modules it updates:
-one for flow / DDPM / VAE, discriminator then generator for the GAN); this loop owns everything else: batches,
-optimisers, learning-rate warm-up, gradient clipping, EMA, the epoch or wall-clock budget, the progress bar and
-the log. Differential privacy (`privacy`, a `generators.dp.PrivacyAccount`) swaps in `generators.dp.PrivateTraining`
-for the batches (Poisson sampling of patients: one DP item = one patient) and for the step of each objective that
-learns from patient data (Opacus' DP optimiser, the noise calibrated to the epoch budget); objectives marked
-`private=False` must touch no patient data and train as usual (a GAN's generator: post-processing).
+one for flow / DDPM / VAE, discriminator then generator for the GAN); this loop owns everything else: learning-rate
+warm-up, EMA, the epoch or wall-clock budget, the progress bar and the log. What differs with and without
+differential privacy is a strategy: its batches, optimisers and step. `PlainTraining` shuffles slices and takes
+clipped Adam steps; `generators.dp.PrivateTraining` (with `privacy`, a `generators.dp.PrivacyAccount`) draws
+patients by Poisson sampling (one DP item = one patient) and steps the objective that learns from patient data with
+Opacus' DP optimiser, the noise calibrated to the epoch budget; objectives marked `private=False` must touch no
+patient data and train as usual (a GAN's generator: post-processing).
 """
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cmri_release.labels import NUM_CLASSES
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.labels import NUM_CLASSES
+from cmri_release.core.sliceset import SliceSet
 
 from . import distributed
+from .base import require_epoch_budget
+from .steps import build_optimizer, plain_step
 
 
 @dataclass
@@ -142,21 +145,10 @@ class EMA:
 
 
 def build_batches(data: SliceTensors, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """One epoch of slice-index batches (shuffled, the last partial batch kept).
-
-    DP swap point: the patient-level sampler replaces this (Poisson sampling of patients, all slices of a sampled
-    patient in the batch), with `data.patient` telling which slices belong together.
-    """
+    """One epoch of slice-index batches (shuffled, the last partial batch kept)."""
     order = rng.permutation(len(data))
     for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
-
-
-def build_optimizer(objective: Objective) -> torch.optim.Optimizer:
-    """DP swap point: Opacus' PrivacyEngine wraps this optimiser (and the modules) for DP-SGD."""
-    params = [p for m in objective.modules for p in m.parameters() if p.requires_grad]
-    # fused: one kernel per step for all parameters (CPU and CUDA); the same losses, a few % faster on 2 cores
-    return torch.optim.Adam(params, lr=objective.lr, betas=objective.betas, fused=True)
 
 
 class _ObjectiveLoss(nn.Module):
@@ -180,6 +172,54 @@ def _ddp_losses(objectives: list[Objective], device: str) -> list[Callable]:
     return [DDP(_ObjectiveLoss(o), device_ids=ids) for o in objectives]
 
 
+class PlainTraining:
+    """Training without DP: shuffled slice batches, one Adam per objective, each step clipped to `grad_clip`. Under
+    torchrun each rank takes its own shard of patients and each loss runs through DDP."""
+
+    def __init__(self, objectives: list[Objective], data: SliceTensors, settings: TrainSettings, seed: int,
+                 device: str, ctx):
+        self.data, self.settings = data, settings
+        self.rng = np.random.default_rng(seed)
+        losses = _ddp_losses(objectives, device) if ctx.active else [o.loss for o in objectives]
+        self.loss_of = {id(o): loss for o, loss in zip(objectives, losses)}
+        self.shards = distributed.ShardedPatientBatches(data.patient, settings.batch_size, ctx, seed) \
+            if ctx.active else None
+        self.optimizers = [build_optimizer(o) for o in objectives]
+        self.steps_taken = 0
+
+    def epoch(self) -> Iterator[np.ndarray]:
+        batches = self.shards if self.shards is not None else build_batches(self.data, self.settings.batch_size,
+                                                                            self.rng)
+        for index in batches:
+            yield index
+            self.steps_taken += 1  # resumed once every objective has stepped on this batch
+
+    def step(self, objective: Objective, optimizer, batch: Batch, noise_gen: torch.Generator) -> float:
+        return plain_step(objective, optimizer, batch, noise_gen, self.settings.grad_clip, f"step {self.steps_taken}",
+                          loss=self.loss_of[id(objective)])
+
+    def epochs(self, log: "TrainLog") -> float:
+        return log.images_seen / len(self.data)
+
+    def ledger(self) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def _check_budget(privacy, epochs: int | None, minutes: float | None, data: SliceTensors) -> None:
+    require_epoch_budget(privacy, epochs)
+    if epochs is None and minutes is None:
+        raise ValueError("give a training budget: epochs or minutes")
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if minutes is not None and minutes <= 0:
+        raise ValueError(f"minutes must be positive, got {minutes}")
+    if len(data) == 0:
+        raise ValueError("no annotated slices to train on")
+
+
 def run_training(objectives: list[Objective], data: SliceTensors, settings: TrainSettings, *,
                  epochs: int | None = None, minutes: float | None = None, seed: int = 0, device: str = "cpu",
                  quiet: bool = False, privacy=None, ema_modules: list[nn.Module] = (),
@@ -190,107 +230,86 @@ def run_training(objectives: list[Objective], data: SliceTensors, settings: Trai
     Under DP, `epochs` is required (the noise is calibrated to the steps it implies); `minutes` may cut the run short,
     and the ledger then reports the smaller epsilon actually spent.
     """
-    if privacy is not None and epochs is None:
-        raise ValueError("DP training needs an epoch budget (--epochs): the noise is calibrated to the number of "
-                         "steps, which a wall-clock budget does not fix")
-    if epochs is None and minutes is None:
-        raise ValueError("give a training budget: epochs or minutes")
-    if epochs is not None and epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
-    if minutes is not None and minutes <= 0:
-        raise ValueError(f"minutes must be positive, got {minutes}")
-    if len(data) == 0:
-        raise ValueError("no annotated slices to train on")
+    _check_budget(privacy, epochs, minutes, data)
     ctx = distributed.current()
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     # Each rank draws its own training noise (the diffusion time, the flow's source sample) for its own slices.
     noise_gen = torch.Generator(device=device).manual_seed(seed + 1_000_003 * ctx.rank)
-    quiet = quiet or not ctx.is_main
-    session = None
-    if privacy is not None:
+    if privacy is None:
+        strategy = PlainTraining(objectives, data, settings, seed, device, ctx)
+    else:
         from .dp.engine import PrivateTraining
-        session = PrivateTraining(objectives, data, settings, privacy, epochs=epochs, seed=seed)
-    losses = [o.loss for o in objectives]
-    batches = None
-    if session is None and ctx.active:
-        losses = _ddp_losses(objectives, device)
-        batches = distributed.ShardedPatientBatches(data.patient, settings.batch_size, ctx, seed)
+        strategy = PrivateTraining(objectives, data, settings, privacy, epochs=epochs, seed=seed)
     try:  # Opacus' hooks come off the networks even when a step fails
-        optimizers = session.optimizers if session else [build_optimizer(o) for o in objectives]
         emas = [EMA(m, settings.ema_decay) for m in ema_modules] if settings.ema_decay else []
-        for m in {id(m): m for o in objectives for m in o.modules}.values():
-            m.train()
-        log = TrainLog(losses={o.name: [] for o in objectives})
-        recent = {o.name: [] for o in objectives}
-        budget_s = None if minutes is None else 60.0 * minutes
-        start = time.perf_counter()
-        bar = tqdm(total=epochs if budget_s is None else int(budget_s), unit="epoch" if budget_s is None else "s",
-                   desc=description, disable=quiet, leave=False)
-        epoch, done = 0, False
-        while not done:
-            sums = {o.name: 0.0 for o in objectives}
-            n_batches = 0
-            epoch_batches = session.batches if session else (
-                batches if batches is not None else build_batches(data, settings.batch_size, rng))
-            for index in epoch_batches:
-                batch = data.batch(index, device)
-                warm = min(1.0, (log.steps + 1) / max(settings.warmup_steps, 1))
-                for objective, optimizer, loss_of in zip(objectives, optimizers, losses):
-                    for group in optimizer.param_groups:
-                        group["lr"] = objective.lr * warm
-                    optimizer.zero_grad(set_to_none=True)
-                    if session is not None:
-                        value = session.step(objective, optimizer, batch, noise_gen, settings.grad_clip)
-                        if value is None:  # an empty Poisson batch: noise only, no loss to log
-                            continue
-                    else:
-                        loss = loss_of(batch, noise_gen)
-                        if not torch.isfinite(loss):
-                            raise FloatingPointError(f"{objective.name} loss became {loss.item()} at step {log.steps}")
-                        loss.backward()
-                        if settings.grad_clip:
-                            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                                     settings.grad_clip)
-                        optimizer.step()
-                        value = float(loss.detach())
-                    sums[objective.name] += value
-                    recent[objective.name] = (recent[objective.name] + [value])[-50:]
-                for ema in emas:
-                    ema.update(log.steps)
-                log.steps += 1
-                log.images_seen += len(index)
-                n_batches += 1
-                elapsed = time.perf_counter() - start
-                if budget_s is not None:
-                    bar.update(min(int(elapsed), int(budget_s)) - bar.n)
-                bar.set_postfix({k: f"{np.mean(v):.4f}" for k, v in recent.items()}, refresh=False)
-                if budget_s is not None and (distributed.any_rank(elapsed >= budget_s, device) if ctx.active
-                                             else elapsed >= budget_s):
-                    done = True  # every rank stops at the same step (each step's all-reduce needs all of them)
-                    break
-            epoch += 1
-            names = list(sums)
-            totals = distributed.all_reduce_sum([sums[k] for k in names] + [n_batches], device)
-            for name, total in zip(names, totals):  # the mean over every rank's batches
-                log.losses[name].append(total / max(totals[-1], 1))
-            if budget_s is None:
-                bar.update(1)
-            if epochs is not None and epoch >= epochs:
-                done = True
-        bar.close()
-        log.seconds = time.perf_counter() - start
-        log.images_seen = int(distributed.all_reduce_sum([log.images_seen], device)[0])
-        log.world_size, log.backend = ctx.world_size, ctx.backend
-        log.epochs = session.epochs_done() if session else log.images_seen / len(data)
-        if session:
-            log.privacy = session.ledger()
+        log, recent = _loop(objectives, strategy, data, settings, emas, ctx, epochs=epochs, minutes=minutes,
+                            device=device, quiet=quiet or not ctx.is_main, description=description,
+                            noise_gen=noise_gen)
+        log.privacy = strategy.ledger()
     finally:
-        if session:
-            session.close()
+        strategy.close()
     log.final_loss = {k: float(np.mean(v)) for k, v in recent.items()}
     for ema in emas:
         ema.copy_to_module()
     for m in {id(m): m for o in objectives for m in o.modules}.values():
         m.eval()
     return log
+
+
+def _loop(objectives: list[Objective], strategy, data: SliceTensors, settings: TrainSettings, emas: list[EMA], ctx, *,
+          epochs, minutes, device: str, quiet: bool, description: str,
+          noise_gen: torch.Generator) -> tuple[TrainLog, dict[str, list[float]]]:
+    """The epochs: warm-up, each objective stepped by the strategy, EMA, the budget, the progress bar and the log
+    (losses and images summed over every rank under torchrun)."""
+    for m in {id(m): m for o in objectives for m in o.modules}.values():
+        m.train()
+    log = TrainLog(losses={o.name: [] for o in objectives})
+    recent = {o.name: [] for o in objectives}
+    budget_s = None if minutes is None else 60.0 * minutes
+    start = time.perf_counter()
+    bar = tqdm(total=epochs if budget_s is None else int(budget_s), unit="epoch" if budget_s is None else "s",
+               desc=description, disable=quiet, leave=False)
+    epoch, done = 0, False
+    while not done:
+        sums = {o.name: 0.0 for o in objectives}
+        n_batches = 0
+        for index in strategy.epoch():
+            batch = data.batch(index, device)
+            warm = min(1.0, (log.steps + 1) / max(settings.warmup_steps, 1))
+            for objective, optimizer in zip(objectives, strategy.optimizers):
+                for group in optimizer.param_groups:
+                    group["lr"] = objective.lr * warm
+                optimizer.zero_grad(set_to_none=True)
+                value = strategy.step(objective, optimizer, batch, noise_gen)
+                if value is None:  # an empty Poisson batch: noise only, no loss to log
+                    continue
+                sums[objective.name] += value
+                recent[objective.name] = (recent[objective.name] + [value])[-50:]
+            for ema in emas:
+                ema.update(log.steps)
+            log.steps += 1
+            log.images_seen += len(index)
+            n_batches += 1
+            elapsed = time.perf_counter() - start
+            if budget_s is not None:
+                bar.update(min(int(elapsed), int(budget_s)) - bar.n)
+            bar.set_postfix({k: f"{np.mean(v):.4f}" for k, v in recent.items()}, refresh=False)
+            if budget_s is not None and (distributed.any_rank(elapsed >= budget_s, device) if ctx.active
+                                         else elapsed >= budget_s):
+                done = True  # every rank stops at the same step (each step's all-reduce needs all of them)
+                break
+        epoch += 1
+        names = list(sums)
+        totals = distributed.all_reduce_sum([sums[k] for k in names] + [n_batches], device)
+        for name, total in zip(names, totals):  # the mean over every rank's batches
+            log.losses[name].append(total / max(totals[-1], 1))
+        if budget_s is None:
+            bar.update(1)
+        if epochs is not None and epoch >= epochs:
+            done = True
+    bar.close()
+    log.seconds = time.perf_counter() - start
+    log.images_seen = int(distributed.all_reduce_sum([log.images_seen], device)[0])
+    log.world_size, log.backend = ctx.world_size, ctx.backend
+    log.epochs = strategy.epochs(log)
+    return log, recent

@@ -26,7 +26,7 @@ from pathlib import Path
 def _cohorts(args, seed: int):
     from cmri_release.phantom import make_phantom
     from cmri_release.preprocess import PreprocessConfig, cohort_to_slices
-    from cmri_release.splits import split_subjects
+    from cmri_release.core.splits import split_subjects
 
     config = PreprocessConfig(size=args.size)
     n = args.train + args.holdout + args.test

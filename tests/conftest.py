@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from cmri_release.cohort import Cohort, Frame, Subject
+from cmri_release.core.cohort import Cohort, Frame, Subject
 
 
 def pytest_collection_modifyitems(config, items):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cmri_release import api
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 
 def arrays(n_patients: int, seed: int, size: int = 16):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from cmri_release.audit import check_thresholds, known_checks, load_thresholds, run_audit
-from cmri_release.errors import InputError, SpecError
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.errors import InputError, SpecError
+from cmri_release.core.sliceset import SliceSet
 
 FAST = {"feature_spaces": ["pixels"], "pixel_size": 16, "mia_bootstrap": 200}
 

@@ -6,10 +6,10 @@ import pydicom
 import pytest
 from pydicom.uid import UID, MRImageStorage
 
-from cmri_release.cohort import Cohort, Frame, Subject
+from cmri_release.core.cohort import Cohort, Frame, Subject
 from cmri_release.dicom_export import write_dicom_release
 from cmri_release.io import read_cohort
-from cmri_release.io.dicom_series_writer import write_dicom_series
+from dicom_series_writer import write_dicom_series
 
 # A value longer than its VR allows is a pydicom warning: treat it as the bug it is.
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")

@@ -10,8 +10,9 @@ import pytest
 
 from auditors.base import Figure
 from cmri_release import export
-from cmri_release.cohort import Cohort, Frame, Subject
-from cmri_release.errors import CmriError, InputError
+from cmri_release.core import fs
+from cmri_release.core.cohort import Cohort, Frame, Subject
+from cmri_release.core.errors import CmriError, InputError
 from cmri_release.export import export_release, verify_manifest
 from cmri_release.io import read_cohort
 
@@ -116,7 +117,7 @@ def test_manifest_with_unsafe_path_or_missing_is_refused(tmp_path, cohort):
 
 @pytest.mark.parametrize("target,error", [
     ("write_cohort", OSError), ("write_dicom_release", OSError), ("render_datasheet", RuntimeError),
-    ("_fsync_tree", OSError), ("rename", OSError), ("write_dicom_release", KeyboardInterrupt),
+    ("fsync_tree", OSError), ("rename", OSError), ("write_dicom_release", KeyboardInterrupt),
 ])
 def test_a_crash_at_any_stage_leaves_nothing(tmp_path, cohort, monkeypatch, target, error):
     real = {"write_dicom_release": export.write_dicom_release, "write_cohort": export.write_cohort}
@@ -129,7 +130,9 @@ def test_a_crash_at_any_stage_leaves_nothing(tmp_path, cohort, monkeypatch, targ
         raise error("injected failure")
 
     if target == "rename":
-        monkeypatch.setattr(export.os, "rename", boom)
+        monkeypatch.setattr(fs.os, "rename", boom)
+    elif target == "fsync_tree":
+        monkeypatch.setattr(fs, target, boom)
     else:
         monkeypatch.setattr(export, target, boom)
     with pytest.raises(error, match="injected failure"):

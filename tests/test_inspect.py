@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cmri_release.cohort import Cohort
+from cmri_release.core.cohort import Cohort
 from cmri_release.commands.inspect_cmd import inspect_command
 from cmri_release.inspect import format_inspect, inspect_cohort
 from cmri_release.io import write_cohort
-from cmri_release.io.dicom_series_writer import write_dicom_series
+from dicom_series_writer import write_dicom_series
 from cmri_release.io.nifti import save_nifti
 
 

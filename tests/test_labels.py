@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from cmri_release.errors import InputError
-from cmri_release.labels import LV, MYO, RV, check_labels, mnms_to_acdc, one_hot
+from cmri_release.core.errors import InputError
+from cmri_release.core.labels import LV, MYO, RV, check_labels, mnms_to_acdc, one_hot
 
 
 def test_mnms_map_swaps_ventricles_and_is_an_involution():

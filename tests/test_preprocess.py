@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from cmri_release.errors import InputError
-from cmri_release.labels import LV
+from cmri_release.core.errors import InputError
+from cmri_release.core.labels import LV
 from cmri_release.preprocess import PreprocessConfig, cohort_to_slices, slices_to_cohort
-from cmri_release.cohort import Cohort
+from cmri_release.core.cohort import Cohort
 
 
 def test_slices_are_cropped_around_the_heart(tiny_cohort):
@@ -66,3 +66,12 @@ def test_bad_config_values():
         PreprocessConfig(size=4)
     with pytest.raises(ValueError):
         PreprocessConfig(normalisation="minmax")
+
+
+def test_config_from_a_models_saved_preprocessing():
+    saved = PreprocessConfig(size=32, normalisation="zscore").to_dict()
+    assert PreprocessConfig.from_dict(saved) == PreprocessConfig(size=32, normalisation="zscore")
+    # keys a later version wrote are left out; what the model does not say comes from the defaults given
+    assert PreprocessConfig.from_dict({"fov_mm": 200.0, "new_key": 1}, size=48) == PreprocessConfig(size=48,
+                                                                                                   fov_mm=200.0)
+    assert PreprocessConfig.from_dict(None, size=16) == PreprocessConfig(size=16)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cmri_release.preprocess import PreprocessConfig, cohort_to_slices
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 
 def test_subject_selection_keeps_every_slice_of_a_patient(tiny_cohort):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cmri_release.errors import SpecError
+from cmri_release.core.errors import SpecError
 from cmri_release.spec import (DataSpec, ExportSpec, GeneratorSpec, PhantomSpec, SplitSpec, default_spec,
                                default_spec_text, load_spec, parse_spec, with_output)
 

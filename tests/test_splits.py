@@ -1,7 +1,7 @@
 import pytest
 
-from cmri_release.errors import CmriError
-from cmri_release.splits import split_subjects
+from cmri_release.core.errors import CmriError
+from cmri_release.core.splits import split_subjects
 
 
 def _vendors(n):

@@ -1,8 +1,7 @@
-"""Feature spaces the auditors compare slices in: `pixels` (Pearson correlation) and `embedding` (cosine).
+"""Feature spaces the auditors compare slices in, from one registry (`spaces.FEATURE_SPACES`): `pixels` (Pearson
+correlation) and `embedding` (cosine) for privacy, `embedding` and `segmenter` for fidelity.
 
-Both map (N, H, W) slices to L2-normalised float32 vectors, so that an inner product is a similarity
-and FAISS' exact inner-product index finds nearest neighbours. `features(ctx, space, split)` computes
-each split's vectors once per audit and shares them between auditors.
+`features(ctx, space, split)` computes each split's vectors once per audit and shares them between auditors.
 """
 from __future__ import annotations
 
@@ -10,27 +9,18 @@ import numpy as np
 
 from auditors.base import Option, register_options
 
-from .embedding import EmbeddingConfig, Embedder, embedding_options, get_embedder, train_embedder
+from . import builtin  # noqa: F401 - registers the built-in spaces
+from .embedding import EmbeddingConfig, Embedder, get_embedder, train_embedder
 from .pixels import PixelFeatures
+from .spaces import FEATURE_SPACES, FeatureSpace, get_feature_space, register_feature_space, spaces_for
 
-FEATURE_SPACES = ("pixels", "embedding")
 SPLITS = ("train", "holdout", "synthetic", "test")
+PRIVACY_SPACES = spaces_for("privacy")
 
 register_options(
-    Option("feature_spaces", "str-list", FEATURE_SPACES, "feature spaces the privacy auditors compare slices in",
-           choices=FEATURE_SPACES),
-    Option("pixel_size", int, 32, "side of the downsampled slice the pixels space correlates", low=8, high=512),
-    *embedding_options(),
+    Option("feature_spaces", "str-list", PRIVACY_SPACES, "feature spaces the privacy auditors compare slices in",
+           choices=PRIVACY_SPACES),
 )
-
-
-def get_feature_space(ctx, space: str):
-    """The extractor for `space`, built once per audit."""
-    if space == "pixels":
-        return ctx.shared("pixels", lambda: PixelFeatures(size=ctx.option("pixel_size")))
-    if space == "embedding":
-        return get_embedder(ctx)
-    raise ValueError(f"unknown feature space {space!r}; known: {', '.join(FEATURE_SPACES)}")
 
 
 def features(ctx, space: str, split: str) -> np.ndarray:
@@ -43,5 +33,6 @@ def features(ctx, space: str, split: str) -> np.ndarray:
     return ctx.shared(f"features.{space}.{split}", lambda: get_feature_space(ctx, space).transform(slices.images))
 
 
-__all__ = ["FEATURE_SPACES", "EmbeddingConfig", "Embedder", "PixelFeatures", "features", "get_embedder",
-           "get_feature_space", "train_embedder"]
+__all__ = ["FEATURE_SPACES", "PRIVACY_SPACES", "EmbeddingConfig", "Embedder", "FeatureSpace", "PixelFeatures",
+           "features", "get_embedder", "get_feature_space", "register_feature_space", "spaces_for",
+           "train_embedder"]

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats import chi2, ncx2
 
 from auditors.base import AuditContext, AuditResult, Auditor, CohortSizes, Option, register_auditor, worst_case
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 RV, MYO, LV = 1, 2, 3
 MYOCARDIUM_G_PER_ML = 1.05  # myocardial tissue density, the convention of CMR mass measurement

@@ -13,7 +13,7 @@ import numpy as np
 from scipy.stats import wasserstein_distance
 
 from auditors.base import AuditContext, AuditResult, Auditor, Figure, register_auditor
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 from . import plots
 from .resampling import planned, decide_text, planning, ratio_of_means, relative_se

@@ -14,7 +14,7 @@ import numpy as np
 from auditors.base import AuditContext, AuditResult, Auditor, Figure, register_auditor
 from auditors.segmentation import metrics
 from auditors.segmentation.train import real_train_segmenter
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 from . import plots
 from .resampling import decide_text, planning, slice_mean, slice_mean_ratio

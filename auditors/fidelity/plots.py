@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure as MplFigure  # noqa: E402
 
-from cmri_release.labels import STRUCTURES  # noqa: E402
+from cmri_release.core.labels import STRUCTURES  # noqa: E402
 
 LABEL_COLOURS = {1: "tab:blue", 2: "tab:green", 3: "tab:red"}  # RV, MYO, LV
 

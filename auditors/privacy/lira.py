@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from auditors.base import AuditContext
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 PER_SLICE_SPREAD = 4  # references needed before a per-slice standard deviation is estimated
 

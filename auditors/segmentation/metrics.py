@@ -21,7 +21,7 @@ from collections import defaultdict
 import numpy as np
 from scipy import ndimage
 
-from cmri_release.labels import STRUCTURES
+from cmri_release.core.labels import STRUCTURES
 
 STRUCTURE_LABELS = {name: k for k, name in enumerate(STRUCTURES, start=1)}  # RV 1, MYO 2, LV 3
 

@@ -17,8 +17,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from auditors.base import Option, register_options
-from cmri_release.labels import NUM_CLASSES
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.labels import NUM_CLASSES
+from cmri_release.core.sliceset import SliceSet
 
 from .unet import UNet, UNetConfig
 

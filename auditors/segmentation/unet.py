@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cmri_release.labels import NUM_CLASSES
+from cmri_release.core.labels import NUM_CLASSES
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats
 
 from auditors.segmentation import metrics
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 STRUCTURES = tuple(metrics.STRUCTURE_LABELS)
 

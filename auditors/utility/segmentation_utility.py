@@ -28,9 +28,9 @@ from auditors.base import (AuditContext, AuditResult, Auditor, CohortSizes, Figu
 from auditors.fidelity import plots
 from auditors.segmentation.parallel import effective_workers
 from auditors.segmentation.train import audit_train_config, real_train_segmenter, train_segmenter
-from cmri_release.errors import CmriError
-from cmri_release.sliceset import SliceSet
-from cmri_release.splits import split_subjects
+from cmri_release.core.errors import CmriError
+from cmri_release.core.sliceset import SliceSet
+from cmri_release.core.splits import split_subjects
 
 from . import paired, planning
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import CmriError, InputError
+from ..core.errors import CmriError, InputError
 from ..log import get_logger
 
 log = get_logger("audit")
@@ -84,10 +84,7 @@ def _preprocess_config(size: int | None, generator):
     if size is not None and saved.get("size") not in (None, size):
         raise CmriError(f"--size {size}: the model was trained at {saved.get('size')} px; omit --size or pass "
                         f"--size {saved.get('size')}")
-    known = set(PreprocessConfig.__dataclass_fields__)
-    config = {k: v for k, v in saved.items() if k in known}
-    config.setdefault("size", size or DEFAULT_SIZE)
-    return PreprocessConfig(**config)
+    return PreprocessConfig.from_dict(saved, size=size or DEFAULT_SIZE)
 
 
 def check_device(device: str) -> str:
@@ -156,7 +153,7 @@ def _run(train, holdout, synthetic, test, model, only, thresholds, size, seed, o
 
 def _check_out(out: Path, inputs: dict) -> None:
     """Before any work: OUT must be a folder (or new) and outside every input (reports never land in real data)."""
-    from generators.checkpoint import check_outside_inputs
+    from ..core.fs import check_outside_inputs
 
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder; --out names the folder for the reports")

@@ -4,13 +4,12 @@ The cohort is written beside OUT first and renamed into place, so OUT appears wh
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import click
 
-from ..errors import InputError
+from ..core.fs import written_aside
+from ..core.errors import InputError
 from ..phantom import default_workers, make_phantom
 from ..phantom.vendors import VENDOR_STYLES, resolve_vendor
 
@@ -43,16 +42,8 @@ def phantom_command(out: Path, n_subjects: int, seed: int, vendors, quiet: bool)
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(out, "exists and is not an empty folder; choose a new output folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
     cohort = make_phantom(n_subjects, seed, vendors=vendors, quiet=quiet, workers=default_workers())
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    try:
+    with written_aside(out) as staging:
         write_cohort(cohort, staging)
-        if out.exists():
-            out.rmdir()  # empty (checked above); rename cannot replace a folder on every platform
-        os.replace(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     if not quiet:
         click.echo(f"wrote {len(cohort)} phantom subjects ({', '.join(cohort.vendors)}) to {out}")

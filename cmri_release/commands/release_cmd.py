@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import CmriError
+from ..core.errors import CmriError
 
 DEMO_OUT = Path("demo-out")
 

@@ -1,12 +1,12 @@
 """`cmri-release synthesize MODEL --out OUT --subjects N`: write a synthetic cohort in the cohort layout."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import click
 
-from ..errors import CmriError
+from ..core.fs import check_output, written_aside
+from ..core.errors import CmriError
 
 
 @click.command("synthesize")
@@ -24,7 +24,6 @@ from ..errors import CmriError
 def synthesize_command(model, out, subjects, masks, vendors, seed, device, quiet):
     """Synthesise SUBJECTS new patients with the generator in MODEL and write them to OUT."""
     from generators import load_generator
-    from generators.checkpoint import check_output, prepare_output, publish
     from generators.synthesis import synthesize
 
     from ..exports import SYNTHETIC_MARK
@@ -40,16 +39,9 @@ def synthesize_command(model, out, subjects, masks, vendors, seed, device, quiet
     gen = load_generator(model, device=device)
     masks_from = None
     if masks is not None:
-        known = set(PreprocessConfig.__dataclass_fields__)
-        config = PreprocessConfig(**{k: v for k, v in (gen.preprocess or {}).items() if k in known})
-        masks_from = cohort_to_slices(read_cohort(masks), config)
+        masks_from = cohort_to_slices(read_cohort(masks), PreprocessConfig.from_dict(gen.preprocess))
     slices = synthesize(gen, subjects, vendors=vendor_list, seed=seed, masks_from=masks_from, quiet=quiet)
     cohort = slices_to_cohort(slices, source="synthetic")
-    tmp = prepare_output(out)
-    try:
+    with written_aside(out) as tmp:
         write_cohort(cohort, tmp, descrip=SYNTHETIC_MARK)
-        publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     click.echo(f"wrote {len(cohort)} synthetic subjects ({len(slices)} slices) to {out}")

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..errors import CmriError
+from generators.base import DEFAULT_MINUTES
 
-DEFAULT_MINUTES = 3.0  # the default CPU budget when neither --epochs nor --minutes is given
+from ..core.fs import check_output
+from ..core.errors import CmriError
 
 
 def _generator_names() -> list[str]:
@@ -47,7 +48,6 @@ def train_command(data, generator_name, out, epochs, minutes, size, device, netw
     import torch
 
     from generators import distributed
-    from generators.checkpoint import check_output
 
     if epochs is not None and minutes is not None:
         raise click.UsageError("give --epochs or --minutes, not both")
@@ -110,7 +110,7 @@ def _fmt(value) -> str:
 
 def _privacy_settings(dp: bool, epsilon, delta, max_grad_norm: float, accountant: str, epochs):
     """The DPConfig for --dp, after the checks the command line can make before reading any data."""
-    from generators import DPConfig
+    from generators.base import DP_EPOCHS_REASON, DPConfig
 
     if not dp:
         given = [flag for flag, value in (("--epsilon", epsilon), ("--delta", delta)) if value is not None]
@@ -120,6 +120,5 @@ def _privacy_settings(dp: bool, epsilon, delta, max_grad_norm: float, accountant
     if epsilon is None:
         raise click.UsageError("--dp needs --epsilon (the privacy budget per patient, e.g. --epsilon 3)")
     if epochs is None:
-        raise click.UsageError("--dp needs --epochs: the noise is calibrated to the number of steps, which a "
-                               "wall-clock budget does not fix")
+        raise click.UsageError(f"--dp needs --epochs: {DP_EPOCHS_REASON}")
     return DPConfig(epsilon=float(epsilon), delta=delta, max_grad_norm=float(max_grad_norm), accountant=accountant)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import CmriError
+from ..core.errors import CmriError
 
 
 def _default_model(release: Path, spec) -> Path | None:

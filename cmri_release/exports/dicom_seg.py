@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..cohort import PHASES, check_subject_id
-from ..errors import CmriError
+from ..core.cohort import PHASES, check_subject_id
+from ..core.errors import CmriError
 
 SEG_FOLDER = "dicom-seg"
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..cohort import PHASES, check_subject_id
+from ..core.cohort import PHASES, check_subject_id
 from ..io.acdc import frame_file
-from ..labels import LABEL_NAMES
+from ..core.labels import LABEL_NAMES
 
 DATALIST = "monai_datalist.json"
 

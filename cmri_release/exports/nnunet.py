@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 from .. import __version__
-from ..cohort import PHASES, check_subject_id
+from ..core.cohort import PHASES, check_subject_id
 from ..io.nifti import save_nifti
-from ..labels import LABEL_NAMES
+from ..core.labels import LABEL_NAMES
 from . import SYNTHETIC_MARK
 
 DATASET = "Dataset900_cmriSynthetic"

@@ -18,8 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from ..cohort import Cohort, Subject
-from ..errors import InputError
+from ..core.cohort import Cohort, Subject
+from ..core.errors import InputError
 from . import acdc, dicom, mnms
 
 LAYOUTS = ("mnms", "mnms2", "acdc", "cohort", "dicom")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..cohort import PHASES, Frame, Subject, check_subject_id
-from ..errors import InputError
+from ..core.cohort import PHASES, Frame, Subject, check_subject_id
+from ..core.errors import InputError
 from .infocfg import InfoCfg, read_info_cfg, write_info_cfg
 from .nifti import check_same_grid, load_nifti, save_nifti
 

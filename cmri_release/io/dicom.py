@@ -38,8 +38,8 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from ..cohort import Frame, Subject
-from ..errors import InputError
+from ..core.cohort import Frame, Subject
+from ..core.errors import InputError
 from .infocfg import read_info_cfg
 from .nifti import check_affine, check_same_grid, describe, load_nifti
 from .vendors import normalise_vendor

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 REQUIRED_KEYS = ("ED", "ES")
 KEY_ORDER = ("ED", "ES", "Group", "Height", "NbFrame", "Weight", "Vendor", "Centre")

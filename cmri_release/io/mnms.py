@@ -1,4 +1,4 @@
-"""M&Ms and M&Ms-2 layouts (read), and the M&Ms layout (write, used by tests and converters).
+"""M&Ms and M&Ms-2 layouts, read (tests/mnms_writer.py writes the M&Ms layout for the tests).
 
 M&Ms: a metadata CSV at the root with at least `External code`, `ED`, `ES`, `Vendor` (the columns
 nnU-Net's `Dataset114_MNMs.py` reads), optionally `VendorName`, `Centre`, `Pathology`, `Height`,
@@ -13,7 +13,7 @@ SCANNER, FIELD), and `dataset/NNN/NNN_SA_{ED,ES}.nii.gz` with `_gt` labels. M&Ms
 ED/ES frame numbers: its frames are numbered 1 (ED) and 2 (ES) and `extra["frame_numbers"]`
 says so.
 
-Both label 1 LV, 2 MYO, 3 RV; labels are mapped to ACDC's order on reading and back on writing.
+Both label 1 LV, 2 MYO, 3 RV; labels are mapped to ACDC's order on reading.
 Age and sex columns are never copied.
 """
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cohort import PHASES, Cohort, Frame, Subject, check_subject_id
-from ..errors import InputError
-from ..labels import acdc_to_mnms, mnms_to_acdc
-from .nifti import check_same_grid, load_nifti, save_nifti
+from ..core.cohort import PHASES, Frame, Subject, check_subject_id
+from ..core.errors import InputError
+from ..core.labels import mnms_to_acdc
+from .nifti import check_same_grid, load_nifti
 from .vendors import MNMS_VENDOR_LETTERS, normalise_vendor
 
 MNMS_REQUIRED = ("External code", "ED", "ES", "Vendor")
@@ -184,34 +184,3 @@ def read_mnms2_subject(folder: Path, meta: dict) -> Subject:
         raise InputError(folder, "ED and ES volumes have different shapes")
     return Subject(id=subject_id, frames=frames, affine=affine, vendor=meta["vendor"], centre=meta["centre"],
                    group=meta["group"], extra={"frame_numbers": "not published by M&Ms-2; ED=1, ES=2 by convention"})
-
-
-def write_mnms(cohort: Cohort, out_dir, csv_name: str = "mnms_info.csv") -> Path:
-    """Write `cohort` in the M&Ms layout: labelled subjects under Training/Labeled, others under Training/Unlabeled.
-
-    Only the annotated phases exist in a Cohort, so each 4D cine holds two frames (ED at 0, ES at 1)
-    and the CSV says ED 0, ES 1; the original frame numbers are not kept.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    letters = {name: letter for letter, name in MNMS_VENDOR_LETTERS.items()}
-    rows = [["External code", "VendorName", "Vendor", "Centre", "ED", "ES", "Pathology", "Height", "Weight"]]
-    for subject in cohort:
-        subject_id = check_subject_id(subject.id, out_dir)
-        ed, es = subject.frames["ED"], subject.frames["ES"]
-        if ed.image.shape != es.image.shape:
-            raise ValueError(f"subject {subject_id}: ED and ES shapes differ")
-        folder = out_dir / "Training" / ("Labeled" if subject.has_labels else "Unlabeled") / subject_id
-        folder.mkdir(parents=True, exist_ok=False)
-        save_nifti(folder / f"{subject_id}_sa.nii.gz", np.stack([ed.image, es.image], axis=-1), subject.affine)
-        if subject.has_labels:
-            labels = np.stack([acdc_to_mnms(ed.label, subject_id), acdc_to_mnms(es.label, subject_id)], axis=-1)
-            save_nifti(folder / f"{subject_id}_sa_gt.nii.gz", labels, subject.affine, label=True)
-        rows.append([subject_id, subject.vendor, letters.get(subject.vendor, subject.vendor), subject.centre, 0, 1,
-                     subject.group, "" if subject.height is None else subject.height,
-                     "" if subject.weight is None else subject.weight])
-    csv_path = out_dir / csv_name
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh).writerows(rows)
-    return csv_path
-

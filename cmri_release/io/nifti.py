@@ -23,8 +23,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..errors import InputError
-from ..labels import check_labels
+from ..core.errors import InputError
+from ..core.labels import check_labels
 
 # Caps on the voxel count a header may ask for, checked before anything is allocated.
 # A cardiac short-axis volume is at most about 512 x 512 x 64; a cine adds at most ~64 frames.

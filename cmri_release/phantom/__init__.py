@@ -15,7 +15,7 @@ from multiprocessing import get_all_start_methods, get_context
 import numpy as np
 from tqdm import tqdm
 
-from ..cohort import Cohort, Subject
+from ..core.cohort import Cohort, Subject
 from .anatomy import GROUPS
 from .render import render_subject
 from .vendors import DEFAULT_VENDORS, VENDOR_STYLES, resolve_vendor

@@ -42,8 +42,6 @@ class Tissue(IntEnum):
     MEDIASTINUM = 12  # fat, lymph nodes and small vessels between the heart and the spine
 
 
-N_TISSUES = len(Tissue)
-
 
 def wrap(angle):
     """Angle difference wrapped to [-pi, pi)."""

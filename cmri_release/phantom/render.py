@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..cohort import Frame, Subject
-from ..labels import LV, MYO, RV
+from ..core.cohort import Frame, Subject
+from ..core.labels import LV, MYO, RV
 from .anatomy import TWO_PI, Anatomy, Tissue, fourier, sample_anatomy, wrap
 from .texture import TEXTURE_AMPLITUDE, PatientTexture, sample_texture
 from .vendors import VendorStyle, acquire, banding_factor, bias_field, sample_protocol

@@ -21,8 +21,8 @@ import numpy as np
 from jinja2 import Environment, PackageLoader
 
 from .. import __version__
-from ..cohort import Cohort
-from ..labels import LABEL_NAMES, STRUCTURES
+from ..core.cohort import Cohort
+from ..core.labels import LABEL_NAMES, STRUCTURES
 from .html import fmt
 
 STRUCTURE_COLOURS = {1: "#1f77b4", 2: "#2ca02c", 3: "#d62728"}  # RV blue, MYO green, LV red (as the audit draws them)

@@ -32,7 +32,7 @@ def load_adapter(folder: Path, device: str = "cpu") -> NoisePredictionScorer:
     """The adapter saved in `folder` (refusing an unknown kind with the known ones)."""
     import importlib
 
-    from cmri_release.errors import InputError
+    from cmri_release.core.errors import InputError
 
     path = Path(folder) / ADAPTER_FILE
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 ADAPTER_FILE = "adapter.json"
 N_LABELS = 4  # ACDC label maps: background, RV, MYO, LV

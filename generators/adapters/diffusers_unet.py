@@ -15,7 +15,7 @@ def _diffusers():
     try:
         import diffusers
     except ImportError:
-        from cmri_release.errors import CmriError
+        from cmri_release.core.errors import CmriError
 
         raise CmriError("the diffusers adapter needs diffusers: pip install 'cmri-release[diffusers]'") from None
     return diffusers
@@ -43,7 +43,7 @@ class DiffusersUNetScorer(NoisePredictionScorer):
         name = doc.get("scheduler_class", "DDPMScheduler")
         scheduler_cls = getattr(diffusers, name, None)
         if scheduler_cls is None or not name.endswith("Scheduler"):
-            from cmri_release.errors import InputError
+            from cmri_release.core.errors import InputError
 
             raise InputError(folder / "adapter.json", f"unknown diffusers scheduler {name!r}")
         unet = diffusers.UNet2DModel.from_pretrained(str(folder / "unet"), local_files_only=True)

@@ -17,7 +17,7 @@ def _monai():
         from monai.networks.nets import DiffusionModelUNet
         from monai.networks.schedulers import DDPMScheduler
     except ImportError:
-        from cmri_release.errors import CmriError
+        from cmri_release.core.errors import CmriError
 
         raise CmriError("the MONAI adapter needs monai: pip install 'cmri-release[monai]'") from None
     return DiffusionModelUNet, DDPMScheduler

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .opacus_adapter import History, set_history
+
 ACCOUNTANTS = ("prv", "rdp")
 MAX_SIGMA = 1e6
 # The least noise the search tries: below it the accountants' series converge very slowly (minutes per call) and
@@ -21,8 +23,6 @@ MAX_SIGMA = 1e6
 MIN_SIGMA = 0.5
 # Opacus' default RDP orders plus larger ones: un-subsampled releases with much noise need high orders.
 RDP_ALPHAS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 96, 128, 192, 256, 384, 512, 1024]
-
-History = list[tuple[float, float, int]]
 
 
 def check_accountant(name: str) -> str:
@@ -44,10 +44,10 @@ def epsilon_for(history: History, delta: float, accountant: str) -> float:
         warnings.simplefilter("ignore", RuntimeWarning)
         if accountant == "rdp":
             acc = RDPAccountant()
-            acc.history = list(history)
+            set_history(acc, history)
             return float(acc.get_epsilon(delta, alphas=RDP_ALPHAS))
         acc = PRVAccountant()
-        acc.history = list(history)
+        set_history(acc, history)
         return float(acc.get_epsilon(delta))  # PRV's upper bound (estimate + its numerical error)
 
 

@@ -15,21 +15,20 @@ fakes from DP-released label maps) after the noise, as it needs none (opacus #41
 from __future__ import annotations
 
 import contextlib
-import types
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
-from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from cmri_release.errors import CmriError
+from cmri_release.core.errors import CmriError
 
 from .. import distributed
 from ..base import DPConfig
-from . import grad_samplers
+from ..steps import build_optimizer, plain_step
+from . import grad_samplers, opacus_adapter
 from .accounting import MIN_SIGMA, History, calibrate_noise, check_accountant, epsilons
 from .distributed import lockstep_sampler
 from .ledger import build_ledger
@@ -79,13 +78,11 @@ class PrivacyAccount:
     def release(self, total: np.ndarray, sensitivity: float, what: str) -> np.ndarray:
         """Gaussian mechanism: `total` (a sum over patients whose L2 sensitivity to one patient is `sensitivity`)
         plus N(0, (release_noise * sensitivity)^2) noise per entry; the release joins the accountant history."""
-        from opacus.optimizers.optimizer import _generate_noise
-
         if not np.isfinite(sensitivity) or sensitivity <= 0:
             raise ValueError(f"sensitivity must be positive and finite, got {sensitivity}")
         reference = torch.as_tensor(np.asarray(total, dtype=np.float64))
-        noise = _generate_noise(std=self.release_noise * sensitivity, reference=reference,
-                                generator=self.engine.secure_rng, secure_mode=self.config.secure_mode)
+        noise = opacus_adapter.gaussian_noise(self.release_noise * sensitivity, reference, self.engine.secure_rng,
+                                              self.config.secure_mode)
         self.history.append((self.release_noise, 1.0, 1))
         self.releases.append({"what": what, "noise_multiplier": round(self.release_noise, 6),
                               "sensitivity": float(sensitivity), "entries": int(reference.numel())})
@@ -102,18 +99,18 @@ def open_account(config: DPConfig, n_patients: int) -> PrivacyAccount:
 
     check_accountant(config.accountant)
     if not np.isfinite(config.epsilon) or config.epsilon <= 0:
-        raise PrivacySettingsError(f"--epsilon must be a positive number, got {config.epsilon}")
+        raise PrivacySettingsError(f"epsilon must be a positive number, got {config.epsilon}")
     if not np.isfinite(config.max_grad_norm) or config.max_grad_norm <= 0:
-        raise PrivacySettingsError(f"--max-grad-norm must be positive, got {config.max_grad_norm}")
+        raise PrivacySettingsError(f"max_grad_norm must be positive, got {config.max_grad_norm}")
     if n_patients < 2:
         raise PrivacySettingsError(f"DP training needs at least 2 training patients, got {n_patients}")
     ceiling = default_delta(n_patients)
     delta = ceiling if config.delta is None else float(config.delta)
     if not 0 < delta <= ceiling * (1 + 1e-9):
         raise PrivacySettingsError(
-            f"--delta {delta:g} is above 1 / (10 x {n_patients} training patients) = {ceiling:.3g}: a mechanism "
-            f"that leaked one whole patient with probability delta would be allowed; give --delta {ceiling:.3g} "
-            f"or smaller (or leave it out)")
+            f"delta {delta:g} is above 1 / (10 x {n_patients} training patients) = {ceiling:.3g}: a mechanism "
+            f"that leaked one whole patient with probability delta would be allowed; set delta to {ceiling:.3g} "
+            f"or smaller (or leave it unset)")
     if config.secure_mode:
         try:
             import torchcsprng  # noqa: F401
@@ -132,27 +129,17 @@ def open_account(config: DPConfig, n_patients: int) -> PrivacyAccount:
                           engine=engine)
 
 
-def _scale_grad_once(optimizer) -> None:
-    """Opacus' `DPOptimizer.scale_grad` (divide each noised sum by the expected batch size), with the divisor's
-    `accumulated_iterations`, a pass over every parameter, read once rather than once per parameter: the same
-    division, without a cost quadratic in the number of parameters (5 ms a step for the compact U-Net's 137)."""
-    if optimizer.loss_reduction == "mean":
-        divisor = optimizer.expected_batch_size * optimizer.accumulated_iterations
-        for p in optimizer.params:
-            p.grad /= divisor
-
-
 class PrivateTraining:
-    """The DP side of `training.run_training`: the patient batches, the DP optimisers, one DP step, the ledger."""
+    """The DP strategy of `training.run_training` (beside `training.PlainTraining`): the patient batches, the DP
+    optimisers, one DP step, the ledger."""
 
     def __init__(self, objectives, data, settings, account: PrivacyAccount, *, epochs: int, seed: int,
                  grad_sample_mode: str = "hooks", slices_per_patient: int = DEFAULT_SLICES_PER_PATIENT):
-        from .. import training
-
         if grad_sample_mode not in GRAD_SAMPLE_MODES:
             raise ValueError(f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {grad_sample_mode!r}")
         self.account = account
         self.config = account.config
+        self.grad_clip = settings.grad_clip  # for the objectives that touch no patient data
         self.grad_sample_mode = grad_sample_mode
         self.k = int(slices_per_patient)
         private = [o for o in objectives if o.private]
@@ -170,7 +157,7 @@ class PrivateTraining:
                              f"{account.n_patients}")
         loader = torch.utils.data.DataLoader(PatientIndex(n_patients), batch_size=max(1, int(settings.batch_size)))
         engine = account.engine
-        engine.accountant.history = list(account.history)  # the releases so far, then every step
+        opacus_adapter.set_history(engine.accountant, account.history)  # the releases so far, then every step
         self.module = nn.ModuleList(self.private.modules)
         self.dist = distributed.current()
         if self.dist.active and n_patients < self.dist.world_size:
@@ -179,7 +166,7 @@ class PrivateTraining:
         # Under torchrun, Opacus' DPDDP (rank 0's weights broadcast) makes make_private choose its distributed
         # optimiser (noise on rank 0 only, then all-reduce) and sampler (patients split between ranks, global q).
         wrapped = DPDDP(self.module) if self.dist.active else self.module
-        optimizer = training.build_optimizer(self.private)
+        optimizer = build_optimizer(self.private)
         with _quiet_opacus():
             # The noise is set below, once calibrated against exactly the rate the accountant will record.
             self.hooks, dp_optimizer, dp_loader = engine.make_private(
@@ -202,9 +189,8 @@ class PrivateTraining:
             self.hooks.cleanup()
             raise PrivacySettingsError(str(exc)) from None
         dp_optimizer.noise_multiplier = self.noise_multiplier
-        if type(dp_optimizer).scale_grad is DPOptimizer.scale_grad:
-            dp_optimizer.scale_grad = types.MethodType(_scale_grad_once, dp_optimizer)
-        self.optimizers = [dp_optimizer if o is self.private else training.build_optimizer(o) for o in objectives]
+        opacus_adapter.scale_grad_once(dp_optimizer)
+        self.optimizers = [dp_optimizer if o is self.private else build_optimizer(o) for o in objectives]
         self.params = list(dp_optimizer.params)
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 5, self.dist.rank]))
         sampler = dp_loader.batch_sampler
@@ -216,20 +202,17 @@ class PrivateTraining:
         # Hooks mode: autograd's batch-summed weight gradients, which the DP optimiser overwrites, are not computed.
         self.skip = SkipSummedGrads(self.private.modules, self.hooks) if grad_sample_mode == "hooks" else None
 
-    def step(self, objective, optimizer, batch, noise_gen: torch.Generator, grad_clip: float | None) -> float | None:
+    def epoch(self):
+        """One epoch of Poisson-sampled patients' slice indices."""
+        return self.batches
+
+    def step(self, objective, optimizer, batch, noise_gen: torch.Generator) -> float | None:
         """One step of `objective`: DP-SGD for the private one; for one that touches no patient data (a GAN's
         generator), a plain step with Opacus' hooks off, as nothing per-sample must be recorded."""
         if objective is self.private:
             return self.private_step(objective, optimizer, batch, noise_gen)
         with self.hooks_off():
-            loss = objective.loss(batch, noise_gen)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{objective.name} loss became {loss.item()} at DP step {self.steps_taken}")
-            loss.backward()
-        if grad_clip:
-            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-        optimizer.step()
-        return float(loss.detach())
+            return plain_step(objective, optimizer, batch, noise_gen, self.grad_clip, f"DP step {self.steps_taken}")
 
     @contextlib.contextmanager
     def hooks_off(self):
@@ -283,10 +266,13 @@ class PrivateTraining:
     def epochs_done(self) -> float:
         return self.steps_taken * self.sample_rate
 
+    def epochs(self, log) -> float:
+        """For the training log: steps times the sampling rate (what the accountant counts), whatever each rank saw."""
+        return self.epochs_done()
+
     def ledger(self) -> dict:
-        history = [tuple(h) for h in self.account.engine.accountant.history]
         return build_ledger(
-            history=history, delta=self.account.delta, target_epsilon=self.config.epsilon,
+            history=opacus_adapter.history(self.account.engine.accountant), delta=self.account.delta, target_epsilon=self.config.epsilon,
             accountant=self.config.accountant, binding_accountant=self.binding,
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.config.max_grad_norm, sample_rate=self.sample_rate, steps=self.steps_taken,

@@ -32,6 +32,8 @@ from opacus.grad_sample.conv import compute_conv_grad_sample
 from torch import nn
 from torch.nn import functional as F
 
+from .opacus_adapter import use_grad_sampler
+
 VECTOR_BLOCK = 8  # oneDNN's channel block on AVX2; the grouped kernel is fast only on whole blocks
 NARROW_OUTPUT = 8  # below this many output channels the shifted products beat both others
 MIN_GROUPED_AREA = 64  # on smaller feature maps (4x4) the grouped kernel's fixed cost loses to Opacus' einsum
@@ -128,4 +130,4 @@ def conv2d_grad_sample(layer: nn.Conv2d, activations: list[torch.Tensor],
 
 def install(hooks) -> None:
     """Use `conv2d_grad_sample` for the nn.Conv2d layers of the modules behind these Opacus hooks only."""
-    hooks.GRAD_SAMPLERS = {**type(hooks).GRAD_SAMPLERS, nn.Conv2d: conv2d_grad_sample}
+    use_grad_sampler(hooks, nn.Conv2d, conv2d_grad_sample)

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .opacus_adapter import recording
+
 PATCHED_TYPES = (nn.Conv2d, nn.Linear)  # exact types: the forwards below repeat theirs with detached parameters
 
 
@@ -63,7 +65,7 @@ class SkipSummedGrads:
     def _records(self, layer: nn.Module) -> bool:
         """Inside `forward_pass`, and Opacus' own condition for capturing this layer's activations
         (GradSampleHooks.capture_activations_hook), so that its per-sample gradients are computed."""
-        return self.active and self.hooks.hooks_enabled and layer.training and torch.is_grad_enabled()
+        return self.active and recording(self.hooks) and layer.training and torch.is_grad_enabled()
 
     def _forward_of(self, layer: nn.Module):
         own_forward = type(layer).forward

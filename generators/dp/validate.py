@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cmri_release.errors import CmriError
+from cmri_release.core.errors import CmriError
 
 # What to use instead, per kind of layer Opacus rejects.
 _FIXES: tuple[tuple[tuple[type, ...], str], ...] = (
@@ -81,4 +81,4 @@ def require_dp_compatible(networks: dict[str, nn.Module], generator: str) -> Non
     DP-SGD. Called before the first step, so that an incompatible network fails at once, not after an hour."""
     found = [problem for net, module in networks.items() for problem in dp_problems(module, net)]
     if found:
-        raise DPIncompatibleError(f"generator {generator!r} cannot be trained with --dp: " + "; ".join(found))
+        raise DPIncompatibleError(f"generator {generator!r} cannot be trained with differential privacy: " + "; ".join(found))

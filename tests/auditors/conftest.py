@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 # vendor -> (blood, myocardium, background) mean intensities
 VENDOR_CONTRAST = {"A": (0.85, 0.30, 0.12), "B": (0.70, 0.38, 0.22), "C": (0.95, 0.22, 0.06)}

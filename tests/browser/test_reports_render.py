@@ -71,7 +71,7 @@ def test_the_harness_catches_console_errors_and_requests(chromium, tmp_path):
 
 
 def _tiny_cohort():
-    from cmri_release.cohort import Cohort, Frame, Subject
+    from cmri_release.core.cohort import Cohort, Frame, Subject
 
     rng = np.random.default_rng(0)
     x, y = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")

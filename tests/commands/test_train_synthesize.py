@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from cmri_release.cli import _Group
-from cmri_release.cohort import Cohort, Frame, Subject
+from cmri_release.core.cohort import Cohort, Frame, Subject
 from cmri_release.commands.synthesize_cmd import synthesize_command
 from cmri_release.commands.train_cmd import train_command
 from cmri_release.inspect import inspect_cohort

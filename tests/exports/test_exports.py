@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cmri_release.cohort import Cohort, Frame, Subject
-from cmri_release.errors import CmriError
+from cmri_release.core.cohort import Cohort, Frame, Subject
+from cmri_release.core.errors import CmriError
 from cmri_release.export import check_formats, export_release, verify_manifest
 from cmri_release.exports import SYNTHETIC_MARK
 from cmri_release.exports.nnunet import DATASET

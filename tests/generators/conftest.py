@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from generator_toys import toy_slices
 
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 
 @pytest.fixture(scope="session")

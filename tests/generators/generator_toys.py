@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from cmri_release.labels import LV, MYO, RV
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.labels import LV, MYO, RV
+from cmri_release.core.sliceset import SliceSet
 
 # vendor -> (background, RV, MYO, LV) mean intensity, noise sd, blur sigma (pixels)
 VENDOR_LOOK = {"A": ((0.15, 0.80, 0.30, 0.90), 0.03, 0.0), "B": ((0.35, 0.60, 0.15, 0.70), 0.08, 0.8)}

@@ -9,9 +9,10 @@ import shutil
 import pytest
 import torch
 
-from cmri_release.errors import CmriError, ModelFolderError
+from cmri_release.core.errors import CmriError, ModelFolderError
 from generators import create_generator, load_generator
-from generators.checkpoint import CARD, CHECKSUMMED, sha256_file
+from cmri_release.core.fs import sha256_file
+from generators.checkpoint import CARD, CHECKSUMMED
 
 
 @pytest.fixture(scope="module")

@@ -138,7 +138,7 @@ def test_bad_requests_are_refused(fitted, toy_train):
         gen.sample(np.zeros((1, 32, 32), np.uint8), "A", seed=0)
     with pytest.raises(ValueError, match="2 label maps but 3 vendors"):
         gen.sample(labels, ["A", "A", "A"], seed=0)
-    from cmri_release.errors import InputError
+    from cmri_release.core.errors import InputError
     with pytest.raises(InputError, match="unexpected label values"):
         gen.sample(np.full((1, 16, 16), 7, np.uint8), "A", seed=0)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cmri_release.labels import LV, MYO, RV
+from cmri_release.core.labels import LV, MYO, RV
 from generators.masks import MaskModel, rasterise, slice_features
 
 from generator_toys import toy_slices

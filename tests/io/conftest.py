@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cmri_release.cohort import Cohort, Frame, Subject
-from cmri_release.labels import LV, MYO, RV
+from cmri_release.core.cohort import Cohort, Frame, Subject
+from cmri_release.core.labels import LV, MYO, RV
 
 
 def oblique_affine(spacing=(1.5, 1.4, 8.0), angles=(0.3, -0.2, 0.5), origin=(-20.0, 35.5, 12.25)) -> np.ndarray:

@@ -4,8 +4,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cmri_release.cohort import Cohort
-from cmri_release.errors import InputError
+from cmri_release.core.cohort import Cohort
+from cmri_release.core.errors import InputError
 from cmri_release.io import detect_layout, read_cohort, write_cohort
 from cmri_release.io.infocfg import read_info_cfg
 from cmri_release.io.nifti import save_nifti

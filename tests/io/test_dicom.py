@@ -5,10 +5,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from cmri_release.cohort import Cohort
-from cmri_release.errors import InputError
+from cmri_release.core.cohort import Cohort
+from cmri_release.core.errors import InputError
 from cmri_release.io import detect_layout, read_cohort, write_cohort
-from cmri_release.io.dicom_series_writer import write_dicom_series
+from dicom_series_writer import write_dicom_series
 from cmri_release.io.nifti import save_nifti
 
 IDENTIFIERS = {

@@ -2,12 +2,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cmri_release.cohort import Cohort
-from cmri_release.errors import InputError
+from cmri_release.core.cohort import Cohort
+from cmri_release.core.errors import InputError
 from cmri_release.io import detect_layout, read_cohort
-from cmri_release.io.mnms import write_mnms
+from mnms_writer import write_mnms
 from cmri_release.io.nifti import save_nifti
-from cmri_release.labels import LV, MYO, RV, acdc_to_mnms
+from cmri_release.core.labels import LV, MYO, RV, acdc_to_mnms
 
 MNMS_HEADER = "External code,VendorName,Vendor,Centre,ED,ES,Pathology,Sex,Age,Height,Weight\n"
 

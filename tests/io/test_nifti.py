@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cmri_release.errors import InputError
+from cmri_release.core.errors import InputError
 from cmri_release.io.nifti import MAX_VOXELS, load_nifti, save_nifti
 
 

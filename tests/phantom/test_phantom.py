@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cmri_release.labels import LV, MYO, RV
+from cmri_release.core.labels import LV, MYO, RV
 from cmri_release.phantom import GROUPS, make_phantom
 from cmri_release.phantom.anatomy import sample_anatomy
 from cmri_release.phantom.texture import SmoothField

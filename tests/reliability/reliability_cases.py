@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import pydicom
 
-from cmri_release.io.dicom_series_writer import write_dicom_series
+from dicom_series_writer import write_dicom_series
 from reliability_data import (first_frame, gunzip_in_place, huge_header_nifti, replace_voxels, ring_subject,
                               truncate, write_ring_cohort, write_ring_mnms)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from cmri_release.cohort import Cohort, Frame, Subject
+from cmri_release.core.cohort import Cohort, Frame, Subject
 from cmri_release.io import write_cohort
-from cmri_release.io.mnms import write_mnms
+from mnms_writer import write_mnms
 
 SHAPE = (40, 40, 4)
 SPACING = (4.0, 4.0, 8.0)

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cmri_release.errors import CmriError
+from cmri_release.core.errors import CmriError
 from cmri_release.io.dicom import read_header, read_pixels
-from cmri_release.io.dicom_series_writer import write_dicom_series
+from dicom_series_writer import write_dicom_series
 from cmri_release.io.infocfg import KEY_ORDER, read_info_cfg
 from cmri_release.io.mnms import MNMS_REQUIRED, read_csv_rows
 from cmri_release.io.nifti import load_nifti, save_nifti

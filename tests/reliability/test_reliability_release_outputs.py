@@ -19,7 +19,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from cmri_release.io.dicom_series_writer import write_dicom_series
+from dicom_series_writer import write_dicom_series
 from cmri_release.io.nifti import save_nifti
 from reliability_cli import invoke
 from reliability_data import ring_subject, write_ring_cohort, write_spec

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from generators.checkpoint import CARD, WEIGHTS, sha256_file
+from cmri_release.core.fs import sha256_file
+from generators.checkpoint import CARD, WEIGHTS
 from reliability_cli import invoke, run_cli, tree
 from reliability_data import write_ring_cohort, write_spec
 

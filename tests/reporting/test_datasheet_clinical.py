@@ -7,7 +7,7 @@ import pytest
 from auditors.base import AuditContext
 from auditors.fidelity.clinical_indices import INDICES, ClinicalIndicesAuditor
 from cmri_release.phantom import make_phantom
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 from cmri_release.reporting.datasheet import MIN_CELL, build_datasheet, clinical_indices_table, render_datasheet
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 
 def blob_slices(n_patients: int, slices: int = 4, size: int = 16, seed: int = 0, prefix: str = "p",

@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from auditors.base import AuditContext, Verdict
 from auditors.privacy.memorisation import NNMemorisation
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 pytestmark = pytest.mark.slow
 OPTIONS = {"feature_spaces": ["pixels"]}

@@ -59,7 +59,7 @@ def test_new_patients_pass_at_the_recommended_size(blobs):
 def test_copies_of_forty_percent_of_the_patients_are_caught_at_the_recommended_size(blobs, copies):
     # 40% copies: true AUC 0.4 + 0.6 / 2 = 0.7, true TPR at 5% FPR 0.4 + 0.6 x 0.05 = 0.43. (20% copies, AUC 0.6 and
     # TPR 0.24, are below what these checks resolve at 100 / 100: the near-copy check is the one that catches them.)
-    from cmri_release.sliceset import SliceSet
+    from cmri_release.core.sliceset import SliceSet
 
     train, holdout = blobs(100, slices=2, seed=1, prefix="t"), blobs(100, slices=2, seed=2, prefix="h")
     fresh = blobs(60, slices=2, seed=4, prefix="n")

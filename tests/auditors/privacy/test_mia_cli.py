@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from cmri_release.cli import main
-from cmri_release.cohort import Cohort
+from cmri_release.core.cohort import Cohort
 from cmri_release.io import write_cohort
 from cmri_release.phantom import make_phantom
 

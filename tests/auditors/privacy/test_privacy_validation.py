@@ -14,7 +14,7 @@ import pytest
 from auditors.base import AuditContext
 from auditors.features import EmbeddingConfig, train_embedder
 from auditors.runner import run_auditors, verdict
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 
 OPTIONS = {"mia_bootstrap": 1000}
 

@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from auditors.base import AuditContext, MembershipScorer
-from cmri_release.sliceset import SliceSet
+from cmri_release.core.sliceset import SliceSet
 from generators.adapters import is_adapter_folder, load_adapter
 
 
@@ -138,7 +138,7 @@ def test_the_audit_attacks_an_adapter_white_box(splits):
 
 
 def test_unknown_adapter_kind_is_refused(tmp_path):
-    from cmri_release.errors import InputError
+    from cmri_release.core.errors import InputError
 
     (tmp_path / "adapter.json").write_text('{"kind": "keras"}')
     with pytest.raises(InputError, match="unknown adapter kind 'keras'"):

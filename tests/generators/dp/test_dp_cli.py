@@ -61,7 +61,7 @@ def test_dp_on_a_network_with_batchnorm_fails_at_once_with_the_fix(data, tmp_pat
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: generator 'flow' cannot be trained with --dp: net.stem.1 (BatchNorm2d)")
+    assert lines[0].startswith("error: generator 'flow' cannot be trained with differential privacy: net.stem.1 (BatchNorm2d)")
     assert "GroupNorm" in lines[0]
     assert not (tmp_path / "m").exists()
 
@@ -69,7 +69,7 @@ def test_dp_on_a_network_with_batchnorm_fails_at_once_with_the_fix(data, tmp_pat
 @pytest.mark.parametrize("args, message", [
     (("--dp",), "--dp needs --epsilon"),
     (("--epsilon", 3), "--epsilon only apply with --dp"),
-    (("--dp", "--epsilon", 3, "--delta", 0.5), "--delta 0.5 is above 1 / (10 x 6 training patients)"),
+    (("--dp", "--epsilon", 3, "--delta", 0.5), "delta 0.5 is above 1 / (10 x 6 training patients)"),
 ])
 def test_bad_dp_requests_are_refused(data, tmp_path, args, message):
     result = run("train", data, "--out", tmp_path / "m", *TRAIN, *args)

@@ -93,7 +93,7 @@ def test_dp_needs_an_epoch_budget(toy_train):
 
 
 def test_delta_above_one_over_ten_patients_is_refused(toy_train):
-    with pytest.raises(PrivacySettingsError, match=r"--delta 0.1 is above 1 / \(10 x 6 training patients\)"):
+    with pytest.raises(PrivacySettingsError, match=r"delta 0.1 is above 1 / \(10 x 6 training patients\)"):
         create_generator("flow", **TINY).fit(toy_train, DPConfig(epsilon=3.0, delta=0.1), epochs=1, quiet=True)
 
 

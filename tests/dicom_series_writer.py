@@ -1,4 +1,4 @@
-"""A plain DICOM writer for tests and examples: a subject's ED and ES frames as a two-frame cine.
+"""A plain DICOM writer for tests: a subject's ED and ES frames as a two-frame cine.
 
 This is not the release's DICOM export (that one de-identifies and marks the data as derived);
 it writes classic MR Image Storage files, one per slice and frame, 16-bit with RescaleSlope and
@@ -14,7 +14,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from ..cohort import PHASES, Subject
+from cmri_release.core.cohort import PHASES, Subject
 
 FRAME_INTERVAL_MS = 40.0
 

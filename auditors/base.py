@@ -299,6 +299,9 @@ class AuditContext:
     synthetic: SliceSet
     test: SliceSet | None = None  # real patients neither the generator nor the segmenter saw (utility)
     generator: MembershipScorer | None = None  # for white-box attacks
+    # (name, settings) -> a fresh, untrained generator: the registry, handed down by the application so that
+    # auditors that train reference models (offline LiRA) never import the generators package.
+    generator_factory: Callable[[str, dict], Any] | None = None
     model_card: dict | None = None
     seed: int = 0
     device: str = "cpu"

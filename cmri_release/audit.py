@@ -167,6 +167,13 @@ def holdout_needed_for_decision(n_train: int) -> str:
     return f"about {needed} beside {n_train} training patients (see cmri-release plan)"
 
 
+def _generator_factory(name: str, settings: dict):
+    """A fresh generator from the registry (the application's to hand down: auditors never import generators)."""
+    from generators.base import create_generator
+
+    return create_generator(name, **settings)
+
+
 def run_audit(train: SliceSet, holdout: SliceSet, synthetic: SliceSet, test: SliceSet | None = None,
               generator=None, model_card: dict | None = None, groups=None, thresholds: Mapping | None = None,
               seed: int = 0, options: Mapping | None = None, quiet: bool = False, device: str = "cpu",
@@ -187,7 +194,8 @@ def run_audit(train: SliceSet, holdout: SliceSet, synthetic: SliceSet, test: Sli
         model_card = generator.model_card
     ctx = AuditContext(train=train, holdout=holdout, synthetic=synthetic, test=test, generator=generator,
                        model_card=model_card, seed=int(seed), device=device, thresholds=overrides,
-                       options=options, quiet=quiet, executor=executor)
+                       options=options, quiet=quiet, executor=executor,
+                       generator_factory=_generator_factory if generator is not None else None)
     start = time.perf_counter()
     results = run_auditors(ctx, groups)
     timings = {r.auditor: round(r.seconds, 3) for r in results}

@@ -38,7 +38,7 @@ COMMANDS = {
     "demo": ("cmri_release.commands.release_cmd:demo_command",
              "The whole gate on a procedural phantom with the default spec (a few minutes on a laptop CPU)."),
     "verify": ("cmri_release.commands.verify_cmd:verify_command",
-               "Re-check a release folder: every sha256, then the recorded audit re-run from its bytes."),
+               "Re-audit a release folder from its bytes and reproduce its recorded verdict."),
 }
 
 

@@ -28,8 +28,7 @@ from .core.cohort import Cohort
 from .dicom_export import write_dicom_release
 from .core.errors import CmriError, InputError
 from .core.fs import _umask, package_versions, partial_prefix, sha256_file, sweep_partials
-from .core.fs import fsync_dir as _fsync_dir
-from .core.fs import fsync_tree as _fsync_tree
+from .core import fs
 from .exports import EXPORTERS, NEEDS, SYNTHETIC_MARK, write_formats
 from .io import write_cohort
 from .reporting.datasheet import build_datasheet, render_datasheet
@@ -165,12 +164,12 @@ class Staging:
         }
         (self.path / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n",
                                           encoding="utf-8")
-        _fsync_tree(self.path)
+        fs.fsync_tree(self.path)
         if self.target.exists() or self.target.is_symlink():  # appeared while we wrote: still never overwrite
             raise CmriError(f"{self.target}: appeared during the export; a release is never overwritten")
         os.rename(self.path, self.target)
         self.published = True
-        _fsync_dir(self.target.parent)
+        fs.fsync_dir(self.target.parent)
         return self.target
 
     def discard(self) -> None:

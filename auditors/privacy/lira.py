@@ -35,15 +35,19 @@ def slice_scores(scorer, slices: SliceSet, seed: int) -> np.ndarray:
 
 def reference_recipe(ctx: AuditContext) -> tuple[str, dict, int] | str:
     """(generator name, settings, epochs) to train references like the audited generator, or why that is impossible."""
-    from generators.base import GENERATORS
-
     card = ctx.model_card or getattr(ctx.generator, "model_card", None) or {}
     name = card.get("generator")
-    if name not in GENERATORS or not isinstance(ctx.generator, GENERATORS[name]):
-        return "the audited generator is not one of the registered generators: no reference can be built like it"
     settings = card.get("settings")
     if not isinstance(settings, dict):
         return "the model card records no generator settings"
+    # The registry is handed down by the application (auditors never import generators): a fresh model of the
+    # card's name and settings must be of the audited generator's own class, or no reference is like it.
+    try:
+        probe = ctx.generator_factory(str(name), dict(settings)) if ctx.generator_factory else None
+    except ValueError:
+        probe = None
+    if probe is None or type(probe) is not type(ctx.generator):
+        return "the audited generator is not one of the registered generators: no reference can be built like it"
     epochs = float(ctx.option("mia_reference_epochs"))
     if epochs <= 0:
         training = card.get("training") or {}
@@ -56,8 +60,6 @@ def reference_recipe(ctx: AuditContext) -> tuple[str, dict, int] | str:
 
 def train_references(ctx: AuditContext, holdout_half: np.ndarray, holdout_codes: np.ndarray, recipe) -> list[list]:
     """Per half h: `mia_reference_models` generators trained on the holdout patients of the OTHER half."""
-    from generators.base import create_generator
-
     name, settings, epochs = recipe
     per_half = []
     for h in (0, 1):
@@ -65,7 +67,7 @@ def train_references(ctx: AuditContext, holdout_half: np.ndarray, holdout_codes:
         data = ctx.holdout.select(np.isin(holdout_codes, patients))
         models = []
         for k in range(ctx.option("mia_reference_models")):
-            model = create_generator(name, **settings)
+            model = ctx.generator_factory(name, dict(settings))
             model.fit(data, epochs=epochs, device=ctx.device, seed=ctx.seed + 1000 * (h + 1) + k, quiet=ctx.quiet)
             models.append(model)
         per_half.append(models)

@@ -71,6 +71,7 @@ def _audit(blobs, cls, references=1):
     gen = cls(width=3)
     gen.fit(train, epochs=7)
     ctx = AuditContext(train=train, holdout=holdout, synthetic=blobs(24, slices=2, seed=4, prefix="n"), generator=gen,
+                       generator_factory=lambda name, settings: generator_base.create_generator(name, **settings),
                        model_card=gen.model_card, seed=0, quiet=True,
                        options={"feature_spaces": ["pixels"], "pixel_size": 16, "mia_reference_models": references})
     return MembershipInference().run(ctx), train, holdout
@@ -102,6 +103,7 @@ def test_the_budget_can_be_set_when_the_card_has_none(blobs, registered):
     gen.fit(train, epochs=3)
     gen.card["training"] = {}
     ctx = AuditContext(train=train, holdout=holdout, synthetic=blobs(6, seed=4, prefix="n"), generator=gen,
+                       generator_factory=lambda name, settings: generator_base.create_generator(name, **settings),
                        model_card=gen.model_card, quiet=True, options={"feature_spaces": ["pixels"]})
     result = MembershipInference().run(ctx)
     assert any("no training budget" in n for n in result.metrics["notes"])

@@ -16,6 +16,12 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "cuda" in item.keywords:
                 item.add_marker(skip_cuda)
+    # Heavy tests (100-patient calibrations, tens of minutes on 2 cores) run only when RUN_HEAVY=1.
+    if os.environ.get("RUN_HEAVY") != "1" and not config.getoption("-m"):
+        skip_heavy = pytest.mark.skip(reason="heavy: set RUN_HEAVY=1 (100-patient calibration runs)")
+        for item in items:
+            if "heavy" in item.keywords:
+                item.add_marker(skip_heavy)
     # Slow tests run in CI (CI=true) and when RUN_SLOW=1; locally they are skipped by default.
     if os.environ.get("RUN_SLOW") == "1" or os.environ.get("CI") == "true" or config.getoption("-m"):
         return

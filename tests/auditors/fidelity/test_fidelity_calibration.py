@@ -14,7 +14,7 @@ from auditors.fidelity.texture import TextureAuditor
 from cmri_release.phantom import make_phantom
 from cmri_release.preprocess import PreprocessConfig, cohort_to_slices
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 AUDITORS = (TextureAuditor, DiscriminatorAuditor, IntensityAuditor)
 
 

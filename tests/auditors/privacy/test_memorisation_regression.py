@@ -10,7 +10,7 @@ from auditors.base import AuditContext, Verdict
 from auditors.privacy.memorisation import NNMemorisation
 from cmri_release.core.sliceset import SliceSet
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 OPTIONS = {"feature_spaces": ["pixels"]}
 
 

@@ -26,32 +26,7 @@ from cmri_release.spec import load_spec
 from cmri_release.verify import (TOLERANCE_FLOOR, compare_checks, read_released, slices_fingerprint,
                                  spec_differences, tolerance_for)
 
-CHECK = "privacy.test_intensity_gap"
-
-
-class IntensityGap(Auditor):
-    """|mean synthetic - mean holdout| of per-patient mean intensity, bootstrapped over patients (seeded)."""
-
-    name = "test_intensity_gap"
-    group = "privacy"
-    default_thresholds = {CHECK: (0.5, "<=", "test-only: synthetic and holdout intensities agree")}
-    threads_seen: list[int] = []
-
-    def run(self, ctx: AuditContext) -> AuditResult:
-        import torch
-
-        IntensityGap.threads_seen.append(torch.get_num_threads())
-
-        def per_patient(s):
-            return np.array([s.images[s.subject_ids == p].mean() for p in s.subjects])
-
-        syn, hold = per_patient(ctx.synthetic), per_patient(ctx.holdout)
-        rng = np.random.default_rng(ctx.seed)
-        boot = [abs(rng.choice(syn, len(syn)).mean() - rng.choice(hold, len(hold)).mean()) for _ in range(200)]
-        lo, hi = np.quantile(boot, [0.05, 0.95])
-        est = abs(syn.mean() - hold.mean())
-        return AuditResult(self.name, self.group, checks=[self.check(ctx, CHECK, est, min(lo, est), max(hi, est),
-                                                                     0.9, details="test auditor")])
+from gate_stand_in import CHECK, IntensityGap  # noqa: E402 - the test-only auditor
 
 
 @pytest.fixture(autouse=True)

@@ -60,7 +60,9 @@ def test_run_audit_reports_checks_timings_and_feature_spaces():
     names = {c.name for c in report.checks}
     # privacy.mia_tpr_at_low_fpr is not gated on 8 holdout patients (a 5% FPR needs 100): see docs/privacy-checks.md
     assert {"privacy.near_copy_rate", "privacy.closer_to_train_share", "privacy.mia_auc"} <= names
-    assert report.verdict == "pass" and report.errors == {}
+    # Honest patients at 8 a side: nothing is shown wrong, and too little is shown right to pass.
+    assert report.verdict in ("pass", "inconclusive") and report.errors == {}
+    assert not any(c.verdict == "fail" for c in report.checks)
     assert {c.name: c.threshold for c in report.checks}["privacy.mia_auc"] == 0.7
     assert set(report.timings) == {"nn_memorisation", "membership_inference", "total"}
     assert report.feature_spaces["pixels"]["dim"] == 256 and report.inputs["synthetic"]["patients"] == 8

@@ -22,13 +22,13 @@ import pytest
 from dicom_series_writer import write_dicom_series
 from cmri_release.io.nifti import save_nifti
 from reliability_cli import invoke
+from gate_stand_in import only_the_stand_in
 from reliability_data import ring_subject, write_ring_cohort, write_spec
 
+# The gate's mechanics (what is written, what is escaped) on a release that passes: a handful of patients cannot
+# show any real check safe (inconclusive, by design), so these runs gate on the test-only auditor.
 RELAXED = """[thresholds]
-"privacy.near_copy_rate" = 1.0
-"privacy.closer_to_train_share" = 1.0
-"privacy.mia_auc" = 1.0
-"privacy.mia_tpr_at_low_fpr" = 1.0
+"privacy.test_intensity_gap" = 1e9
 """
 
 
@@ -110,7 +110,8 @@ def phi_runs(tmp_path_factory):
         (root / name).mkdir()
         spec = write_spec(root / name, spec_text(f'cohort = "{source}"\n[data.split]\ntrain = 0.5\nholdout = 0.5\n'
                                                  f"test = 0.0"))
-        ran = invoke("release", spec, "--quiet")
+        with only_the_stand_in():
+            ran = invoke("release", spec, "--quiet")
         assert ran.exit_code == 0, (ran.stdout, ran.stderr)
         runs.append(root / name)
     return planted, source, runs
@@ -162,7 +163,8 @@ def markup_run(tmp_path_factory):
     holdout = write_ring_cohort(root / "holdout", 2, "h", 10, vendors=(MARKUP["vendor"], "Philips"),
                                 centre=MARKUP["centre"], group=MARKUP["group"])
     spec = write_spec(root, spec_text(f'train = "{train}"\nholdout = "{holdout}"'))
-    ran = invoke("release", spec, "--quiet")
+    with only_the_stand_in():
+        ran = invoke("release", spec, "--quiet")
     assert ran.exit_code == 0, (ran.stdout, ran.stderr)
     return root
 
@@ -172,7 +174,8 @@ def test_markup_in_metadata_is_escaped_in_every_html_report(markup_run, report):
     html = (markup_run / report).read_text(encoding="utf-8")
     for value in MARKUP.values():
         assert value not in html
-    assert "<script" not in html.lower() and "onerror=" not in html and "<svg" not in html.lower()
+    # (the report draws its own intervals as inline SVG: the data's <svg onload=...> must not appear)
+    assert "<script" not in html.lower() and "onerror=" not in html and "onload=" not in html.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # the vendor is shown, as text
 
 

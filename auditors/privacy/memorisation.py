@@ -166,6 +166,9 @@ def matches_figure(ctx: AuditContext, part: Part, order: list[int], title: str) 
                           "training slices they match best (lower row): real patients, internal report only.")
 
 
+MIN_CALIBRATION_PATIENTS = 6  # tau is fitted on each cross-fitted half, and a fit needs 3 patients (a spread)
+
+
 @register_auditor
 class NNMemorisation(Auditor):
     name = "nn_memorisation"
@@ -198,6 +201,8 @@ class NNMemorisation(Auditor):
     def run(self, ctx: AuditContext) -> AuditResult:
         result = AuditResult(auditor=self.name, group=self.group)
         n_syn = len(ctx.synthetic.subjects)
+        if len(ctx.holdout.subjects) < MIN_CALIBRATION_PATIENTS:
+            return self._too_small(ctx, result)
         vectors = part_vectors(ctx)
         parts = [robust_part(ctx)]
         for label, (train, synthetic, holdout) in vectors.items():
@@ -219,6 +224,19 @@ class NNMemorisation(Auditor):
             ctx, robust, [int(i) for i in shown],
             "confirmed copies beside their training patients" if confirmed else
             "synthetic patients closest to a training patient (no confirmed copy)"))
+        return result
+
+    def _too_small(self, ctx, result: AuditResult) -> AuditResult:
+        """A holdout too small to calibrate a copy threshold (cross-fitted halves of 3 patients at least) can show
+        nothing either way: every check is inconclusive over its whole range, and says the size that would decide."""
+        need = (f"{len(ctx.holdout.subjects)} holdout patient(s) cannot calibrate the copy threshold: at least "
+                f"{MIN_CALIBRATION_PATIENTS} are needed to run, about 100 to decide at the default thresholds "
+                "(cmri-release plan)")
+        result.metrics = {"not_run": need}
+        for name, (lower, upper) in (("privacy.near_copy_rate", (0.0, 1.0)),
+                                     ("privacy.confirmed_copies", (0.0, float(len(ctx.synthetic.subjects)))),
+                                     ("privacy.closer_to_train_share", (0.0, 1.0))):
+            result.checks.append(self.check(ctx, name, (lower + upper) / 2, lower, upper, details=need, decide=need))
         return result
 
     def _near_copy_check(self, ctx, copies: dict, n_syn: int):

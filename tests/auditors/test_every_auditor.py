@@ -21,10 +21,10 @@ TINY = {"feature_spaces": ["pixels", "embedding"], "pixel_size": 16, "mia_bootst
 
 @pytest.fixture(scope="module")
 def tiny_ctx(heart_slices) -> AuditContext:
-    splits = {"train": heart_slices(4, size=16, seed=0, prefix="tr", slices_per_phase=2),
-              "holdout": heart_slices(3, size=16, seed=1, prefix="ho", slices_per_phase=2),
-              "test": heart_slices(3, size=16, seed=2, prefix="te", slices_per_phase=2),
-              "synthetic": heart_slices(3, size=16, seed=3, prefix="sy", slices_per_phase=2)}
+    splits = {"train": heart_slices(6, size=32, seed=0, prefix="tr", slices_per_phase=2),
+              "holdout": heart_slices(3, size=32, seed=1, prefix="ho", slices_per_phase=2),
+              "test": heart_slices(3, size=32, seed=2, prefix="te", slices_per_phase=2),
+              "synthetic": heart_slices(3, size=32, seed=3, prefix="sy", slices_per_phase=2)}
     return AuditContext(**splits, seed=0, options=dict(TINY), quiet=True)
 
 

@@ -48,7 +48,6 @@ def test_a_three_patient_holdout_blocks_with_exit_1_and_inconclusive_attacks(thr
     assert doc["verdict"] != "pass"
 
 
-@pytest.mark.xfail(strict=True, reason="the near-copy and closer-to-train checks get their intervals on branch privnn")
 def test_a_three_patient_holdout_is_inconclusive_overall(three):
     assert three[1]["verdict"] == "inconclusive"
 

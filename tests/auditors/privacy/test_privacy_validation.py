@@ -58,6 +58,8 @@ def test_a_minority_of_copies_among_new_patients_fails(phantom_slices, embedder,
 def test_new_patients_from_the_same_population_pass(phantom_slices, embedder):
     _, _, new = phantom_slices
     result, checks, results = _audit(phantom_slices, embedder, new.for_subjects(new.subjects[:24]))
-    assert result == "pass", {name: (c.value, c.threshold) for name, c in checks.items()}
+    # 12 train / 12 holdout patients cannot show safety: honest patients are never failed, only not yet shown safe.
+    assert result in ("pass", "inconclusive"), {name: (c.value, c.threshold) for name, c in checks.items()}
+    assert not any(c.verdict == "fail" for c in checks.values())
     parts = results[0].metrics["near_copies"]
     assert all(parts[s]["near_copy_rate"] < 0.12 for s in parts)  # about the 1% real-data baseline

@@ -41,7 +41,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-STEPS = ("neighbours", "dp", "generators", "demo", "sampling", "threads", "segmenters", "utility", "unet")
+STEPS = ("neighbours", "dp", "generators", "demo", "sampling", "threads", "segmenters", "utility", "unet", "nn_scale")
 CLI = "from cmri_release.cli import main; main()"  # `cmri-release` with this interpreter
 
 # A reduced release for --quick: fewer patients, a 30 s training budget, one utility epoch.
@@ -107,6 +107,10 @@ def step_commands(step: str, quick: bool, work: Path) -> tuple[list[list[str]], 
         return [[py, str(HERE / "bench_utility.py"), str(out)] + size], out
     if step == "unet":  # needs the optional monai (`pip install monai`)
         return [[py, str(HERE / "bench_unet.py"), str(out)] + (["--quick"] if quick else [])], out
+    if step == "nn_scale":
+        size = (["--index", "100000", "--queries", "10000,100000", "--nlist", "512", "--exact-queries", "2000"]
+                if quick else [])
+        return [[py, str(HERE / "bench_nn_scale.py"), str(out)] + size], out
     raise ValueError(f"unknown step {step!r}; known: {', '.join(STEPS)}")
 
 
@@ -287,6 +291,16 @@ def table(results: dict) -> str:
         lines.append(f"## Utility with a standard U-Net ({row['result']['setup']['network']}; {_load(row)})")
         for name, g in row["result"]["gains"].items():
             lines.append(f"{name:40s} {g['estimate']:+.4f} [{g['lower']:+.4f}, {g['upper']:+.4f}]")
+        lines.append("")
+    if "nn_scale" in steps and "result" in steps["nn_scale"]:
+        row = steps["nn_scale"]
+        r = row["result"]
+        lines.append(f"## Memorisation search at scale: {r['index']} training vectors, dim {r['dim']}, IVF "
+                     f"{r['nlist']} lists / {r['nprobe']} probed vs exact ({_load(row)})")
+        for t in r["runs"]:
+            lines.append(f"{t['queries']:>10} queries  IVF {t['ivf_seconds']:8.1f} s  exact {t['exact_seconds']:9.1f} s"
+                         f"{' (extrapolated)' if t['exact_extrapolated'] else ''}  recall@1 {t['recall_at_1']:.3f} "
+                         f"(near copies {t['recall_at_1_near_copies']})  peak {t['peak_rss_mb']:.0f} MB")
         lines.append("")
     for name, row in steps.items():
         if "error" in row:

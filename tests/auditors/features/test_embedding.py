@@ -77,5 +77,7 @@ def test_get_embedder_trains_once_on_train_only(monkeypatch):
     assert get_embedder(ctx) is get_embedder(ctx)
     assert features(ctx, "embedding", "holdout").shape == (10, 16)
     assert seen == [20]
-    with pytest.raises(ValueError, match="unknown embedding option"):
-        EmbeddingConfig.from_options({"embedding_stepz": 3})
+    from auditors.base import validate_options
+
+    with pytest.raises(ValueError, match="did you mean 'embedding_steps'"):  # a typo never reaches the config
+        validate_options({"embedding_stepz": 3})

@@ -42,6 +42,17 @@ class IntensityGap(Auditor):
                                                                      0.9, details="test auditor")])
 
 
+def install() -> None:
+    """The registry holds the stand-in alone for the rest of this process (a CLI child of a test)."""
+    base.AUDITORS.clear()
+    base.AUDITORS[IntensityGap.name] = IntensityGap
+
+
+# A `cmri-release` child process that gates on the stand-in (for tests that kill and rerun real processes).
+CLI_STAND_IN = ("import sys; sys.path.insert(0, {tests!r}); import gate_stand_in; gate_stand_in.install(); "
+                "from cmri_release.cli import main; sys.exit(main())")
+
+
 @contextlib.contextmanager
 def only_the_stand_in():
     """The registry holds the stand-in alone while the block runs (module-scoped fixtures cannot monkeypatch)."""

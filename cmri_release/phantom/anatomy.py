@@ -54,12 +54,38 @@ def window(delta, half_width):
     return 0.5 * (1.0 + np.cos(np.pi * x))
 
 
+# cos(k theta) and sin(k theta) of recently used angle arrays: the renderer evaluates many profiles on
+# the same angle bins (every slice, both phases, every bisection step), and the trigonometry is most
+# of the cost. Keyed by the angles' bytes, so a hit gives exactly the values it would compute.
+_BASIS_CACHE: dict = {}
+_BASIS_CACHE_BYTES = [0]
+_BASIS_CACHE_LIMIT = 64 << 20
+_BASIS_MAX_ANGLES = 8192
+
+
+def _basis(theta: np.ndarray, n: int):
+    if theta.size > _BASIS_MAX_ANGLES:
+        angles = theta[..., None] * np.arange(1, n + 1)
+        return np.cos(angles), np.sin(angles)
+    key = (theta.shape, n, theta.tobytes())
+    hit = _BASIS_CACHE.get(key)
+    if hit is None:
+        angles = theta[..., None] * np.arange(1, n + 1)
+        hit = (np.cos(angles), np.sin(angles))
+        if _BASIS_CACHE_BYTES[0] + 2 * angles.nbytes > _BASIS_CACHE_LIMIT:
+            _BASIS_CACHE.clear()
+            _BASIS_CACHE_BYTES[0] = 0
+        _BASIS_CACHE[key] = hit
+        _BASIS_CACHE_BYTES[0] += 2 * angles.nbytes
+    return hit
+
+
 def fourier(theta, coefs):
     """sum_k a_k cos(k theta) + b_k sin(k theta), k = 1..K, for coefs of shape (K, 2)."""
     theta = np.asarray(theta, dtype=float)
     coefs = np.asarray(coefs, dtype=float)
-    angles = theta[..., None] * np.arange(1, len(coefs) + 1)
-    return np.cos(angles) @ coefs[:, 0] + np.sin(angles) @ coefs[:, 1]
+    cos, sin = _basis(theta, len(coefs))
+    return cos @ coefs[:, 0] + sin @ coefs[:, 1]
 
 
 def random_fourier(rng, amplitudes):
@@ -207,10 +233,23 @@ class Heart:
         return np.maximum(t, 2.5)
 
     def _lv_ed(self, theta, zm):
-        base = self._base_cavity_radius(theta)
-        endo = base * _elliptic_profile(zm, self.cavity_length)
-        epi = (base + self._wall(theta, zm)) * _elliptic_profile(zm, self.length)
-        return endo, np.maximum(epi, endo + 2.0 * (endo > 0))
+        # The volume solvers ask for the same grid at every bisection step: remember the last few
+        # answers of this (immutable) heart. The arrays handed out are read-only.
+        theta, zm = np.asarray(theta, dtype=float), np.asarray(zm, dtype=float)
+        key = (theta.shape, theta.tobytes(), zm.shape, zm.tobytes())
+        memo = self.__dict__.setdefault("_lv_ed_memo", {})
+        hit = memo.get(key)
+        if hit is None:
+            base = self._base_cavity_radius(theta)
+            endo = base * _elliptic_profile(zm, self.cavity_length)
+            epi = (base + self._wall(theta, zm)) * _elliptic_profile(zm, self.length)
+            hit = (endo, np.maximum(epi, endo + 2.0 * (endo > 0)))
+            for array in hit:
+                array.setflags(write=False)
+            if len(memo) >= 8:
+                memo.clear()
+            memo[key] = hit
+        return hit
 
     def _contraction(self, theta, zm, k):
         """ES/ED endocardial radius factor per angle: k in healthy muscle, 1 where infarcted."""

@@ -45,9 +45,26 @@ def _check(n_subjects, seed, vendors, groups):
     return styles, groups
 
 
+_BLAS = []
+
+
+def _one_blas_thread():
+    """A context in which BLAS runs on one thread. The renderer's matrix products are small (spline
+    read-outs of the texture fields): a second BLAS thread only waits on a shared core, which made
+    them several times slower, and environment variables set after numpy is loaded do not reach
+    BLAS, so the limit is set through threadpoolctl (restored on exit)."""
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
 def _render(args) -> Subject:
     index, seed, id_prefix, group, style = args
-    return render_subject(phantom_id(id_prefix, seed, index), np.random.SeedSequence([seed, index]), group, style)
+    with _one_blas_thread():
+        return render_subject(phantom_id(id_prefix, seed, index), np.random.SeedSequence([seed, index]), group,
+                              style)
 
 
 def _jobs(n_subjects, seed, vendors, id_prefix, groups) -> list[tuple]:
@@ -68,7 +85,8 @@ def iter_phantom(n_subjects: int, seed: int, vendors: Sequence[str] | None = Non
         yield from map(_render, jobs)
         return
     # fork where there is one: spawn would re-run a caller's script that lacks a `__main__` guard. Rendering
-    # is numpy and scipy only (never OpenMP, which a forked child could deadlock on), one thread per child.
+    # is numpy and scipy only (never OpenMP, which a forked child could deadlock on), one thread per child
+    # (the variables below reach libraries loaded later; BLAS, already loaded, is limited in `_render`).
     context = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
         yield from pool.map(_render, jobs, chunksize=max(1, len(jobs) // (8 * workers)))

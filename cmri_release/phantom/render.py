@@ -27,8 +27,29 @@ _BIN_THETA = (np.arange(N_BINS) + 0.5) * TWO_PI / N_BINS
 _THORAX_CONTENTS = (Tissue.LUNG, Tissue.MEDIASTINUM, Tissue.VESSEL, Tissue.LIVER, Tissue.STOMACH)
 
 
+def _member_table(values) -> np.ndarray:
+    """Lookup table over uint8 tissue codes: table[tissue] is np.isin(tissue, values), without isin's overhead."""
+    table = np.zeros(256, dtype=bool)
+    table[list(values)] = True
+    return table
+
+
+_IN_THORAX = _member_table(_THORAX_CONTENTS)
+
+
 def _bins(theta: np.ndarray) -> np.ndarray:
-    return (np.mod(theta, TWO_PI) * (N_BINS / TWO_PI)).astype(np.intp) % N_BINS
+    """Angle bin of each theta. For |theta| < 2 pi (arctan2's range) the modulo is theta, or theta + 2 pi
+    where negative, which is what np.mod computes there, only cheaper; the bin index is at most N_BINS."""
+    theta = np.asarray(theta, dtype=float)
+    if theta.size and np.abs(theta).max() < TWO_PI:
+        turned = theta + TWO_PI
+        np.copyto(turned, theta, where=theta >= 0.0)
+    else:
+        turned = np.mod(theta, TWO_PI)
+    turned *= N_BINS / TWO_PI
+    out = turned.astype(np.intp)
+    out[out >= N_BINS] -= N_BINS
+    return out
 
 
 def _paint_disk(tissue_slice, u, v, centre, radius, value, *, where=None):
@@ -43,7 +64,7 @@ def _paint_disk(tissue_slice, u, v, centre, radius, value, *, where=None):
     inside = (u[i0:i1, None] - centre[0]) ** 2 + (v[None, j0:j1] - centre[1]) ** 2 < radius**2
     patch = tissue_slice[i0:i1, j0:j1]
     if where is not None:
-        inside &= np.isin(patch, where)
+        inside &= _member_table(where)[patch]
     patch[inside] = value
 
 
@@ -165,7 +186,7 @@ def paint_heart(anatomy: Anatomy, texture: PatientTexture, u, v, zs, phase, tiss
         e, p, d, rv_here = endo[b], epi[b], depth[b], has_rv[b]
 
         # Pericardial fat fills the thorax around the heart but never eats into the chest wall.
-        in_fat = (r < fat[b]) & np.isin(t_sl, _THORAX_CONTENTS)
+        in_fat = (r < fat[b]) & _IN_THORAX[t_sl]
         t_sl[in_fat] = Tissue.FAT
         if z < heart.atrium_reach(phase):
             # The left atrium behind the base; unlabelled, as in ACDC.

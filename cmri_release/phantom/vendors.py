@@ -259,10 +259,16 @@ def acquire(signal: np.ndarray, protocol: Protocol, style: VendorStyle, rng, gai
                       _filter_1d(shape[-1], phase, style.kspace_filter))
     # Scale the input noise so that the noise after filtering has the vendor's sigma.
     sigma = protocol.noise / np.sqrt(np.mean(window**2))
-    data = (signal * gain).astype(np.complex64)
-    data.real += rng.standard_normal(shape, dtype=np.float32) * sigma
-    data.imag += rng.standard_normal(shape, dtype=np.float32) * sigma
+    # The same float32 operations as (signal * gain).astype(complex64) plus noise, written in place.
+    data = np.empty(shape, dtype=np.complex64)
+    np.multiply(signal, gain, out=data.real, dtype=np.float32)
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    noise *= sigma
+    data.real += noise
+    rng.standard_normal(shape, dtype=np.float32, out=noise)
+    np.multiply(noise, sigma, out=data.imag)
     kspace = fft.fft2(data, axes=(-2, -1), overwrite_x=True)
     kspace *= window
     image = np.abs(fft.ifft2(kspace, axes=(-2, -1), overwrite_x=True))
-    return (image * protocol.blood_units).astype(np.float32)
+    image *= np.float32(protocol.blood_units)
+    return image

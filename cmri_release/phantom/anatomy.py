@@ -212,7 +212,28 @@ class Heart:
         s = self.shortening
         return np.maximum((np.asarray(z, dtype=float) - s * self.length) / (1.0 - s), 0.0)
 
+    def _memo(self, name, arrays, make):
+        """make(*arrays), remembered for this (immutable) heart: the renderer and the volume solvers ask
+        for the same angles again and again (every slice, every bisection step). Read-only arrays out."""
+        if np.size(arrays[0]) < 16:
+            return make(*arrays)
+        arrays = [np.asarray(a, dtype=float) for a in arrays]
+        key = (name,) + tuple((a.shape, a.tobytes()) for a in arrays)
+        memo = self.__dict__.setdefault("_memo_cache", {})
+        hit = memo.get(key)
+        if hit is None:
+            hit = make(*arrays)
+            for array in (hit if isinstance(hit, tuple) else (hit,)):
+                array.setflags(write=False)
+            if len(memo) >= 64:
+                memo.clear()
+            memo[key] = hit
+        return hit
+
     def _base_cavity_radius(self, theta):
+        return self._memo("base_cavity_radius", (theta,), self._make_base_cavity_radius)
+
+    def _make_base_cavity_radius(self, theta):
         rel = theta - self.septal_angle
         shape = 1.0 + fourier(rel, self.cavity_shape)
         return self.cavity_radius * shape * (1.0 - self.septal_flattening * window(rel, np.radians(55)))
@@ -225,31 +246,24 @@ class Heart:
         along = np.clip(np.minimum(frac - z0, z1 - frac) / 0.1 + 0.5, 0.0, 1.0)  # soft ends along the axis
         return window(theta - self.infarct_angle, self.infarct_half_width) * along
 
-    def _wall(self, theta, zm):
+    def _wall_shape(self, theta):
         rel = theta - self.septal_angle
         t = self.wall_mm * (1.0 + fourier(rel, self.wall_shape))
-        t = t * (1.0 + self.septal_hypertrophy * window(rel, np.radians(70)))
+        return t * (1.0 + self.septal_hypertrophy * window(rel, np.radians(70)))
+
+    def _wall(self, theta, zm):
+        t = self._memo("wall_shape", (theta,), self._wall_shape)
         t = t * (1.0 - self.infarct_thinning * self._infarct(theta, zm))
         return np.maximum(t, 2.5)
 
     def _lv_ed(self, theta, zm):
-        # The volume solvers ask for the same grid at every bisection step: remember the last few
-        # answers of this (immutable) heart. The arrays handed out are read-only.
-        theta, zm = np.asarray(theta, dtype=float), np.asarray(zm, dtype=float)
-        key = (theta.shape, theta.tobytes(), zm.shape, zm.tobytes())
-        memo = self.__dict__.setdefault("_lv_ed_memo", {})
-        hit = memo.get(key)
-        if hit is None:
-            base = self._base_cavity_radius(theta)
-            endo = base * _elliptic_profile(zm, self.cavity_length)
-            epi = (base + self._wall(theta, zm)) * _elliptic_profile(zm, self.length)
-            hit = (endo, np.maximum(epi, endo + 2.0 * (endo > 0)))
-            for array in hit:
-                array.setflags(write=False)
-            if len(memo) >= 8:
-                memo.clear()
-            memo[key] = hit
-        return hit
+        return self._memo("lv_ed", (theta, zm), self._make_lv_ed)
+
+    def _make_lv_ed(self, theta, zm):
+        base = self._base_cavity_radius(theta)
+        endo = base * _elliptic_profile(zm, self.cavity_length)
+        epi = (base + self._wall(theta, zm)) * _elliptic_profile(zm, self.length)
+        return endo, np.maximum(epi, endo + 2.0 * (endo > 0))
 
     def _contraction(self, theta, zm, k):
         """ES/ED endocardial radius factor per angle: k in healthy muscle, 1 where infarcted."""
@@ -263,7 +277,12 @@ class Heart:
         endo, epi = self._lv_ed(theta, zm)
         if phase == "ED":
             return endo, epi
-        k = self.lv_contraction if k is None else k
+        if k is None:  # the heart's own contraction: the same answer every time it is asked
+            return self._memo("lv_radii_es", (theta, z), lambda theta, z: self._lv_es(theta, z, zm, endo, epi,
+                                                                                   self.lv_contraction))
+        return self._lv_es(theta, z, zm, endo, epi, k)
+
+    def _lv_es(self, theta, z, zm, endo, epi, k):
         endo_es = endo * self._contraction(theta, zm, k)
         # The myocardium keeps its volume: the same wall area per slice, compressed along the axis.
         epi_es = np.sqrt(endo_es**2 + (epi**2 - endo**2) / (1.0 - self.shortening))
@@ -272,14 +291,17 @@ class Heart:
     def rv_depth_at(self, theta, z, phase, *, depth=None, k=None):
         """Radial depth (mm) of the RV cavity beyond the LV epicardium; 0 outside the crescent."""
         zm = self.material_z(z, phase)
-        rel = wrap(theta - self.rv_angle)
-        half = np.where(rel >= 0, self.rv_half_width[0], self.rv_half_width[1])
-        across = np.clip(1.0 - (rel / half) ** 2, 0.0, None) ** 0.8
+        across = self._memo("rv_across", (theta,), self._rv_across)
         depth = self.rv_depth if depth is None else depth
         d = depth * across * _elliptic_profile(zm, self.rv_length)
         if phase == "ES":
             d = d * (self.rv_contraction if k is None else k) * (1.0 - self.valve_gap(z, phase))
         return d
+
+    def _rv_across(self, theta):
+        rel = wrap(theta - self.rv_angle)
+        half = np.where(rel >= 0, self.rv_half_width[0], self.rv_half_width[1])
+        return np.clip(1.0 - (rel / half) ** 2, 0.0, None) ** 0.8
 
     def valve_gap(self, z, phase):
         """Fraction (0-1) of the basal ring missing because the slice lies above the valve plane.

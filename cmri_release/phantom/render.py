@@ -262,16 +262,17 @@ def render_subject(subject_id: str, seed: np.random.SeedSequence, group: str, st
     static_relative = 1.0 + TEXTURE_AMPLITUDE.astype(np.float32)[body] * field
     levels = (style.levels * texture.tissue_gain).astype(np.float32)
 
-    signals, labels = [], []
-    for phase in ("ED", "ES"):
+    signal = np.empty((2,) + body.shape, dtype=np.float32)  # (phase, z, x, y)
+    labels = []
+    for p, phase in enumerate(("ED", "ES")):
         tissue = body.copy()
         label = np.zeros_like(body)
         relative = static_relative.copy()
         paint_heart(anatomy, texture, u, v, zs, phase, tissue, label, relative)
-        signals.append(levels[tissue] * np.maximum(relative, 0.0))
+        np.maximum(relative, 0.0, out=relative)
+        np.multiply(levels[tissue], relative, out=signal[p])
         labels.append(label)
 
-    signal = np.stack(signals)  # (phase, z, x, y)
     centre = anatomy.body.centre(float(zs.mean()))
     heart_centre = anatomy.heart.axis(float(zs.mean()))
     gain = bias_field(protocol, u, v, centre, anatomy.body.half_depth, heart_centre)

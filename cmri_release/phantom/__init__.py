@@ -8,6 +8,7 @@ different ids.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_all_start_methods, get_context
@@ -54,10 +55,13 @@ def _one_blas_thread():
     them several times slower, and environment variables set after numpy is loaded do not reach
     BLAS, so the limit is set through threadpoolctl (restored on exit)."""
     if not _BLAS:
-        from threadpoolctl import ThreadpoolController
+        try:  # scikit-learn's dependency; without it BLAS keeps its threads (slower, same numbers)
+            from threadpoolctl import ThreadpoolController
 
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0].limit(limits=1, user_api="blas")
+            _BLAS.append(ThreadpoolController())
+        except ImportError:
+            _BLAS.append(None)
+    return nullcontext() if _BLAS[0] is None else _BLAS[0].limit(limits=1, user_api="blas")
 
 
 def _render(args) -> Subject:

@@ -100,3 +100,95 @@ def percentile_interval(values, level: float = 0.95) -> list[float]:
         return [float("nan"), float("nan")]
     tail = (1 - level) / 2 * 100
     return [float(np.percentile(arr, tail)), float(np.percentile(arr, 100 - tail))]
+
+
+def multiplicities(draws: list[np.ndarray], n_rows: int) -> np.ndarray:
+    """(R, n_rows) float weights: how many times each row appears in each of R drawn index arrays."""
+    if not len(draws):
+        return np.zeros((0, n_rows))
+    return np.stack([np.bincount(d, minlength=n_rows) for d in draws]).astype(np.float64)
+
+
+def weighted_mean_cov(x: np.ndarray, weights: np.ndarray, groups: list[np.ndarray] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(R, D) means and (R, D, D) covariances (ddof 1) of the samples that repeat row i of `x` weights[r, i] times.
+
+    The same as `mean_cov(x[idx])` for each replicate's index array, without building the (n, D) sample. With
+    `groups` (row indices per subject, as `subject_groups` gives), whole-subject copies are counted from each
+    group's second moment, computed once, and only the rows left over (a subject cut short) are summed row by row.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    n = w.sum(axis=1)
+    if (n < 2).any():
+        raise ValueError("need at least two (N, D) feature rows per replicate")
+    d = x.shape[1]
+    shift = x.mean(axis=0)
+    xc = x - shift  # centred once: the second moment below loses no precision to a large mean
+    means = w @ xc / n[:, None]
+    if groups is None:
+        copies, rest = np.zeros((len(w), 0)), w
+        group_moments = np.zeros((0, d * d))
+    else:
+        copies = np.stack([w[:, g].min(axis=1) for g in groups], axis=1)  # (R, G) whole copies of each group
+        rest = w.copy()
+        for k, g in enumerate(groups):
+            rest[:, g] -= copies[:, k:k + 1]
+        group_moments = np.stack([(xc[g].T @ xc[g]).ravel() for g in groups])  # (G, D*D)
+    covs = np.empty((len(w), d, d))
+    for start in range(0, len(w), 32):  # bounded memory: 32 (D, D) matrices at a time
+        covs[start:start + 32] = (copies[start:start + 32] @ group_moments).reshape(-1, d, d)
+    for r in range(len(w)):
+        rows = np.flatnonzero(rest[r])
+        if len(rows):
+            covs[r] += (xc[rows].T * rest[r, rows]) @ xc[rows]
+        covs[r] = (covs[r] - n[r] * np.outer(means[r], means[r])) / (n[r] - 1)
+    return means + shift, covs
+
+
+def frechet_to_reference(mu_ref: np.ndarray, cov_ref: np.ndarray):
+    """FD(., reference) for many (mu, cov) against one fixed reference Gaussian: its square root is taken once.
+
+    tr((C C_ref)^1/2) is the sum of square roots of the eigenvalues of C_ref^1/2 C C_ref^1/2 (the same spectrum
+    as C^1/2 C_ref C^1/2 in `frechet_from_stats`), so each call costs one symmetric eigenvalue problem.
+    """
+    mu_ref = np.asarray(mu_ref, float)
+    cov_ref = np.atleast_2d(cov_ref)
+    root = _sqrt_psd(cov_ref)
+    tr_ref = np.trace(cov_ref)
+
+    def fd(mu, cov) -> float:
+        middle = root @ cov @ root
+        eig = np.linalg.eigvalsh((middle + middle.T) / 2)
+        diff = np.asarray(mu, float) - mu_ref
+        return float(max(diff @ diff + np.trace(cov) + tr_ref - 2 * np.sqrt(np.clip(eig, 0, None)).sum(), 0.0))
+    return fd
+
+
+def weighted_kid(x: np.ndarray, weights: np.ndarray, reference: np.ndarray, k_ref: np.ndarray | None = None,
+                 block: int = 1024) -> np.ndarray:
+    """(R,) KID(sample_r, reference) for the samples that repeat row i of `x` weights[r, i] times.
+
+    The same as `kernel_inception_distance(x[idx], reference)` per replicate: a sample's within-set sum of
+    k(x_a, x_b) over positions a != b is w K w - w . diag(K) (a row drawn twice pairs with its copy), its cross
+    sum with the reference is w . (K_xref 1). K is built block by block once for all replicates, never stored.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    m = w.sum(axis=1)
+    if (m < 2).any() or len(reference) < 2:
+        raise ValueError("KID needs at least two samples in each set")
+    k_ref = polynomial_kernel(reference, reference) if k_ref is None else k_ref
+    n = len(reference)
+    within_y = (k_ref.sum() - np.trace(k_ref)) / (n * (n - 1))
+    wkw = np.zeros(len(w))
+    cross = np.empty(len(x))
+    diag = np.empty(len(x))
+    for start in range(0, len(x), block):
+        rows = slice(start, min(start + block, len(x)))
+        k_block = polynomial_kernel(x[rows], x)  # (b, N)
+        wkw += np.einsum("rb,rb->r", w[:, rows], w @ k_block.T)
+        diag[rows] = np.einsum("ii->i", k_block[:, rows])
+        cross[rows] = polynomial_kernel(x[rows], reference).sum(axis=1)
+    within_x = (wkw - w @ diag) / (m * (m - 1))
+    return within_x + within_y - 2 * (w @ cross) / (m * n)

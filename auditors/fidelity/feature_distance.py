@@ -14,8 +14,9 @@ from tqdm.auto import tqdm
 
 from auditors.base import AuditContext, AuditResult, Auditor, Option, register_auditor
 
-from .distances import (frechet_from_stats, mean_cov, matched_sample, mmd2_from_kernels, percentile_interval,
-                        polynomial_kernel, subject_groups)
+from .distances import (frechet_from_stats, frechet_to_reference, matched_sample, mean_cov, mmd2_from_kernels,
+                        multiplicities, percentile_interval, polynomial_kernel, subject_groups, weighted_kid,
+                        weighted_mean_cov)
 from .resampling import bounds, decide_text, planning, relative_se
 from .spaces import available_spaces, matched_indices, standardised
 
@@ -31,12 +32,23 @@ class _Reference:
         keep = rng.choice(len(train), size=min(len(train), KID_REFERENCE_MAX), replace=False)
         self.kid_sample = train[np.sort(keep)]
         self.k_ref = polynomial_kernel(self.kid_sample, self.kid_sample)
+        self._fd_to_ref = frechet_to_reference(self.mu, self.cov)
 
     def fd(self, x: np.ndarray) -> float:
         return frechet_from_stats(*mean_cov(x), self.mu, self.cov)
 
     def kid(self, x: np.ndarray) -> float:
         return mmd2_from_kernels(polynomial_kernel(x, x), self.k_ref, polynomial_kernel(x, self.kid_sample))
+
+    def replicates(self, x: np.ndarray, weights: np.ndarray, groups: list[np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(FD, KID) to train of every sample given as per-row multiplicities of `x` (R, N), `groups` its rows per
+        subject: the same values as `fd(x[idx])` and `kid(x[idx])`, from weighted moments and kernel sums."""
+        if not len(weights):
+            return np.zeros(0), np.zeros(0)
+        means, covs = weighted_mean_cov(x, weights, groups)
+        fd = np.array([self._fd_to_ref(mu, cov) for mu, cov in zip(means, covs)])
+        return fd, weighted_kid(x, weights, self.kid_sample, self.k_ref)
 
 
 def _ratio(a, b):
@@ -48,16 +60,20 @@ def compare_in_space(ctx, space: str, bootstrap: int) -> dict:
     rng = np.random.default_rng([ctx.seed, 7])
     ref = _Reference(feats["train"], rng)
     idx = matched_indices(ctx)
-    hold, syn = feats["holdout"][idx["holdout"]], feats["synthetic"][idx["synthetic"]]
-    point = {"fd": (ref.fd(syn), ref.fd(hold)), "kid": (ref.kid(syn), ref.kid(hold))}
     groups = {s: subject_groups(getattr(ctx, s).subject_ids) for s in ("holdout", "synthetic")}
     n = len(idx["holdout"])
-    reps = {"fd": [], "kid": []}
+    draws = {"holdout": [], "synthetic": []}
     for _ in tqdm(range(bootstrap), desc=f"FD/KID bootstrap ({space})", disable=ctx.quiet, leave=False):
-        hb = feats["holdout"][matched_sample(groups["holdout"], n, rng, replace=True)]
-        sb = feats["synthetic"][matched_sample(groups["synthetic"], n, rng, replace=True)]
-        reps["fd"].append((ref.fd(sb), ref.fd(hb)))
-        reps["kid"].append((ref.kid(sb), ref.kid(hb)))
+        for s in ("holdout", "synthetic"):  # the holdout sample first, as the replicate pairs are drawn
+            draws[s].append(matched_sample(groups[s], n, rng, replace=True))
+    # Every sample (the matched one of the point estimate first, then the bootstrap replicates) is a multiset of
+    # the set's slices: its FD and KID follow exactly from per-slice multiplicities, one pass over the set.
+    per_set = {s: ref.replicates(feats[s], multiplicities([idx[s]] + draws[s], len(feats[s])), groups[s])
+               for s in draws}
+    point = {name: (float(per_set["synthetic"][k][0]), float(per_set["holdout"][k][0]))
+             for k, name in enumerate(("fd", "kid"))}
+    reps = {name: list(zip(per_set["synthetic"][k][1:], per_set["holdout"][k][1:]))
+            for k, name in enumerate(("fd", "kid"))}
     out = {"slices_per_set": n, "dim": int(feats["train"].shape[1]), "bootstrap": bootstrap}
     for name, (s, b) in point.items():
         r = np.asarray(reps[name]) if bootstrap else np.zeros((0, 2))

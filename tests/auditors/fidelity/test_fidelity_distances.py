@@ -75,3 +75,29 @@ def test_matched_sample_draws_whole_subjects_up_to_n():
 def test_percentile_interval_drops_undefined_replicates():
     lo, hi = distances.percentile_interval([np.nan, *range(101)])
     assert (lo, hi) == pytest.approx((2.5, 97.5))
+
+
+def test_weighted_replicates_equal_fd_and_kid_of_the_drawn_samples():
+    """The bootstrap computes FD and KID from per-row multiplicities; each must equal the direct formula (scipy
+    sqrtm FD, pair-by-pair KID) on the sample it stands for, copies of a row included."""
+    from auditors.fidelity.feature_distance import _Reference
+
+    rng = np.random.default_rng(3)
+    train = rng.normal(size=(150, 6)) * [1, 2, 1, 0.5, 1, 3] + 0.3
+    x = rng.normal(size=(40, 6)) * 1.3 + 2.0
+    groups = distances.subject_groups(np.repeat(np.arange(10), 4))
+    draws = [distances.matched_sample(groups, 30, rng, replace=True) for _ in range(4)]
+    weights = distances.multiplicities(draws, len(x))
+    assert (weights.sum(axis=1) == 30).all() and (weights > 1).any()
+    ref = _Reference(train, np.random.default_rng(0))
+    fd, kid = ref.replicates(x, weights, groups)
+    by_row = ref.replicates(x, weights)  # without the subject groups: every row summed on its own
+    assert by_row[0] == pytest.approx(fd, rel=1e-10) and by_row[1] == pytest.approx(kid, rel=1e-10)
+    for k, idx in enumerate(draws):
+        assert fd[k] == pytest.approx(_reference_fd(x[idx], train), rel=1e-8)
+        assert fd[k] == pytest.approx(ref.fd(x[idx]), rel=1e-10)
+        assert kid[k] == pytest.approx(_reference_kid(x[idx], ref.kid_sample), rel=1e-8, abs=1e-12)
+        assert kid[k] == pytest.approx(ref.kid(x[idx]), rel=1e-10, abs=1e-14)
+    blocked = distances.weighted_kid(x, weights, ref.kid_sample, block=7)  # blocks that do not divide the rows
+    assert blocked == pytest.approx(kid, rel=1e-12)
+    assert len(ref.replicates(x, distances.multiplicities([], len(x)))[0]) == 0

@@ -21,19 +21,29 @@ MAX_PAIRS_SLICES = 2000  # pdist is quadratic: larger sets are subsampled
 
 
 def intra_set(x: np.ndarray) -> dict[str, float]:
-    """Mean pairwise Euclidean distance, mean pairwise cosine similarity and nearest-twin distances."""
+    """Mean pairwise Euclidean distance, mean pairwise cosine similarity and nearest-twin distances (and the
+    condensed pairwise distances, for the bootstrap)."""
     x = np.asarray(x, dtype=np.float64)
     d = pdist(x)
-    cos = 1.0 - pdist(x, metric="cosine") if np.all(np.linalg.norm(x, axis=1) > 0) else np.array([np.nan])
+    norms = np.linalg.norm(x, axis=1)
+    if np.all(norms > 0):
+        # Mean over pairs i < j of u_i . u_j for unit rows u: (|sum u|^2 - n) / (n (n - 1)), no (n, n) matrix.
+        n, total = len(x), (x / norms[:, None]).sum(axis=0)
+        mean_cos = float((total @ total - n) / (n * (n - 1))) if n > 1 else float("nan")
+    else:
+        mean_cos = float("nan")
     square = np.full((len(x), len(x)), np.inf)
     square[np.triu_indices(len(x), 1)] = d
     square = np.minimum(square, square.T)
-    return {"mean_distance": float(d.mean()), "mean_cosine_similarity": float(np.nanmean(cos)),
-            "nearest_twin": square.min(axis=1)}
+    return {"mean_distance": float(d.mean()), "mean_cosine_similarity": mean_cos,
+            "nearest_twin": square.min(axis=1), "pdist": d}
 
 
-def diversity_in(x_syn: np.ndarray, x_real: np.ndarray) -> dict:
+def diversity_in(x_syn: np.ndarray, x_real: np.ndarray, distances: dict | None = None) -> dict:
+    """The diversity figures; `distances`, when given, receives the two sets' condensed pairwise distances."""
     syn, real = intra_set(x_syn), intra_set(x_real)
+    if distances is not None:
+        distances.update(synthetic=syn["pdist"], real=real["pdist"])
     # A synthetic slice whose nearest synthetic neighbour is closer than 99% of real slices'
     # nearest real neighbours is a near-duplicate inside the set.
     twin_cut = float(np.percentile(real["nearest_twin"], 1))
@@ -54,11 +64,13 @@ def _weighted_mean_distance(d: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def weighted_ratio(x_syn, syn_ids, x_real, real_ids, replicates: int, rng: np.random.Generator) -> dict:
-    """Mean pairwise distance ratio (synthetic over real) with patient-bootstrap bounds."""
+def weighted_ratio(x_syn, syn_ids, x_real, real_ids, replicates: int, rng: np.random.Generator,
+                   distances: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Mean pairwise distance ratio (synthetic over real) with patient-bootstrap bounds; `distances`: the two
+    sets' condensed pairwise distances when already computed (pdist of x_syn and x_real)."""
     reps, points, patients = [], [], []
-    for x, ids in ((x_syn, syn_ids), (x_real, real_ids)):
-        d = squareform(pdist(np.asarray(x, np.float64)))
+    for k, (x, ids) in enumerate(((x_syn, syn_ids), (x_real, real_ids))):
+        d = squareform(distances[k] if distances is not None else pdist(np.asarray(x, np.float64)))
         _, rank = patient_index(ids)
         w = bootstrap_weights(rank.max() + 1, replicates, rng)[:, rank]
         reps.append(_weighted_mean_distance(d, w))
@@ -85,10 +97,11 @@ class DiversityAuditor(Auditor):
         n = len(idx["holdout"])
         keep = np.sort(rng.choice(n, size=min(n, MAX_PAIRS_SLICES), replace=False))
         sel = {s: idx[s][keep] for s in idx}
-        results = {}
+        results, checked = {}, {}
         for space in available_spaces():
             feats = standardised(ctx, space)
-            results[space] = diversity_in(feats["synthetic"][sel["synthetic"]], feats["holdout"][sel["holdout"]])
+            results[space] = diversity_in(feats["synthetic"][sel["synthetic"]], feats["holdout"][sel["holdout"]],
+                                          checked if space == CHECKED_SPACE else None)
         pixels = diversity_in(ctx.synthetic.images[sel["synthetic"]].reshape(len(keep), -1),
                               ctx.holdout.images[sel["holdout"]].reshape(len(keep), -1))
         results["pixels"] = pixels
@@ -96,7 +109,7 @@ class DiversityAuditor(Auditor):
         feats = standardised(ctx, CHECKED_SPACE)
         gated = weighted_ratio(feats["synthetic"][sel["synthetic"]], ctx.synthetic.subject_ids[sel["synthetic"]],
                                feats["holdout"][sel["holdout"]], ctx.holdout.subject_ids[sel["holdout"]],
-                               ctx.option("fidelity_bootstrap"), rng)
+                               ctx.option("fidelity_bootstrap"), rng, (checked["synthetic"], checked["real"]))
         main["gated"] = gated
         name = "fidelity.diversity_ratio"
         threshold = ctx.threshold(name, self.default_thresholds[name][0])

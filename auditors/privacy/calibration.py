@@ -9,6 +9,7 @@ side at the upper one (fewer flags).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -95,17 +96,30 @@ def proportion_interval(k_low: int, k_high: int, n: int, confidence: float) -> t
     return lower, upper
 
 
+@functools.lru_cache(maxsize=64)
+def _bounds_by_count(n: int, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) Clopper-Pearson bounds of `proportion_interval(k, k, n, confidence)` for every k = 0..n, in one
+    vectorised call (the same beta quantiles); the planning sums below reuse them for every rate they try."""
+    ks = np.arange(n + 1)
+    alpha = 1.0 - confidence
+    with np.errstate(all="ignore"):
+        lower = np.where(ks <= 0, 0.0, stats.beta.ppf(alpha, np.maximum(ks, 1), n - ks + 1))
+        upper = np.where(ks >= n, 1.0, stats.beta.ppf(1.0 - alpha, ks + 1, np.maximum(n - ks, 1)))
+    lower.flags.writeable = upper.flags.writeable = False
+    return lower, upper
+
+
 def pass_probability(n: int, p: float, threshold: float, confidence: float) -> float:
     """Chance that k ~ Bin(n, p) gives a Clopper-Pearson upper bound at or below `threshold` (exact sum)."""
     ks = np.arange(n + 1)
-    ok = np.array([proportion_interval(k, k, n, confidence)[1] <= threshold for k in ks])
+    ok = _bounds_by_count(int(n), float(confidence))[1] <= threshold
     return float(stats.binom.pmf(ks[ok], n, p).sum())
 
 
 def fail_probability(n: int, p: float, threshold: float, confidence: float) -> float:
     """Chance that k ~ Bin(n, p) gives a Clopper-Pearson lower bound above `threshold` (exact sum)."""
     ks = np.arange(n + 1)
-    bad = np.array([proportion_interval(k, k, n, confidence)[0] > threshold for k in ks])
+    bad = _bounds_by_count(int(n), float(confidence))[0] > threshold
     return float(stats.binom.pmf(ks[bad], n, p).sum())
 
 

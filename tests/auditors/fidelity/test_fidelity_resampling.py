@@ -96,3 +96,16 @@ def test_auditor_plan_scales_with_the_cohort():
         assert small[name]["smallest_detectable"] > large[name]["smallest_detectable"] > 1.6
     disc = DiscriminatorAuditor().plan(CohortSizes(100, 100, 100), {"fidelity.discriminator_auc": 0.7})
     assert disc["fidelity.discriminator_auc"]["honest_pass_probability"] > 0.99
+
+
+def test_bias_aware_bounds_contain_the_estimate_and_never_narrow_the_percentile_ones():
+    from auditors.fidelity.resampling import bias_aware_bounds, bounds
+
+    rng = np.random.default_rng(0)
+    reps = rng.normal(4.0, 0.5, 2000)  # a bootstrap that runs low: the estimate is 6
+    lo, hi = bias_aware_bounds(6.0, reps)
+    plo, phi = bounds(reps)
+    assert lo <= plo and hi >= phi and lo <= 6.0 <= hi
+    assert hi == pytest.approx(2 * 6.0 - plo)  # the basic bound decides the side that a pass depends on
+    unbiased = rng.normal(6.0, 0.5, 2000)
+    assert bias_aware_bounds(6.0, unbiased) == pytest.approx(bounds(unbiased), abs=0.1)

@@ -85,26 +85,31 @@ def patient_folds(n: int, seed: int, k: int = 2) -> np.ndarray:
     return np.random.default_rng(seed).permutation(np.arange(n) % k)
 
 
+def _clopper_pearson(k_low, k_high, n: int, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """The one-sided Clopper-Pearson bounds for counts given as scalars or arrays (the beta quantiles)."""
+    k_low, k_high = np.asarray(k_low), np.asarray(k_high)
+    alpha = 1.0 - confidence
+    with np.errstate(all="ignore"):
+        lower = np.where(k_low <= 0, 0.0, stats.beta.ppf(alpha, np.maximum(k_low, 1), n - k_low + 1))
+        upper = np.where(k_high >= n, 1.0, stats.beta.ppf(1.0 - alpha, k_high + 1, np.maximum(n - k_high, 1)))
+    return lower, upper
+
+
 def proportion_interval(k_low: int, k_high: int, n: int, confidence: float) -> tuple[float, float]:
     """Clopper-Pearson: the lower bound from k_low successes, the upper from k_high, each one-sided at `confidence`
     (k_low <= k_high when the counts come from a conservative and a lenient rule)."""
     if n <= 0:
         return float("nan"), float("nan")
-    alpha = 1.0 - confidence
-    lower = 0.0 if k_low <= 0 else float(stats.beta.ppf(alpha, k_low, n - k_low + 1))
-    upper = 1.0 if k_high >= n else float(stats.beta.ppf(1.0 - alpha, k_high + 1, n - k_high))
-    return lower, upper
+    lower, upper = _clopper_pearson(k_low, k_high, n, confidence)
+    return float(lower), float(upper)
 
 
 @functools.lru_cache(maxsize=64)
 def _bounds_by_count(n: int, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """(lower, upper) Clopper-Pearson bounds of `proportion_interval(k, k, n, confidence)` for every k = 0..n, in one
-    vectorised call (the same beta quantiles); the planning sums below reuse them for every rate they try."""
+    """(lower, upper) of `proportion_interval(k, k, n, confidence)` for every k = 0..n in one vectorised call; the
+    planning sums below reuse them for every rate they try."""
     ks = np.arange(n + 1)
-    alpha = 1.0 - confidence
-    with np.errstate(all="ignore"):
-        lower = np.where(ks <= 0, 0.0, stats.beta.ppf(alpha, np.maximum(ks, 1), n - ks + 1))
-        upper = np.where(ks >= n, 1.0, stats.beta.ppf(1.0 - alpha, ks + 1, np.maximum(n - ks, 1)))
+    lower, upper = _clopper_pearson(ks, ks, n, confidence)
     lower.flags.writeable = upper.flags.writeable = False
     return lower, upper
 

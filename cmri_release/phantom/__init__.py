@@ -7,6 +7,7 @@ different ids.
 """
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import nullcontext
 from collections.abc import Iterator, Sequence
@@ -46,7 +47,13 @@ def _check(n_subjects, seed, vendors, groups):
     return styles, groups
 
 
-_BLAS = []
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    try:  # scikit-learn's dependency; without it BLAS keeps its threads (slower, same numbers)
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
 
 
 def _one_blas_thread():
@@ -54,14 +61,8 @@ def _one_blas_thread():
     read-outs of the texture fields): a second BLAS thread only waits on a shared core, which made
     them several times slower, and environment variables set after numpy is loaded do not reach
     BLAS, so the limit is set through threadpoolctl (restored on exit)."""
-    if not _BLAS:
-        try:  # scikit-learn's dependency; without it BLAS keeps its threads (slower, same numbers)
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS.append(ThreadpoolController())
-        except ImportError:
-            _BLAS.append(None)
-    return nullcontext() if _BLAS[0] is None else _BLAS[0].limit(limits=1, user_api="blas")
+    controller = _blas_controller()
+    return nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
 
 
 def _render(args) -> Subject:

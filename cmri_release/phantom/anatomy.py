@@ -54,30 +54,42 @@ def window(delta, half_width):
     return 0.5 * (1.0 + np.cos(np.pi * x))
 
 
+class ArrayMemo:
+    """Results of a computation on float arrays, remembered by the arrays' bytes (so a hit is exactly what would be
+    computed), returned read-only; emptied when `max_entries` are held."""
+
+    def __init__(self, max_entries: int = 64):
+        self.max_entries, self.entries = max_entries, {}
+
+    def get(self, name, arrays, make):
+        key = (name,) + tuple((a.shape, a.tobytes()) for a in arrays)
+        hit = self.entries.get(key)
+        if hit is None:
+            hit = make(*arrays)
+            for array in (hit if isinstance(hit, tuple) else (hit,)):
+                array.setflags(write=False)
+            if len(self.entries) >= self.max_entries:
+                self.entries.clear()
+            self.entries[key] = hit
+        return hit
+
+
 # cos(k theta) and sin(k theta) of recently used angle arrays: the renderer evaluates many profiles on
 # the same angle bins (every slice, both phases, every bisection step), and the trigonometry is most
-# of the cost. Keyed by the angles' bytes, so a hit gives exactly the values it would compute.
-_BASIS_CACHE: dict = {}
-_BASIS_CACHE_BYTES = [0]
-_BASIS_CACHE_LIMIT = 64 << 20
+# of the cost.
+_BASIS = ArrayMemo()
 _BASIS_MAX_ANGLES = 8192
+
+
+def _cos_sin(theta: np.ndarray, n: int):
+    angles = theta[..., None] * np.arange(1, n + 1)
+    return np.cos(angles), np.sin(angles)
 
 
 def _basis(theta: np.ndarray, n: int):
     if theta.size > _BASIS_MAX_ANGLES:
-        angles = theta[..., None] * np.arange(1, n + 1)
-        return np.cos(angles), np.sin(angles)
-    key = (theta.shape, n, theta.tobytes())
-    hit = _BASIS_CACHE.get(key)
-    if hit is None:
-        angles = theta[..., None] * np.arange(1, n + 1)
-        hit = (np.cos(angles), np.sin(angles))
-        if _BASIS_CACHE_BYTES[0] + 2 * angles.nbytes > _BASIS_CACHE_LIMIT:
-            _BASIS_CACHE.clear()
-            _BASIS_CACHE_BYTES[0] = 0
-        _BASIS_CACHE[key] = hit
-        _BASIS_CACHE_BYTES[0] += 2 * angles.nbytes
-    return hit
+        return _cos_sin(theta, n)
+    return _BASIS.get(n, (theta,), lambda t: _cos_sin(t, n))
 
 
 def fourier(theta, coefs):
@@ -217,18 +229,8 @@ class Heart:
         for the same angles again and again (every slice, every bisection step). Read-only arrays out."""
         if np.size(arrays[0]) < 16:
             return make(*arrays)
-        arrays = [np.asarray(a, dtype=float) for a in arrays]
-        key = (name,) + tuple((a.shape, a.tobytes()) for a in arrays)
-        memo = self.__dict__.setdefault("_memo_cache", {})
-        hit = memo.get(key)
-        if hit is None:
-            hit = make(*arrays)
-            for array in (hit if isinstance(hit, tuple) else (hit,)):
-                array.setflags(write=False)
-            if len(memo) >= 64:
-                memo.clear()
-            memo[key] = hit
-        return hit
+        memo = self.__dict__.setdefault("_memo_cache", ArrayMemo())
+        return memo.get(name, [np.asarray(a, dtype=float) for a in arrays], make)
 
     def _base_cavity_radius(self, theta):
         return self._memo("base_cavity_radius", (theta,), self._make_base_cavity_radius)

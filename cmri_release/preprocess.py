@@ -176,6 +176,14 @@ def slices_to_cohort(slices: SliceSet, source: str = "synthetic") -> Cohort:
             raise ValueError(f"subject {sid!r} has no entry in subject_meta")
         sel = slices.subject_ids == sid
         frames = {}
+        depths = {phase: np.sort(slices.slice_index[sel & (slices.phases == phase)]) for phase in PHASES}
+        present = [d for d in depths.values() if len(d)]
+        # A volume file holds one stack per frame, all of one depth: refuse rather than write a folder the reader
+        # refuses (a real cohort preprocessed without keep_empty drops a different set of slices per phase).
+        if any(len(d) != len(present[0]) or (d != present[0]).any() for d in present[1:]):
+            raise ValueError(f"subject {sid!r}: its phases hold different slices ("
+                             + "; ".join(f"{p} {d.tolist()}" for p, d in depths.items() if len(d))
+                             + "); a volume needs the same slices at every phase: preprocess with keep_empty=True")
         for phase in PHASES:
             idx = np.flatnonzero(sel & (slices.phases == phase))
             if len(idx) == 0:

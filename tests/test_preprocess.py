@@ -93,3 +93,15 @@ def test_config_from_a_models_saved_preprocessing():
     assert PreprocessConfig.from_dict({"fov_mm": 200.0, "new_key": 1}, size=48) == PreprocessConfig(size=48,
                                                                                                    fov_mm=200.0)
     assert PreprocessConfig.from_dict(None, size=16) == PreprocessConfig(size=16)
+
+
+def test_stacking_refuses_phases_with_different_slices(tiny_cohort):
+    """A volume holds the same slices at every frame: a SliceSet whose ES lacks a slice its ED has is refused by
+    the writer with the subject named, instead of a folder the reader would refuse later."""
+    ss = cohort_to_slices(tiny_cohort, PreprocessConfig(size=32, fov_mm=96, keep_empty=True))
+    sid = ss.subjects[0]
+    es = np.flatnonzero((ss.subject_ids == sid) & (ss.phases == "ES"))
+    uneven = ss.select(np.setdiff1d(np.arange(len(ss.images)), es[:1]))
+    with pytest.raises(ValueError, match=f"subject '{sid}': its phases hold different slices"):
+        slices_to_cohort(uneven)
+    assert len(slices_to_cohort(ss).subjects) == len(ss.subjects)  # equal stacks are written as before

@@ -36,3 +36,36 @@ def test_prdc_sees_mode_collapse_and_disjoint_sets():
     assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
     with pytest.raises(ValueError, match="more than 5"):
         prdc(real, real[:5], 5)
+
+
+def _slices(n_patients: int, per: int, prefix: str, labels=None):
+    from cmri_release.core.sliceset import SliceSet
+
+    n = n_patients * per
+    return SliceSet(images=np.zeros((n, 8, 8), np.float32), labels=np.zeros((n, 8, 8), np.uint8),
+                    subject_ids=np.repeat([f"{prefix}{i:03d}" for i in range(n_patients)], per),
+                    vendors=np.full(n, "A"), phases=np.full(n, "ED"), slice_pos=np.zeros(n), slice_index=np.zeros(n, int),
+                    has_label=np.ones(n, bool), spacing_mm=1.0)
+
+
+def test_coverage_interval_holds_its_estimate_under_mode_collapse():
+    """A collapsed cohort (a few patients repeated under new ids) loses little coverage when the bootstrap drops
+    ids, the holdout loses more: percentile bounds of the ratio then sit above the estimate. The reported interval
+    must contain its own estimate (and still fail the collapse against the 0.5 threshold)."""
+    from auditors.base import AuditContext
+    from auditors.fidelity.prdc_auditor import bootstrap_ratios
+
+    rng = np.random.default_rng(0)
+    per = 10
+    centres = {s: rng.normal(size=(n, 6)) * 2 for s, n in (("train", 60), ("holdout", 40), ("collapsed", 4))}
+    feats = {s: np.repeat(c, per, axis=0) + rng.normal(scale=0.7, size=(len(c) * per, 6)) for s, c in centres.items()}
+    synthetic = np.tile(feats["collapsed"], (10, 1))  # 4 patients x 10 copies = 40 ids
+    ctx = AuditContext(train=_slices(60, per, "t"), holdout=_slices(40, per, "h"), synthetic=_slices(40, per, "s"),
+                       seed=0, quiet=True)
+    ctx.cache["fidelity.standardised.segmenter"] = {"train": feats["train"], "holdout": feats["holdout"],
+                                                    "synthetic": synthetic}
+    ctx.cache["fidelity.matched"] = {"holdout": np.arange(400), "synthetic": np.arange(400)}
+    out = bootstrap_ratios(ctx, "segmenter", 5, 300)
+    for m in ("precision", "coverage"):
+        assert out[m]["lower"] <= out[m]["estimate"] <= out[m]["upper"], (m, out[m])
+    assert out["coverage"]["upper"] < 0.5  # the collapse is still shown

@@ -1,35 +1,36 @@
-"""Calibrate `fidelity.clinical_index_distance`: honest, shrunk-mask and shuffled-group cohorts at the demo's size.
+"""Calibrate `fidelity.clinical_index_distance`: honest, degraded and shifted cohorts at the demo's size.
 
-    python scripts/calibrate_clinical_indices.py OUT.json --seeds 301 302 303 305 306 307 [--draws 20]
+    python scripts/calibrate_clinical_indices.py OUT.json --seeds 301 302 303 305 306 307 308 309 [--draws 100]
+        [--pool POOL.json]  # reuse (or write) the pool's indices: building 800 patients takes ~2 min of CPU
 
-Builds a pool of phantom patients (100 per seed, 32 px as in the demo), then for each draw takes 100 holdout and
-100 "synthetic" patients, disjoint (the honest stand-in: fresh real patients), the same synthetic patients with
-their label maps scaled by 0.9 about the centre (volumes x 0.81), and with their group labels permuted, and
-prints each case's worst-index upper and lower bounds and the verdicts at candidate thresholds.
+Builds a pool of phantom patients (100 per seed, 32 px as in the demo), then for each draw takes n holdout and
+n "synthetic" patients, disjoint (the honest stand-in: fresh real patients), and judges with the auditor's rule
+(`population_bounds`, worst case over the 7 indices):
+  honest      the fresh patients as they are;
+  shrunk      their label maps scaled by 0.9 about the centre (volumes x 0.81);
+  shuffled    their group labels permuted;
+  uniform X   every group's mean shifted by X pooled SDs (known population distance X, every index);
+  one-group X the noisiest group of each index shifted so that the population distance is X (the worst spread).
+For each case: verdicts at the threshold, and for the cases with a known population distance (shifted ones, and
+shrunk with the distance measured on the whole pool) the coverage of the upper and lower bounds per index.
+Prints the phantom's group spreads (the noisiest group's variance over the pooled one) and the plan's figures.
 docs/clinical-indices.md holds the latest figures.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 
 import numpy as np
-from scipy import ndimage
 
-from auditors.fidelity.clinical_indices import (ALPHA, INDICES, bootstrap_distance, distance_bounds,
-                                                expected_honest_distance, group_distance, shared_groups,
-                                                slice_indices)
+from auditors.fidelity.clinical_indices import (ALPHA, INDICES, MIN_DOF_TO_FAIL, MIN_PER_GROUP_TO_PASS,
+                                                ClinicalIndicesAuditor, group_distance, population_bounds,
+                                                shared_groups, slice_indices, smd_variances)
+from auditors.fidelity.degradations import shrink_labels
 from cmri_release.phantom import make_phantom
 from cmri_release.preprocess import PreprocessConfig, cohort_to_slices
-
-
-def shrink(labels: np.ndarray, factor: float) -> np.ndarray:
-    out = np.empty_like(labels)
-    c = (labels.shape[-1] - 1) / 2
-    m = np.eye(2) / factor
-    for i, lab in enumerate(labels):
-        out[i] = ndimage.affine_transform(lab, m, offset=c - m @ np.array([c, c]), order=0)
-    return out
 
 
 def pool(seeds, per_seed: int = 100) -> dict:
@@ -37,55 +38,111 @@ def pool(seeds, per_seed: int = 100) -> dict:
     for seed in seeds:
         s = cohort_to_slices(make_phantom(per_seed, seed=seed), PreprocessConfig(size=32))
         ok, _ = slice_indices(s)
-        s.labels = shrink(s.labels, 0.9)
+        s.labels = shrink_labels(s.labels, 0.9)
         bad, _ = slice_indices(s)
         rows.update({sid: {"honest": r, "shrunk": bad.get(sid)} for sid, r in ok.items()})
     return rows
 
 
-def bounds(a, ga, b, gb, rng, n_boot=1000):
+def judge(a, ga, b, gb, threshold):
+    """The auditor's rule on index tables: per index (lower, upper, estimate), and the verdict."""
     groups = shared_groups(ga, gb)
     d, _ = group_distance(a, ga, b, gb, groups)
-    boots = bootstrap_distance(a, ga, b, gb, groups, n_boot, rng)
-    bias = 2 * expected_honest_distance({g: int((ga == g).sum()) for g in groups},
-                                        {g: int((gb == g).sum()) for g in groups}) ** 2
-    lo_hi = [distance_bounds(d[j], boots[:, j], ALPHA / len(INDICES), bias) for j in range(len(INDICES))]
-    return max(lo for lo, _ in lo_hi), max(hi for _, hi in lo_hi)
+    v, w, sd_dof = smd_variances(a, ga, b, gb, groups)
+    dof = sum(int((gb == g).sum()) - 1 for g in groups)
+    smallest = min(min(int((ga == g).sum()), int((gb == g).sum())) for g in groups)
+    out = []
+    for j in range(len(INDICES)):
+        lo, up = population_bounds(float(d[j]), w, v[:, j], float(sd_dof[j]), ALPHA / len(INDICES))
+        lo = 0.0 if dof < MIN_DOF_TO_FAIL else lo
+        up = max(up, math.nextafter(threshold, math.inf)) if smallest < MIN_PER_GROUP_TO_PASS else up
+        out.append((lo, up, float(d[j])))
+    out = np.array(out)
+    verdict = "pass" if out[:, 1].max() <= threshold else "fail" if out[:, 0].max() > threshold else "inconclusive"
+    return out, verdict
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[301, 302, 303, 305, 306, 307])
-    parser.add_argument("--draws", type=int, default=20)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[301, 302, 303, 305, 306, 307, 308, 309])
+    parser.add_argument("--draws", type=int, default=100)
     parser.add_argument("--pool-per-seed", type=int, default=100)
+    parser.add_argument("--pool", help="JSON of the pool's indices: read if it exists, else written")
     parser.add_argument("--per-cohort", type=int, default=100, help="patients per holdout / synthetic draw")
+    parser.add_argument("--threshold", type=float, default=1.1)
+    parser.add_argument("--shifts", type=float, nargs="*", default=[0.6, 1.1])
     args = parser.parse_args()
-    rows = pool(args.seeds, args.pool_per_seed)
-    n = args.per_cohort
+    if args.pool and os.path.exists(args.pool):
+        rows = json.load(open(args.pool))
+    else:
+        rows = pool(args.seeds, args.pool_per_seed)
+        if args.pool:
+            json.dump(rows, open(args.pool, "w"))
     ids = sorted(rows)
-
-    def table(sel, kind="honest"):
-        return (np.array([[rows[i][kind][k] for k in INDICES] for i in sel]),
-                np.array([rows[i]["honest"]["group"] for i in sel]))
-
-    out = {"honest": [], "shrunk": [], "shuffled": []}
+    x = np.array([[rows[i]["honest"][k] for k in INDICES] for i in ids])
+    xs = np.array([[rows[i]["shrunk"][k] for k in INDICES] for i in ids])
+    g_all = np.array([rows[i]["honest"]["group"] for i in ids])
+    groups = sorted(set(g_all))
+    share = {g: float((g_all == g).mean()) for g in groups}
+    pooled = np.sqrt(sum(((x[g_all == g] - x[g_all == g].mean(0)) ** 2).sum(0) for g in groups)
+                     / (len(x) - len(groups)))
+    ratio = {g: (x[g_all == g].var(0, ddof=1) / pooled ** 2) for g in groups}
+    noisiest = [max(groups, key=lambda g: ratio[g][j]) for j in range(len(INDICES))]
+    shrunk_delta = np.sqrt(sum(share[g] * ((xs[g_all == g].mean(0) - x[g_all == g].mean(0)) / pooled) ** 2
+                               for g in groups))
+    print(f"pool: {len(ids)} patients, groups {dict((g, int((g_all == g).sum())) for g in groups)}")
+    for j, key in enumerate(INDICES):
+        print(f"  {key:10s} noisiest group {noisiest[j]} variance x{ratio[noisiest[j]][j]:.2f} pooled; "
+              f"shrunk population distance {shrunk_delta[j]:.3f}")
+    n = args.per_cohort
+    cases = ["honest", "shrunk", "shuffled"] + [f"uniform {s}" for s in args.shifts] + \
+            [f"one-group {s}" for s in args.shifts]
+    out = {c: {"verdicts": [], "bounds": [], "truth": []} for c in cases}
     for draw in range(args.draws):
         rng = np.random.default_rng(1000 + draw)
         pick = rng.permutation(len(ids))[:2 * n]
-        hold, syn = [ids[i] for i in pick[:n]], [ids[i] for i in pick[n:]]
-        b, gb = table(hold)
-        a, ga = table(syn)
-        out["honest"].append(bounds(a, ga, b, gb, rng))
-        out["shrunk"].append(bounds(table(syn, "shrunk")[0], ga, b, gb, rng))
-        out["shuffled"].append(bounds(a, rng.permutation(ga), b, gb, rng))
-    for case, values in out.items():
-        v = np.array(values)
-        for t in (1.0, 1.1, 1.2):
-            undefined = ~np.isfinite(v).all(axis=1)  # the check fails closed on an undefined bound
-            passed, failed = int((v[:, 1] <= t).sum()), int(((v[:, 0] > t) | undefined).sum())
-            print(f"{case:9s} t={t}: pass {passed}, fail {failed}, inconclusive {len(v) - passed - failed}; "
-                  f"upper bounds {np.round(np.sort(v[:, 1]), 2).tolist()}")
+        h, s = pick[:n], pick[n:]
+        b, gb = x[h], g_all[h]
+        for case in cases:
+            a, ga, truth = x[s].copy(), g_all[s], np.zeros(len(INDICES))
+            if case == "shrunk":
+                a, truth = xs[s], shrunk_delta
+            elif case == "shuffled":
+                ga, truth = rng.permutation(ga), np.full(len(INDICES), np.nan)
+            elif case.startswith("uniform"):
+                delta = float(case.split()[1])
+                a += delta * pooled
+                truth = np.full(len(INDICES), delta)
+            elif case.startswith("one-group"):
+                delta = float(case.split()[1])
+                for j in range(len(INDICES)):
+                    a[ga == noisiest[j], j] += delta / math.sqrt(share[noisiest[j]]) * pooled[j]
+                # the population distance with the holdout's group shares (the weights the distance uses)
+                truth = np.array([math.sqrt((gb == noisiest[j]).mean() / share[noisiest[j]]) * delta
+                                  for j in range(len(INDICES))])
+            bounds, verdict = judge(a, ga, b, gb, args.threshold)
+            out[case]["verdicts"].append(verdict)
+            out[case]["bounds"].append(bounds.tolist())
+            out[case]["truth"].append(truth.tolist())
+    print(f"{args.draws} draws of {n} synthetic vs {n} holdout, threshold {args.threshold}")
+    for case in cases:
+        v = out[case]["verdicts"]
+        bounds, truth = np.array(out[case]["bounds"]), np.array(out[case]["truth"])
+        up = bounds[:, :, 1].max(1)
+        line = (f"{case:14s} pass {v.count('pass')}, fail {v.count('fail')}, inconclusive {v.count('inconclusive')};"
+                f" worst upper median {np.median(up):.2f} max {up.max():.2f}, worst estimate median "
+                f"{np.median(bounds[:, :, 2].max(1)):.2f}")
+        if case != "shuffled" and truth.max() > 0:
+            cover_up = (bounds[:, :, 1] >= truth).mean(0)
+            cover_lo = (bounds[:, :, 0] <= truth).mean(0)
+            line += f"; upper coverage min {cover_up.min():.3f} (per index {np.round(cover_up, 3).tolist()})," \
+                    f" lower coverage min {cover_lo.min():.3f}"
+        print(line)
+        out[case]["summary"] = line
+    plan = ClinicalIndicesAuditor._plan_figures(n, n, len(groups), args.threshold)
+    print(f"plan at {n}/{n}: {plan}")
+    out["plan"] = plan
     with open(args.out, "w") as fh:
         json.dump(out, fh)
 

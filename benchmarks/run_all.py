@@ -21,6 +21,8 @@ thread pools are its own):
               and per auditor
   utility     bench_utility.py: the utility audit at the demo's size (100 train / 40 test / 100 synthetic phantom
               patients, 32 px) over seeds: every paired gain with its interval, paired SDs, verdicts, cost
+  realism     bench_generator_realism.py: the audit's discriminator AUC of the default generator's cohort after 2 / 4
+              / 8 / 16 epochs on the demo's cohort (with and without a noise top-up), beside real test patients
   unet        bench_unet.py: the low-data and leave-one-vendor-out experiments with MONAI's standard U-Net at 64 px
               (needs the optional monai)
 `--quick` shrinks every size (a smoke run of a few minutes on 2 cores); the full run takes about an hour there.
@@ -41,7 +43,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-STEPS = ("neighbours", "dp", "generators", "demo", "sampling", "threads", "segmenters", "utility", "unet", "nn_scale")
+STEPS = ("neighbours", "dp", "generators", "demo", "sampling", "threads", "segmenters", "utility", "unet", "nn_scale",
+         "realism")
 CLI = "from cmri_release.cli import main; main()"  # `cmri-release` with this interpreter
 
 # A reduced release for --quick: fewer patients, a 30 s training budget, one utility epoch.
@@ -107,6 +110,8 @@ def step_commands(step: str, quick: bool, work: Path) -> tuple[list[list[str]], 
         return [[py, str(HERE / "bench_utility.py"), str(out)] + size], out
     if step == "unet":  # needs the optional monai (`pip install monai`)
         return [[py, str(HERE / "bench_unet.py"), str(out)] + (["--quick"] if quick else [])], out
+    if step == "realism":
+        return [[py, str(HERE / "bench_generator_realism.py"), str(out)] + (["--quick"] if quick else [])], out
     if step == "nn_scale":
         size = (["--index", "100000", "--queries", "10000,100000", "--nlist", "512", "--exact-queries", "2000"]
                 if quick else [])
@@ -301,6 +306,14 @@ def table(results: dict) -> str:
             lines.append(f"{t['queries']:>10} queries  IVF {t['ivf_seconds']:8.1f} s  exact {t['exact_seconds']:9.1f} s"
                          f"{' (extrapolated)' if t['exact_extrapolated'] else ''}  recall@1 {t['recall_at_1']:.3f} "
                          f"(near copies {t['recall_at_1_near_copies']})  peak {t['peak_rss_mb']:.0f} MB")
+        lines.append("")
+    if "realism" in steps and "result" in steps["realism"]:
+        row = steps["realism"]
+        lines.append(f"## Discriminator AUC of the default generator by training budget ({_load(row)})")
+        for t in row["result"]["rows"]:
+            extra = (f"  train {t['train_s']:.0f} s  with noise top-up {t['auc_with_noise_top_up']:.3f}"
+                     if "epochs" in t else "")
+            lines.append(f"{t['case']:32s} AUC {t['auc']:.3f}{extra}")
         lines.append("")
     for name, row in steps.items():
         if "error" in row:

@@ -25,26 +25,24 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from auditors.features.texture import TextureFeatures, region_masks  # noqa: E402
-from auditors.fidelity.discriminator import out_of_fold_scores, vendor_standardise  # noqa: E402
-
-
-def _features(slices):
-    keep = slices.has_label
-    return (TextureFeatures(slices.size).transform(slices.images[keep], slices.labels[keep]), slices.vendors[keep],
-            slices.subject_ids[keep])
+from auditors.base import AuditContext  # noqa: E402
+from auditors.features.texture import get_texture_space, region_masks, texture_features  # noqa: E402
+from auditors.fidelity.discriminator import discriminate, vendor_standardise  # noqa: E402
 
 
 def discriminator_auc(train, holdout, synthetic, seed: int = 0) -> dict:
-    """The audit's discriminator AUC (out-of-fold, by patient) and the single features that separate most."""
-    ft, vt, _ = _features(train)
-    fh, vh, gh = _features(holdout)
-    fs, vs, gs = _features(synthetic)
-    x = np.concatenate([vendor_standardise(fh, vh, ft, vt), vendor_standardise(fs, vs, ft, vt)])
-    y = np.r_[np.zeros(len(fh), int), np.ones(len(fs), int)]
-    groups = np.r_[np.char.add("h|", gh.astype(str)), np.char.add("s|", gs.astype(str))]
-    auc = float(roc_auc_score(y, out_of_fold_scores(x, y, groups, 5, seed)))
-    names = TextureFeatures(train.size).names
+    """The audit's discriminator AUC (`discriminate`, 5 folds by patient) and the single features that separate most."""
+    ctx = AuditContext(train=train, holdout=holdout, synthetic=synthetic, seed=seed, quiet=True)
+    auc = discriminate(ctx, folds=5, replicates=50)["auc"]
+    names = get_texture_space(ctx).names
+    ref_rows = train.has_label
+    z = {}
+    for split in ("holdout", "synthetic"):
+        s = getattr(ctx, split)
+        z[split] = vendor_standardise(texture_features(ctx, split)[s.has_label], s.vendors[s.has_label],
+                                      texture_features(ctx, "train")[ref_rows], train.vendors[ref_rows])
+    x = np.concatenate([z["holdout"], z["synthetic"]])
+    y = np.r_[np.zeros(len(z["holdout"]), int), np.ones(len(z["synthetic"]), int)]
     single = []
     for j, name in enumerate(names):
         ok = np.isfinite(x[:, j])
@@ -52,7 +50,7 @@ def discriminator_auc(train, holdout, synthetic, seed: int = 0) -> dict:
             a = float(roc_auc_score(y[ok], x[ok, j]))
             single.append({"feature": name, "auc": round(a, 3), "synthetic_z": round(float(np.nanmean(x[y == 1, j])), 2)})
     single.sort(key=lambda r: -abs(r["auc"] - 0.5))
-    return {"auc": round(auc, 4), "top_features": single[:5]}
+    return {"auc": round(float(auc), 4), "top_features": single[:5]}
 
 
 def _blood_residual_var(slices, vendor: str) -> float:

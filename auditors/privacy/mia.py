@@ -239,19 +239,25 @@ class MembershipInference(Auditor):
         fpr = ctx.option("mia_low_fpr")
         delta = model_delta(ctx.model_card)
         eps = epsilon_summary(top, fpr, delta)
-        if low_fpr_supported(queries.n_holdout, fpr):
-            label, tpr, lower, upper = worst_case(tpr_parts(kept, fpr), "<=")
-            op = eps["operating_point"]
-            result.checks.append(self.check(
-                ctx, "privacy.mia_tpr_at_low_fpr", tpr, lower, upper, 1 - ALPHA,
-                details=f"{label}: TPR {tpr:.3f} at FPR {op['fp'] / op['nonmembers']:.3f} (target {fpr:g}; "
-                        f"guessing gives the FPR); empirical epsilon >= {eps['epsilon_lower_bound']:.3f} at delta "
-                        f"{delta:g} (the most this cohort can show: {eps['largest_showable_epsilon']:.3f})",
-                decide=f"a holdout of {int(np.ceil(5 / fpr))}+ patients supports this FPR; more training patients "
-                       "narrow the TPR interval", plan=plan["privacy.mia_tpr_at_low_fpr"]))
-        else:
-            notes.append(f"privacy.mia_tpr_at_low_fpr not estimable and not gated: an FPR of {fpr:g} needs at "
-                         f"least {int(np.ceil(5 / fpr - 1e-9))} holdout patients, this holdout has {queries.n_holdout}")
+        label, tpr, lower, upper = worst_case(tpr_parts(kept, fpr), "<=")
+        op = eps["operating_point"]
+        need = int(np.ceil(5 / fpr - 1e-9))
+        supported = low_fpr_supported(queries.n_holdout, fpr)
+        if not supported:
+            # Fail closed: a check the cohort cannot estimate is never dropped from the gate. With so few non-members
+            # the threshold's true FPR is unknown (one non-member: uniform on [0, 1]), so the TPR bounds neither
+            # show safety nor a leak at this FPR: [0, 1], inconclusive (the AUC check can still show a leak).
+            lower, upper = 0.0, 1.0
+            notes.append(f"privacy.mia_tpr_at_low_fpr cannot be decided on this cohort: an FPR of {fpr:g} needs at "
+                         f"least {need} holdout patients, this holdout has {queries.n_holdout} (inconclusive)")
+        result.checks.append(self.check(
+            ctx, "privacy.mia_tpr_at_low_fpr", tpr, lower, upper, 1 - ALPHA,
+            details=f"{label}: TPR {tpr:.3f} at FPR {op['fp'] / op['nonmembers']:.3f} (target {fpr:g}; "
+                    f"guessing gives the FPR); empirical epsilon >= {eps['epsilon_lower_bound']:.3f} at delta "
+                    f"{delta:g} (the most this cohort can show: {eps['largest_showable_epsilon']:.3f})"
+                    + ("" if supported else f"; {queries.n_holdout} holdout patients cannot observe this FPR"),
+            decide=f"a holdout of {need}+ patients supports this FPR; more training patients "
+                   "narrow the TPR interval", plan=plan["privacy.mia_tpr_at_low_fpr"]))
         dp = dp_consistency_check(ctx.model_card, eps, top.label)
         if dp is not None:
             result.checks.append(dp)

@@ -93,8 +93,8 @@ def plan_tpr(n_train: int, n_holdout: int, threshold: float, fpr: float, keep: i
              ) -> dict:
     if min(n_train, n_holdout) < 2 or not low_fpr_supported(n_holdout, fpr):
         need = math.ceil(5.0 / fpr - 1e-9)
-        return {"honest_pass_probability": None, "smallest_detectable": None, "detectable_unit": "TPR",
-                "note": f"not estimable: {fpr:g} FPR needs at least {need} holdout patients (not gated)"}
+        return {"honest_pass_probability": 0.0, "smallest_detectable": None, "detectable_unit": "TPR",
+                "note": f"not estimable: {fpr:g} FPR needs at least {need} holdout patients (cannot pass)"}
     honest = _tpr_pass_probability(n_train, n_holdout, fpr, threshold, 0.0, alpha) ** keep
     low, high = 0.0, 8.0
     for _ in range(40):

@@ -31,9 +31,12 @@ def test_copies_fail_with_the_attack_chosen_on_other_patients(blobs, copies):
     candidates = result.metrics["candidate_auc_in_sample"]
     assert len(candidates) == 8 and {"gan_leaks/pixels (mean)", "gan_leaks/pixels (max)"} <= set(candidates)
     assert result.figures[0].public  # ROC curves show no patient
-    # 15 holdout patients cannot support a 5% FPR: reported, not gated, never a negative rate
-    assert "privacy.mia_tpr_at_low_fpr" not in _checks(result)
-    assert any("not estimable" in n for n in result.metrics["notes"])
+    # 15 holdout patients cannot observe a 5% FPR: the check stays in the gate, inconclusive (fail closed); the
+    # leak is shown by the AUC check, and the rate is a rate
+    tpr = _checks(result)["privacy.mia_tpr_at_low_fpr"]
+    assert (tpr.lower, tpr.upper) == (0.0, 1.0) and 0.0 <= tpr.estimate <= 1.0 and tpr.verdict is Verdict.INCONCLUSIVE
+    assert "100+" in tpr.decide and tpr.plan["honest_pass_probability"] == 0.0
+    assert any("cannot be decided on this cohort" in n for n in result.metrics["notes"])
 
 
 def test_new_patients_on_a_small_cohort_are_inconclusive_and_say_what_would_decide(blobs):
@@ -74,7 +77,9 @@ def test_a_three_patient_holdout_is_inconclusive(blobs, copies):
     train, holdout = blobs(20, seed=1, prefix="t"), blobs(3, seed=2, prefix="h")
     for synthetic in (blobs(20, seed=4, prefix="n"), copies(train, seed=3)):
         result = MembershipInference().run(_ctx(train, holdout, synthetic))
-        assert [c.verdict for c in result.checks] == [Verdict.INCONCLUSIVE]
+        # both checks stay in the gate (the low-FPR one cannot be observed on 3 patients) and neither decides
+        assert {c.name: c.verdict for c in result.checks} == {"privacy.mia_auc": Verdict.INCONCLUSIVE,
+                                                              "privacy.mia_tpr_at_low_fpr": Verdict.INCONCLUSIVE}
 
 
 class _Oracle(Generator):

@@ -42,7 +42,10 @@ def test_a_three_patient_holdout_blocks_with_exit_1_and_inconclusive_attacks(thr
     result, doc = three
     assert result.exit_code == 1, result.output
     mia = {c["name"]: c for c in doc["checks"] if c["name"].startswith("privacy.mia")}
-    assert set(mia) == {"privacy.mia_auc"}  # a 5% FPR is not estimable on 3 patients: not gated
+    # a 5% FPR cannot be observed on 3 holdout patients: that check stays in the gate, inconclusive
+    assert set(mia) == {"privacy.mia_auc", "privacy.mia_tpr_at_low_fpr"}
+    assert mia["privacy.mia_tpr_at_low_fpr"]["verdict"] == "inconclusive"
+    assert mia["privacy.mia_tpr_at_low_fpr"]["upper"] == 1.0
     assert mia["privacy.mia_auc"]["verdict"] == "inconclusive" and "would decide" in mia["privacy.mia_auc"]["decide"]
     assert set(mia["privacy.mia_auc"]["plan"]) >= {"honest_pass_probability", "smallest_detectable"}
     assert doc["verdict"] != "pass"

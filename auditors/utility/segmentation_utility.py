@@ -41,9 +41,11 @@ TRTR, TSTR, MIXED = "TRTR (real train)", "TSTR (synthetic only)", "real + synthe
 
 
 def low_data_subjects(train: SliceSet, fraction: float, seed: int) -> list[str]:
-    """A vendor-stratified `fraction` of the train patients (at least one)."""
+    """A vendor-stratified `fraction` of the train patients (at least one), every vendor rounded on its own so that
+    each is represented (12 patients of 3 vendors at 20%: one per vendor, not 2 patients of 2 vendors)."""
     try:
-        return split_subjects(train.subject_vendor(), {"low": fraction, "rest": 1 - fraction}, seed)["low"]
+        return split_subjects(train.subject_vendor(), {"low": fraction, "rest": 1 - fraction}, seed,
+                              exact_totals=False)["low"]
     except CmriError:  # too few patients per vendor for a stratified cut: draw across vendors
         subjects = train.subjects
         rng = np.random.default_rng(seed)

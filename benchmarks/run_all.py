@@ -23,6 +23,8 @@ thread pools are its own):
               patients, 32 px) over seeds: every paired gain with its interval, paired SDs, verdicts, cost
   realism     bench_generator_realism.py: the audit's discriminator AUC of the default generator's cohort after 2 / 4
               / 8 / 16 epochs on the demo's cohort (with and without a noise top-up), beside real test patients
+  flow_variants  bench_flow_variants.py: the same discriminator AUC for settings that might buy realism in the
+              demo's 2 epochs (learning rate, batch, EMA horizon, a data-dependent "informed prior" source)
   unet        bench_unet.py: the low-data and leave-one-vendor-out experiments with MONAI's standard U-Net at 64 px
               (needs the optional monai)
 `--quick` shrinks every size (a smoke run of a few minutes on 2 cores); the full run takes about an hour there.
@@ -44,7 +46,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 STEPS = ("neighbours", "dp", "generators", "demo", "sampling", "threads", "segmenters", "utility", "unet", "nn_scale",
-         "realism")
+         "realism", "flow_variants")
 CLI = "from cmri_release.cli import main; main()"  # `cmri-release` with this interpreter
 
 # A reduced release for --quick: fewer patients, a 30 s training budget, one utility epoch.
@@ -112,6 +114,8 @@ def step_commands(step: str, quick: bool, work: Path) -> tuple[list[list[str]], 
         return [[py, str(HERE / "bench_unet.py"), str(out)] + (["--quick"] if quick else [])], out
     if step == "realism":
         return [[py, str(HERE / "bench_generator_realism.py"), str(out)] + (["--quick"] if quick else [])], out
+    if step == "flow_variants":
+        return [[py, str(HERE / "bench_flow_variants.py"), str(out)] + (["--quick"] if quick else [])], out
     if step == "nn_scale":
         size = (["--index", "100000", "--queries", "10000,100000", "--nlist", "512", "--exact-queries", "2000"]
                 if quick else [])
@@ -314,6 +318,12 @@ def table(results: dict) -> str:
             extra = (f"  train {t['train_s']:.0f} s  with noise top-up {t['auc_with_noise_top_up']:.3f}"
                      if "epochs" in t else "")
             lines.append(f"{t['case']:32s} AUC {t['auc']:.3f}{extra}")
+        lines.append("")
+    if "flow_variants" in steps and "result" in steps["flow_variants"]:
+        row = steps["flow_variants"]
+        lines.append(f"## Discriminator AUC of flow variants at equal epochs ({_load(row)})")
+        for t in row["result"]["rows"]:
+            lines.append(f"{t['variant']:44s} AUC {t['auc']:.3f}  train {t['train_s']:.0f} s")
         lines.append("")
     for name, row in steps.items():
         if "error" in row:

@@ -37,7 +37,7 @@ class ReleaseOutcome:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     release_dir: Path | None = None
     audit_dir: Path | None = None
-    message: str = ""  # the error, or why the gate blocked
+    message: str = ""  # the error, or why the gate blocked (one reason per line)
     failed_stage: str | None = None
 
     @property
@@ -227,7 +227,7 @@ def _gate(report, spec: ReleaseSpec) -> tuple[bool, str]:
     problems += blocking_reasons(checks)
     if getattr(report, "verdict", "fail") != "pass" and not problems:
         problems.append(f"audit verdict {report.verdict!r}")
-    return not problems, "; ".join(problems)
+    return not problems, "\n".join(problems)  # one reason per line: a reason may itself hold "; "
 
 
 def run_release(spec: ReleaseSpec, quiet: bool = True, on_stage=None) -> ReleaseOutcome:

@@ -245,10 +245,15 @@ def test_blocked_summary_lists_each_failure_with_its_interval():
                "op": ">=", "verdict": "pass", "passed": True}]
     outcome = ReleaseOutcome(status="blocked", checks=checks, stage_seconds={"data": 1.0, "audit": 2.5},
                              audit_dir=Path("x.audit"),
-                             message="privacy.mia_auc fail: lower bound 0.66 is outside <= 0.6; other reason")
+                             message="privacy.mia_auc fail: lower bound 0.66 is outside <= 0.6\n"
+                                     "fidelity.fd_ratio_segmenter inconclusive: the cohort cannot tell; would likely "
+                                     "fail with about 543 patients (now 100; the interval narrows)")
     text = format_outcome(outcome)
     assert "[0.66, 0.76]" in text and "FAIL" in text and "pass" in text
     assert "total               3.5" in text
     assert "BLOCKED: nothing exported (audit: x.audit)" in text
-    assert "  - privacy.mia_auc fail: lower bound 0.66 is outside <= 0.6" in text and "  - other reason" in text
+    assert "  - privacy.mia_auc fail: lower bound 0.66 is outside <= 0.6" in text
+    # a reason that holds "; " stays one line (it was cut at "(now 100")
+    assert "  - fidelity.fd_ratio_segmenter inconclusive: the cohort cannot tell; would likely fail with about 543 " \
+           "patients (now 100; the interval narrows)" in text
     assert outcome.exit_code == 1 and len(text.splitlines()) < 40

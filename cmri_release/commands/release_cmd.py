@@ -35,7 +35,7 @@ def format_outcome(outcome) -> str:
         lines.append(f"RELEASED: {outcome.release_dir}{audit}")
     elif outcome.status == BLOCKED:
         lines.append(f"BLOCKED: nothing exported{audit}")
-        lines += [f"  - {reason}" for reason in outcome.message.split("; ")]
+        lines += [f"  - {reason}" for reason in outcome.message.splitlines()]
     else:
         stage = f" in stage '{outcome.failed_stage}'" if outcome.failed_stage else ""
         lines.append(f"ERROR{stage}: nothing exported{audit}")

@@ -1,10 +1,13 @@
-"""The whole privacy group on honest phantom cohorts, seed after seed: does a fresh cohort PASS?
+"""A whole audit group (privacy by default, or fidelity) on honest phantom cohorts, seed after seed: does a fresh
+cohort PASS?
 
 100 train / 100 holdout patients (one phantom seed, split by alternate patients) and 100 fresh patients of another
 seed as the "synthetic" cohort (a perfect generator that never saw train), 32 px, default options and thresholds,
-no generator (black-box attacks only). Issue 14 asks that such a cohort passes in at least 19 of 20 seeds.
+no generator (black-box attacks only). Issues 14 (privacy) and 15 (fidelity) ask that such a cohort passes in at
+least 19 of 20 seeds.
 
-    python benchmarks/privacy_group_seeds.py FIRST_SEED END_SEED [--copies K]   (one JSON line per seed)
+    python benchmarks/privacy_group_seeds.py FIRST_SEED END_SEED [--copies K] [--group fidelity]
+    (one JSON line per seed)
 
 With --copies K, K of the 100 synthetic patients are replaced by exact copies of training patients (must fail).
 """
@@ -45,12 +48,13 @@ def main() -> None:
     ap.add_argument("first", type=int)
     ap.add_argument("end", type=int)
     ap.add_argument("--copies", type=int, default=0)
+    ap.add_argument("--group", choices=("privacy", "fidelity"), default="privacy")
     args = ap.parse_args()
     for seed in range(args.first, args.end):
         train, hold, syn = cohorts(seed, args.copies)
         t = time.time()
-        report = run_audit(train, hold, syn, groups=["privacy"], seed=seed, quiet=True)
-        print(json.dumps({"seed": seed, "copies": args.copies, "verdict": str(getattr(report.verdict, "value", report.verdict)),
+        report = run_audit(train, hold, syn, groups=[args.group], seed=seed, quiet=True)
+        print(json.dumps({"seed": seed, "group": args.group, "copies": args.copies, "verdict": str(getattr(report.verdict, "value", report.verdict)),
                           "wall_s": round(time.time() - t, 1),
                           "checks": {c.name: [str(getattr(c.verdict, "value", c.verdict)), c.estimate, c.lower, c.upper] for c in report.checks}},
                          default=lambda v: None if v is None else round(float(v), 4)), flush=True)

@@ -85,6 +85,12 @@ class _Data:
 
 def _preflight(spec: ReleaseSpec) -> None:
     """Refuse before an hour of work what would be refused at the end; clear what a killed run left."""
+    device = spec.generator.device
+    if device.startswith("cuda"):  # before the phantom or the cohort is read, not after
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CmriError(f"{spec.source}: [generator] device: {device!r}, but no CUDA device is available here")
     out = spec.export.out
     sweep_partials(out)
     sweep_partials(spec.export.audit_path)
@@ -172,13 +178,9 @@ def _privacy(spec: ReleaseSpec):
 
 
 def _train(spec: ReleaseSpec, data: _Data, config: PreprocessConfig, quiet: bool):
-    import torch
-
     from generators import create_generator
 
     g = spec.generator
-    if g.device.startswith("cuda") and not torch.cuda.is_available():
-        raise CmriError(f"{spec.source}: [generator] device: {g.device!r}, but no CUDA device is available here")
     gen = create_generator(g.name, network="large" if g.device.startswith("cuda") else "compact")
     gen.preprocess = config.to_dict()
     minutes = g.minutes

@@ -32,3 +32,16 @@ def test_synthesize_on_cuda_without_one_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(main, ["synthesize", str(tmp_path / "model"), "--out", str(tmp_path / "o"),
                                        "--subjects", "1", "--device", "cuda"])
     assert result.exit_code == 2 and "no CUDA device" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_release_on_cuda_without_one_stops_before_reading_data(tmp_path):
+    spec = tmp_path / "s.toml"
+    assert CliRunner().invoke(main, ["demo", "--write-spec", str(spec)]).exit_code == 0
+    text = spec.read_text().replace('device = "cpu"', 'device = "cuda"')
+    assert 'device = "cuda"' in text
+    spec.write_text(text)
+    result = CliRunner().invoke(main, ["release", str(spec), "--quiet"])
+    assert result.exit_code == 2 and "no CUDA device is available here" in result.output
+    assert "stage 'data'" not in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "demo-out").exists()

@@ -85,6 +85,15 @@ def compare_in_space(ctx, space: str, bootstrap: int) -> dict:
     # one-sided 95% each, what the check gates on; bias-aware: the bootstrap of an FD ratio runs low
     out["fd"]["ratio_bounds"] = list(bias_aware_bounds(out["fd"]["ratio"], ratio_reps))
     out["fd"]["ratio_se"] = float(np.nanstd(ratio_reps)) if bootstrap else float("nan")
+    # Reported, not gated: the excess over the real baseline on a fixed scale (train's total feature variance).
+    # Unlike the ratio, whose denominator shrinks with the cohort together with its noise, an honest excess and its
+    # spread both go to 0 as the cohort grows while a fault's excess stays.
+    scale = float(np.trace(ref.cov))
+    excess_reps = [(s - b) / scale for s, b in reps["fd"]] if scale > 0 else []
+    out["fd"]["train_total_variance"] = scale
+    out["fd"]["excess"] = (point["fd"][0] - point["fd"][1]) / scale if scale > 0 else float("nan")
+    out["fd"]["excess_bounds"] = (list(bias_aware_bounds(out["fd"]["excess"], excess_reps)) if excess_reps
+                                  else [float("nan"), float("nan")])
     # KID is unbiased: between two real samples it is about 0 and may be negative, so its ratio
     # is unstable; the excess over the baseline is the readable figure (ratio given when defined).
     kid_s, kid_b = point["kid"]

@@ -92,6 +92,9 @@ def test_metrics_and_figures(audits):
     fd = results["feature_distance"].metrics["spaces"]["segmenter"]["fd"]
     lo, hi = fd["ratio_ci95"]
     assert lo <= hi and fd["holdout_vs_train"] > 0
+    # the reported excess is (FD synthetic - FD holdout) over train's total feature variance, bounds around it
+    assert fd["excess"] == pytest.approx((fd["synthetic_vs_train"] - fd["holdout_vs_train"]) / fd["train_total_variance"])
+    assert fd["train_total_variance"] > 0 and fd["excess_bounds"][0] <= fd["excess"] <= fd["excess_bounds"][1]
     figures = [f for r in results.values() for f in r.figures]
     names = {f.name for f in figures}
     assert {"fidelity_sample_grid", "fidelity_mask_dice", "fidelity_prdc", "fidelity_intensity_histograms",

@@ -59,8 +59,8 @@ def hidden(folder: Path) -> list[str]:
 # The tiny run's fidelity/utility thresholds relaxed to what a 2-epoch generator on 6 patients reaches (these tests
 # are about the gate's mechanics, the demo about quality).
 RELAXED = "\n".join(f'"{name}" = {value}' for name, value in {
-    "fidelity.mask_dice_ratio": 0.0, "fidelity.segmenter_real_dice": 0.0, "fidelity.fd_ratio_segmenter": 1e9,
-    "fidelity.fd_ratio_embedding": 1e9, "fidelity.intensity_w1_ratio": 1e9, "fidelity.precision_ratio": 0.0,
+    "fidelity.mask_dice_ratio": 0.0, "fidelity.segmenter_real_dice": 0.0, "fidelity.fd_excess_segmenter": 1e9,
+    "fidelity.fd_excess_embedding": 1e9, "fidelity.intensity_w1_ratio": 1e9, "fidelity.precision_ratio": 0.0,
     "fidelity.coverage_ratio": 0.0, "fidelity.diversity_ratio": 0.0, "utility.tstr_dice_ratio": 0.0,
     "utility.mixed_dice_gain": -1.0, "utility.low_data_dice_gain": -1.0, "utility.lovo_dice_gain": -1.0}.items())
 
@@ -246,7 +246,7 @@ def test_blocked_summary_lists_each_failure_with_its_interval():
     outcome = ReleaseOutcome(status="blocked", checks=checks, stage_seconds={"data": 1.0, "audit": 2.5},
                              audit_dir=Path("x.audit"),
                              message="privacy.mia_auc fail: lower bound 0.66 is outside <= 0.6\n"
-                                     "fidelity.fd_ratio_segmenter inconclusive: the cohort cannot tell; would likely "
+                                     "fidelity.fd_excess_segmenter inconclusive: the cohort cannot tell; would likely "
                                      "fail with about 543 patients (now 100; the interval narrows)")
     text = format_outcome(outcome)
     assert "[0.66, 0.76]" in text and "FAIL" in text and "pass" in text
@@ -254,6 +254,6 @@ def test_blocked_summary_lists_each_failure_with_its_interval():
     assert "BLOCKED: nothing exported (audit: x.audit)" in text
     assert "  - privacy.mia_auc fail: lower bound 0.66 is outside <= 0.6" in text
     # a reason that holds "; " stays one line (it was cut at "(now 100")
-    assert "  - fidelity.fd_ratio_segmenter inconclusive: the cohort cannot tell; would likely fail with about 543 " \
+    assert "  - fidelity.fd_excess_segmenter inconclusive: the cohort cannot tell; would likely fail with about 543 " \
            "patients (now 100; the interval narrows)" in text
     assert outcome.exit_code == 1 and len(text.splitlines()) < 40

@@ -45,16 +45,16 @@ def test_a_perfect_generator_fails_no_fidelity_check(audits):
             assert "patients" in c.decide
     assert {"fidelity.discriminator_auc", "fidelity.texture_ratio", "fidelity.spectrum_ratio",
             "fidelity.structure_texture_ratio"} <= set(checks)
-    assert {"fidelity.mask_dice_ratio", "fidelity.segmenter_real_dice", "fidelity.fd_ratio_segmenter",
-            "fidelity.fd_ratio_embedding", "fidelity.precision_ratio", "fidelity.coverage_ratio",
+    assert {"fidelity.mask_dice_ratio", "fidelity.segmenter_real_dice", "fidelity.fd_excess_segmenter",
+            "fidelity.fd_excess_embedding", "fidelity.precision_ratio", "fidelity.coverage_ratio",
             "fidelity.diversity_ratio", "fidelity.intensity_w1_ratio"} <= set(checks)
 
 
 @pytest.mark.parametrize("kind,must_fail", [
     ("shuffled_labels", {"fidelity.mask_dice_ratio", "fidelity.intensity_w1_ratio"}),
-    ("mode_collapse", {"fidelity.diversity_ratio", "fidelity.coverage_ratio", "fidelity.fd_ratio_segmenter",
-                       "fidelity.fd_ratio_embedding"}),
-    ("noise", {"fidelity.mask_dice_ratio", "fidelity.fd_ratio_segmenter", "fidelity.fd_ratio_embedding",
+    ("mode_collapse", {"fidelity.diversity_ratio", "fidelity.coverage_ratio", "fidelity.fd_excess_segmenter",
+                       "fidelity.fd_excess_embedding"}),
+    ("noise", {"fidelity.mask_dice_ratio", "fidelity.fd_excess_segmenter", "fidelity.fd_excess_embedding",
                "fidelity.precision_ratio", "fidelity.coverage_ratio", "fidelity.intensity_w1_ratio"}),
 ])
 def test_each_fault_fails_the_checks_that_guard_against_it(audits, kind, must_fail):
@@ -79,7 +79,7 @@ def test_image_only_metrics_are_blind_to_shuffled_masks(audits):
     """Shuffling masks leaves the images real: the image-only checks must agree with the good case."""
     good, _ = audits["good"]
     shuffled, _ = audits["shuffled_labels"]
-    for name in ("fidelity.fd_ratio_segmenter", "fidelity.precision_ratio", "fidelity.coverage_ratio",
+    for name in ("fidelity.fd_excess_segmenter", "fidelity.precision_ratio", "fidelity.coverage_ratio",
                  "fidelity.diversity_ratio"):
         assert shuffled[name].value == pytest.approx(good[name].value)
 

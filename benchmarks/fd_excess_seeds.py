@@ -3,7 +3,7 @@
 The cohorts and audit seeds of `privacy_group_seeds.py` (100 train / 100 holdout of one phantom seed, 100 fresh
 patients of another as the honest "synthetic" cohort, 32 px); only the `feature_distance` auditor runs. On the first
 seed the fresh cohort is also degraded (noise, blur, blotches, shuffled inside structures) and mode-collapsed
-(10 patients repeated 10 times). Measured for the switch of the gated statistic from the FD ratio to the FD excess
+(10 patients repeated 10 times, 50 twice), and on the first two seeds 20 patients repeated 5 times. Measured for the switch of the gated statistic from the FD ratio to the FD excess
 (docs/fidelity-utility-checks.md).
 
     python benchmarks/fd_excess_seeds.py FIRST_SEED END_SEED   (one JSON line per cohort)
@@ -14,14 +14,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import numpy as np
-from privacy_group_seeds import cohorts
-from auditors.base import AuditContext
-from auditors.fidelity.feature_distance import FeatureDistanceAuditor
-from auditors.fidelity.degradations import KINDS, degrade
-from cmri_release.core.sliceset import SliceSet
+import numpy as np  # noqa: E402
+from privacy_group_seeds import cohorts  # noqa: E402
+
+from auditors.base import AuditContext  # noqa: E402
+from auditors.fidelity.degradations import KINDS, degrade  # noqa: E402
+from auditors.fidelity.feature_distance import FeatureDistanceAuditor  # noqa: E402
+from cmri_release.core.sliceset import SliceSet  # noqa: E402
+
 
 def collapse(fresh, k=10):
+    """Mode collapse: the first k patients of `fresh`, each repeated 100 / k times under new ids."""
     parts = []
     base = fresh.for_subjects(fresh.subjects[:k])
     for r in range(100 // k):
@@ -30,7 +33,9 @@ def collapse(fresh, k=10):
                               has_label=base.has_label, spacing_mm=base.spacing_mm))
     return SliceSet.concat(parts)
 
+
 def run(train, hold, syn, seed, case):
+    """One JSON line: per learned space, the FD ratio and excess with their bounds."""
     ctx = AuditContext(train=train, holdout=hold, synthetic=syn, seed=seed, quiet=True)
     res = FeatureDistanceAuditor().run(ctx)
     row = {"case": case, "seed": seed}
@@ -39,11 +44,20 @@ def run(train, hold, syn, seed, case):
         row[space] = {"ratio": fd["ratio"], "ratio_bounds": fd["ratio_bounds"], "excess": fd["excess"], "excess_bounds": fd["excess_bounds"]}
     print(json.dumps(row, default=lambda v: round(float(v), 5)), flush=True)
 
-first, end = int(sys.argv[1]), int(sys.argv[2])
-for seed in range(first, end):
-    train, hold, fresh = cohorts(seed, 0)
-    run(train, hold, fresh, seed, "honest")
-    if seed == first:
-        for kind in KINDS:
-            run(train, hold, degrade(fresh, kind), seed, kind)
-        run(train, hold, collapse(fresh), seed, "collapse10x10")
+
+def main() -> None:
+    first, end = int(sys.argv[1]), int(sys.argv[2])
+    for seed in range(first, end):
+        train, hold, fresh = cohorts(seed, 0)
+        run(train, hold, fresh, seed, "honest")
+        if seed == first:
+            for kind in KINDS:
+                run(train, hold, degrade(fresh, kind), seed, kind)
+            for k in (10, 50):
+                run(train, hold, collapse(fresh, k), seed, f"collapse{k}x{100 // k}")
+        if seed - first < 2:  # the milder collapse on two draws: the threshold must block it as the ratio did
+            run(train, hold, collapse(fresh, 20), seed, "collapse20x5")
+
+
+if __name__ == "__main__":
+    main()

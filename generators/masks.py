@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from cmri_release.core.labels import LV, MYO, RV
+from cmri_release.core.splits import largest_remainder
 from cmri_release.core.sliceset import SliceSet
 
 N_SECTORS = 24
@@ -224,10 +225,7 @@ class MaskModel:
     def sample_groups(self, n: int, seed: int) -> list[int]:
         """Groups for n patients in the training mix: counts by largest remainder (so even 10 patients get the mix,
         not a lottery), in an order shuffled by the seed."""
-        exact = self.group_weights * n
-        counts = np.floor(exact).astype(int)
-        for k in np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]:
-            counts[k] += 1
+        counts = largest_remainder(n, self.group_weights)
         groups = np.repeat(np.arange(len(self.groups)), counts)
         return np.random.default_rng(np.random.SeedSequence([int(seed), 0])).permutation(groups).tolist()
 

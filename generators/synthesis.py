@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from cmri_release.core.cohort import PHASES
 from cmri_release.core.errors import CmriError
 from cmri_release.core.sliceset import SliceSet
+from cmri_release.core.splits import largest_remainder
 
 from .checkpoint import load_generator
 
@@ -30,10 +31,7 @@ def _allocate(weights: dict[str, float], n: int) -> list[str]:
     """n items split across names in proportion to `weights` (largest remainder), in name order."""
     names = sorted(weights)
     w = np.array([weights[k] for k in names], dtype=np.float64)
-    exact = w / w.sum() * n
-    counts = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]:
-        counts[i] += 1
+    counts = largest_remainder(n, w / w.sum())
     return [name for name, c in zip(names, counts) for _ in range(c)]
 
 

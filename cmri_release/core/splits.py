@@ -12,9 +12,11 @@ import numpy as np
 from .errors import CmriError
 
 
-def _largest_remainder(total: int, shares) -> np.ndarray:
+def largest_remainder(total: int, shares) -> np.ndarray:
+    """Integer counts summing to `total` in proportion to `shares` (which sum to 1): each the floor of its exact
+    share, the units left over going to the largest fractional parts (ties: the first)."""
     exact = np.asarray(shares, dtype=np.float64) * total
-    counts = np.floor(exact + 1e-9).astype(int)
+    counts = np.floor(exact).astype(int)
     for i in np.argsort(-(exact - counts), kind="stable")[: total - counts.sum()]:
         counts[i] += 1
     return counts
@@ -30,7 +32,7 @@ def _controlled_counts(vendor_sizes: list[int], shares: list[float]) -> np.ndarr
     exact = sizes[:, None] * np.asarray(shares, dtype=np.float64)[None, :]
     counts = np.floor(exact + 1e-9).astype(int)
     row_left = sizes - counts.sum(axis=1)
-    col_left = _largest_remainder(int(sizes.sum()), shares) - counts.sum(axis=0)
+    col_left = largest_remainder(int(sizes.sum()), shares) - counts.sum(axis=0)
     frac = (exact - counts).ravel()
     for cell in np.argsort(-frac, kind="stable"):
         v, k = divmod(int(cell), len(shares))
@@ -65,7 +67,7 @@ def split_subjects(subject_vendor: dict[str, str], fractions: dict[str, float], 
     vendors = sorted(by_vendor)
     sizes, shares = [len(by_vendor[v]) for v in vendors], [fractions[n] for n in names]
     counts = (_controlled_counts(sizes, shares) if exact_totals else
-              np.stack([_largest_remainder(size, shares) for size in sizes]))
+              np.stack([largest_remainder(size, shares) for size in sizes]))
     out = {name: [] for name in names}
     rng = np.random.default_rng(seed)
     for vendor, row in zip(vendors, counts):

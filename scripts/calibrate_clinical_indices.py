@@ -1,7 +1,7 @@
 """Calibrate `fidelity.clinical_index_distance`: honest, degraded and shifted cohorts at the demo's size.
 
     python scripts/calibrate_clinical_indices.py OUT.json --seeds 301 302 303 305 306 307 308 309 [--draws 100]
-        [--pool POOL.json]  # reuse (or write) the pool's indices: building 800 patients takes ~2 min of CPU
+        [--pool POOL.json] [--per-cohort 100] [--synthetic 300]  # reuse (or write) the pool's indices: building 800 patients takes ~2 min of CPU
 
 Builds a pool of phantom patients (100 per seed, 32 px as in the demo), then for each draw takes n holdout and
 n "synthetic" patients, disjoint (the honest stand-in: fresh real patients), and judges with the auditor's rule
@@ -70,6 +70,8 @@ def main():
     parser.add_argument("--pool-per-seed", type=int, default=100)
     parser.add_argument("--pool", help="JSON of the pool's indices: read if it exists, else written")
     parser.add_argument("--per-cohort", type=int, default=100, help="patients per holdout / synthetic draw")
+    parser.add_argument("--synthetic", type=int, default=None,
+                        help="synthetic patients per draw when not --per-cohort (synthetic patients are free)")
     parser.add_argument("--threshold", type=float, default=1.1)
     parser.add_argument("--shifts", type=float, nargs="*", default=[0.6, 1.1])
     args = parser.parse_args()
@@ -96,12 +98,13 @@ def main():
         print(f"  {key:10s} noisiest group {noisiest[j]} variance x{ratio[noisiest[j]][j]:.2f} pooled; "
               f"shrunk population distance {shrunk_delta[j]:.3f}")
     n = args.per_cohort
+    n_syn = args.synthetic or n
     cases = ["honest", "shrunk", "shuffled"] + [f"uniform {s}" for s in args.shifts] + \
             [f"one-group {s}" for s in args.shifts]
     out = {c: {"verdicts": [], "bounds": [], "truth": []} for c in cases}
     for draw in range(args.draws):
         rng = np.random.default_rng(1000 + draw)
-        pick = rng.permutation(len(ids))[:2 * n]
+        pick = rng.permutation(len(ids))[:n + n_syn]
         h, s = pick[:n], pick[n:]
         b, gb = x[h], g_all[h]
         for case in cases:
@@ -125,7 +128,7 @@ def main():
             out[case]["verdicts"].append(verdict)
             out[case]["bounds"].append(bounds.tolist())
             out[case]["truth"].append(truth.tolist())
-    print(f"{args.draws} draws of {n} synthetic vs {n} holdout, threshold {args.threshold}")
+    print(f"{args.draws} draws of {n_syn} synthetic vs {n} holdout, threshold {args.threshold}")
     for case in cases:
         v = out[case]["verdicts"]
         bounds, truth = np.array(out[case]["bounds"]), np.array(out[case]["truth"])
@@ -140,8 +143,8 @@ def main():
                     f" lower coverage min {cover_lo.min():.3f}"
         print(line)
         out[case]["summary"] = line
-    plan = ClinicalIndicesAuditor._plan_figures(n, n, len(groups), args.threshold)
-    print(f"plan at {n}/{n}: {plan}")
+    plan = ClinicalIndicesAuditor._plan_figures(n_syn, n, len(groups), args.threshold)
+    print(f"plan at {n_syn}/{n}: {plan}")
     out["plan"] = plan
     with open(args.out, "w") as fh:
         json.dump(out, fh)

@@ -46,3 +46,21 @@ def test_plan_refuses_bad_input(tmp_path):
     typo = _plan("--train", "10", "--holdout", "10", "--synthetic", "10", "--thresholds", str(path))
     assert typo.exit_code == 2 and "did you mean 'privacy.mia_auc'" in typo.output
     assert "Traceback" not in typo.output
+
+
+def test_plan_prints_the_gate_figure_and_a_recommendation_as_text_and_json():
+    import json
+
+    text = _plan("--train", "100", "--holdout", "100", "--synthetic", "100", "--test", "50", "--recommend")
+    assert text.exit_code == 0, text.output
+    gate = next(line for line in text.output.splitlines() if line.startswith("gate:"))
+    assert "%" in gate and "not planned" in text.output
+    assert "recommended for 95%" in text.output
+    raw = _plan("--train", "100", "--holdout", "100", "--synthetic", "100", "--test", "50", "--recommend", "--json")
+    assert raw.exit_code == 0, raw.output
+    data = json.loads(raw.output)
+    assert f"{100 * data['gate']['pass_probability']:.1f}%" in gate
+    rec = data["recommendation"]
+    assert rec["gate"]["pass_probability"] >= 0.95 and rec["sizes"]["synthetic"] >= rec["sizes"]["holdout"]
+    assert {c["check"] for c in data["checks"]} >= {"privacy.mia_auc", "fidelity.discriminator_auc"}
+    assert _plan("--train", "10", "--holdout", "10", "--synthetic", "10", "--target", "1.5").exit_code == 2

@@ -109,3 +109,25 @@ def test_bias_aware_bounds_contain_the_estimate_and_never_narrow_the_percentile_
     assert hi == pytest.approx(2 * 6.0 - plo)  # the basic bound decides the side that a pass depends on
     unbiased = rng.normal(6.0, 0.5, 2000)
     assert bias_aware_bounds(6.0, unbiased) == pytest.approx(bounds(unbiased), abs=0.1)
+
+
+def test_planned_figures_match_the_honest_draws_they_were_measured_on():
+    """The plan's honest pass chance at 100/100 agrees with the recorded honest draws, threshold by threshold."""
+    import json
+    from pathlib import Path
+
+    from auditors.fidelity.resampling import planned
+
+    root = Path(__file__).resolve().parents[3] / "benchmarks"
+    draws = [json.loads(line) for line in (root / "fd_excess_seeds_0_20.jsonl").read_text().splitlines()]
+    for space in ("segmenter", "embedding"):
+        uppers = np.array([d[space]["excess_bounds"][1] for d in draws if d["case"] == "honest"])
+        for threshold in (0.02, 0.025, 0.03):
+            p = planned(f"fidelity.fd_excess_{space}", 100, 100, 0.0, threshold, "<=")["honest_pass_probability"]
+            observed = float((uppers <= threshold).mean())
+            # 20 draws: a binomial standard error of at most 0.11; three of them is a generous band
+            assert abs(p - observed) <= 3 * max(np.sqrt(p * (1 - p) / len(uppers)), 0.05), (space, threshold, p, observed)
+    small = planned("fidelity.fd_excess_segmenter", 30, 30, 0.0, 0.03, "<=")
+    large = planned("fidelity.fd_excess_segmenter", 300, 300, 0.0, 0.03, "<=")
+    assert small["honest_pass_probability"] < large["honest_pass_probability"]
+    assert small["smallest_detectable"] > large["smallest_detectable"] > 0.03

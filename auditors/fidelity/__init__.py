@@ -1,3 +1,3 @@
 """Fidelity auditors: clinical indices, mask consistency, FD/KID, PRDC, diversity, intensity, texture, discriminator."""
 from . import (clinical_indices, diversity, feature_distance, intensity, mask_consistency, prdc_auditor,  # noqa: F401
-               texture, discriminator)  # registration
+               texture, discriminator, vendor_mix)  # registration

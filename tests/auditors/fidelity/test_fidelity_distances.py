@@ -101,3 +101,56 @@ def test_weighted_replicates_equal_fd_and_kid_of_the_drawn_samples():
     blocked = distances.weighted_kid(x, weights, ref.kid_sample, block=7)  # blocks that do not divide the rows
     assert blocked == pytest.approx(kid, rel=1e-12)
     assert len(ref.replicates(x, distances.multiplicities([], len(x)))[0]) == 0
+
+
+def test_synthetic_parts_are_disjoint_whole_subject_samples():
+    from auditors.fidelity.feature_distance import MAX_SYNTHETIC_PARTS, part_count, synthetic_parts
+
+    groups = [np.arange(3 * k, 3 * k + 3) for k in range(10)]  # 10 subjects of 3 slices
+    parts = synthetic_parts(groups, 6, np.arange(10), 3)
+    assert parts == [[0, 1], [2, 3], [4, 5]]  # whole subjects, disjoint, at least 6 slices each
+    assert synthetic_parts(groups, 7, np.arange(10)[::-1], 5) == [[9, 8, 7], [6, 5, 4], [3, 2, 1]]
+    assert part_count(groups, 6) == min(MAX_SYNTHETIC_PARTS, 5) and part_count(groups, 30) == 1
+    assert part_count(groups, 40) == 1  # smaller than the holdout: one part, as before
+
+
+def _gaussian_audit(monkeypatch, n_syn: int, seed: int, shift: float = 0.0):
+    """compare_in_space on Gaussian 'features' (16 slices per patient, 8 dimensions), no network."""
+    from auditors.base import AuditContext
+    from auditors.fidelity import feature_distance
+    from cmri_release.core.sliceset import SliceSet
+
+    rng = np.random.default_rng(seed)
+    per = 16
+
+    def cohort(prefix, n):
+        ids = np.repeat([f"{prefix}{i}" for i in range(n)], per)
+        k = len(ids)
+        return SliceSet(images=np.zeros((k, 4, 4)), labels=np.zeros((k, 4, 4), np.uint8), subject_ids=ids,
+                        vendors=["A"] * k, phases=["ED"] * k, slice_pos=np.zeros(k), slice_index=np.zeros(k),
+                        has_label=np.ones(k, bool), spacing_mm=1.0)
+
+    def features(n, offset=0.0):  # a patient effect plus slice noise
+        return (np.repeat(rng.normal(size=(n, 8)), per, axis=0) + rng.normal(size=(n * per, 8)) + offset)
+
+    feats = {"train": features(60), "holdout": features(40), "synthetic": features(n_syn, shift)}
+    monkeypatch.setattr(feature_distance, "standardised", lambda ctx, space: feats)
+    ctx = AuditContext(train=cohort("t", 60), holdout=cohort("h", 40), synthetic=cohort("s", n_syn), seed=seed,
+                       quiet=True)
+    return feature_distance.compare_in_space(ctx, "segmenter", 100)["fd"]
+
+
+def test_a_larger_synthetic_set_narrows_the_fd_excess_and_keeps_its_bias_matched(monkeypatch):
+    widths, estimates = {40: [], 160: []}, {40: [], 160: []}
+    for seed in range(8):
+        for n_syn in (40, 160):
+            fd = _gaussian_audit(monkeypatch, n_syn, seed)
+            lo, hi = fd["excess_bounds"]
+            assert lo <= fd["excess"] <= hi
+            widths[n_syn].append(hi - lo)
+            estimates[n_syn].append(fd["excess"])
+    assert np.mean(widths[160]) < 0.95 * np.mean(widths[40])  # 4 parts average out the synthetic side's noise
+    # FD at a matched slice count: the honest excess stays centred (using all 160 patients at once would not)
+    assert abs(np.mean(estimates[160])) < 0.5 * np.std(estimates[40])
+    shifted = _gaussian_audit(monkeypatch, 160, 0, shift=0.5)
+    assert shifted["excess_bounds"][0] > 0  # a real difference is still shown

@@ -158,6 +158,9 @@ def decide_text(estimate: float, lower: float, upper: float, threshold: float, o
         return f"the estimate sits on the threshold {threshold:g}: no cohort size decides it"
     need = math.ceil(patients * (half / gap) ** 2)
     side = "pass" if (estimate <= threshold if op == "<=" else estimate >= threshold) else "fail"
+    if need > 100 * patients:  # the estimate sits on the threshold for any cohort one could gather
+        return (f"the estimate is {gap:.3g} from the threshold {threshold:g}: it would take over {100 * patients} "
+                f"synthetic and holdout patients to decide (now {patients})")
     return (f"would likely {side} with about {need} synthetic and {need} holdout patients "
             f"(now {patients}; the interval narrows as 1/sqrt(patients))")
 

@@ -82,6 +82,8 @@ def test_planning_and_decide():
     text = decide_text(1.3, 1.0, 1.9, 1.6, "<=", 20)
     assert "pass" in text and "patients" in text
     assert "fail" in decide_text(2.0, 1.5, 2.6, 1.6, "<=", 20)
+    on_it = decide_text(0.0307, 0.0066, 0.0549, 0.03, "<=", 100)  # measured: 109062 patients a side
+    assert "over 10000" in on_it and "0.0007" in on_it
 
 
 def test_auditor_plan_scales_with_the_cohort():

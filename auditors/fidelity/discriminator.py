@@ -115,7 +115,7 @@ class DiscriminatorAuditor(Auditor):
     }
 
     def plan(self, sizes, thresholds, seed: int = 0) -> dict:
-        """Planning from the law of the bound measured on the phantom (resampling.UPPER_AT_100), scaled to the sizes."""
+        """Planning from the law of the bound measured on the phantom (resampling.BOUND_AT_100), scaled to the sizes."""
         return {name: planned(name, sizes.synthetic, sizes.holdout, 0.5, float(thresholds.get(name, default)), op)
                 for name, (default, op, _) in self.default_thresholds.items()}
 

@@ -13,7 +13,8 @@ from scipy.spatial.distance import pdist, squareform
 
 from auditors.base import AuditContext, AuditResult, Auditor, register_auditor
 
-from .resampling import bootstrap_weights, bounds, decide_text, patient_index, planning, relative_se
+from .resampling import (bootstrap_weights, bounds, decide_text, matched_plan, patient_index, planning,
+                         relative_se)
 from .spaces import available_spaces, matched_indices, standardised
 
 CHECKED_SPACE = "segmenter"
@@ -90,6 +91,10 @@ class DiversityAuditor(Auditor):
         "fidelity.diversity_ratio": (0.5, ">=", "mean pairwise distance between synthetic slices over the same "
                                                 "between real holdout slices (segmenter features): mode collapse"),
     }
+
+    def plan(self, sizes, thresholds, seed: int = 0) -> dict:
+        """From the law of the bound measured on the phantom (resampling.BOUND_AT_100), at the matched size."""
+        return matched_plan(self.default_thresholds, sizes, thresholds)
 
     def run(self, ctx: AuditContext) -> AuditResult:
         idx = matched_indices(ctx)

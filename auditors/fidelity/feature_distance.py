@@ -174,7 +174,7 @@ class FeatureDistanceAuditor(Auditor):
     }
 
     def plan(self, sizes, thresholds, seed: int = 0) -> dict:
-        """Planning from the law of the bound measured on the phantom (resampling.UPPER_AT_100), scaled to the sizes:
+        """Planning from the law of the bound measured on the phantom (resampling.BOUND_AT_100), scaled to the sizes:
         an honest excess is 0."""
         used = min(sizes.synthetic, MAX_SYNTHETIC_PARTS * sizes.holdout)  # synthetic patients beyond the parts idle
         return {name: planned(name, used, sizes.holdout, 0.0, float(thresholds.get(name, default)), op)

@@ -17,7 +17,7 @@ from auditors.segmentation.train import real_train_segmenter
 from cmri_release.core.sliceset import SliceSet
 
 from . import plots
-from .resampling import decide_text, planning, slice_mean, slice_mean_ratio
+from .resampling import decide_text, matched_plan, planning, slice_mean, slice_mean_ratio
 
 
 def _volume_ids(slices: SliceSet) -> np.ndarray:
@@ -86,6 +86,10 @@ class MaskConsistencyAuditor(Auditor):
         "fidelity.segmenter_real_dice": (0.5, ">=", "the audit's segmenter reaches this Dice on real holdout "
                                                     "slices (else mask consistency cannot be judged)"),
     }
+
+    def plan(self, sizes, thresholds, seed: int = 0) -> dict:
+        """From the law of the bound measured on the phantom (resampling.BOUND_AT_100), at the matched size."""
+        return matched_plan(self.default_thresholds, sizes, thresholds)
 
     def run(self, ctx: AuditContext) -> AuditResult:
         synthetic, real = ctx.synthetic.labelled(), ctx.holdout.labelled()

@@ -20,7 +20,8 @@ from auditors.base import AuditContext, AuditResult, Auditor, Figure, Option, re
 
 from . import plots
 from .prdc import kth_neighbour_radii, prdc
-from .resampling import bias_aware_bounds, bootstrap_weights, decide_text, patient_index, planning, relative_se
+from .resampling import (bias_aware_bounds, bootstrap_weights, decide_text, matched_plan, patient_index, planning,
+                         relative_se)
 from .spaces import available_spaces, matched_indices, standardised
 
 DEFAULT_K = 5  # Naeem et al.'s recommended k
@@ -101,6 +102,10 @@ class PRDCAuditor(Auditor):
         "fidelity.coverage_ratio": (0.5, ">=", "share of real (train) neighbourhoods reached by a synthetic slice, "
                                                "over the same for real holdout slices: falls with mode collapse"),
     }
+
+    def plan(self, sizes, thresholds, seed: int = 0) -> dict:
+        """From the law of the bound measured on the phantom (resampling.BOUND_AT_100), at the matched size."""
+        return matched_plan(self.default_thresholds, sizes, thresholds)
 
     def run(self, ctx: AuditContext) -> AuditResult:
         k = ctx.option("prdc_k")

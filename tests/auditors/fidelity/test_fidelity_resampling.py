@@ -133,3 +133,21 @@ def test_planned_figures_match_the_honest_draws_they_were_measured_on():
     large = planned("fidelity.fd_excess_segmenter", 300, 300, 0.0, 0.03, "<=")
     assert small["honest_pass_probability"] < large["honest_pass_probability"]
     assert small["smallest_detectable"] > large["smallest_detectable"] > 0.03
+
+
+def test_every_fidelity_check_is_planned_and_an_honest_cohort_of_100_passes_the_far_thresholds():
+    from auditors.base import AUDITORS, CohortSizes
+
+    sizes = CohortSizes(100, 100, 100)
+    for cls in AUDITORS.values():
+        if cls.group != "fidelity":
+            continue
+        plans = cls().plan(sizes, {}) or {}
+        for name in cls.default_thresholds:
+            assert plans.get(name, {}).get("honest_pass_probability") is not None, name
+    from auditors.fidelity.prdc_auditor import PRDCAuditor
+
+    prdc = PRDCAuditor().plan(sizes, {})
+    assert prdc["fidelity.precision_ratio"]["honest_pass_probability"] > 0.99  # measured: 20 of 20 honest draws
+    strict = PRDCAuditor().plan(sizes, {"fidelity.precision_ratio": 1.0})["fidelity.precision_ratio"]
+    assert strict["honest_pass_probability"] < 0.2  # a threshold at the honest value cannot be shown

@@ -29,10 +29,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import beta, binom, norm
+from scipy.stats import binom, norm
 from scipy.stats.contingency import relative_risk
 
 from auditors.base import AuditContext, AuditResult, Auditor, register_auditor, worst_case
+from auditors.privacy.mia_stats import clopper_pearson
 
 from .resampling import decide_text
 
@@ -50,13 +51,6 @@ def patient_counts(slices) -> dict[str, int]:
     return counts
 
 
-def _exact_share(k: int, n: int, alpha: float) -> tuple[float, float]:
-    """Clopper-Pearson one-sided bounds (each at 1 - alpha) of k / n."""
-    low = float(beta.ppf(alpha, k, n - k + 1)) if k > 0 else 0.0
-    high = float(beta.ppf(1.0 - alpha, k + 1, n - k)) if k < n else 1.0
-    return low, high
-
-
 def share_ratio(syn: int, n_syn: int, real: int, n_real: int, confidence: float = CONFIDENCE) -> tuple:
     """(estimate, lower, upper) of (syn / n_syn) / (real / n_real), each bound one-sided at `confidence`.
 
@@ -68,7 +62,7 @@ def share_ratio(syn: int, n_syn: int, real: int, n_real: int, confidence: float 
     if syn >= KATZ_MIN_COUNT and real >= KATZ_MIN_COUNT:
         ci = relative_risk(syn, n_syn, real, n_real).confidence_interval(confidence_level=1.0 - 2 * alpha)
         return float(estimate), float(ci.low), float(ci.high)
-    (syn_low, syn_high), (real_low, real_high) = _exact_share(syn, n_syn, alpha / 2), _exact_share(real, n_real, alpha / 2)
+    (syn_low, syn_high), (real_low, real_high) = clopper_pearson(syn, n_syn, alpha / 2), clopper_pearson(real, n_real, alpha / 2)
     return float(estimate), syn_low / real_high, (syn_high / real_low if real_low > 0 else math.inf)
 
 

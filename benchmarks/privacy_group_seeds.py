@@ -6,7 +6,7 @@ seed as the "synthetic" cohort (a perfect generator that never saw train), 32 px
 no generator (black-box attacks only). Issues 14 (privacy) and 15 (fidelity) ask that such a cohort passes in at
 least 19 of 20 seeds.
 
-    python benchmarks/privacy_group_seeds.py FIRST_SEED END_SEED [--copies K] [--group fidelity] [--synthetic 300]
+    python benchmarks/privacy_group_seeds.py FIRST_SEED END_SEED [--copies K] [--group fidelity] [--synthetic 300] [--real 250]
     (one JSON line per seed)
 
 With --copies K, K of the 100 synthetic patients are replaced by exact copies of training patients (must fail).
@@ -29,9 +29,9 @@ from cmri_release.phantom import make_phantom  # noqa: E402
 from cmri_release.preprocess import PreprocessConfig, cohort_to_slices  # noqa: E402
 
 
-def cohorts(seed: int, copies: int, synthetic: int = 100):
+def cohorts(seed: int, copies: int, synthetic: int = 100, real_patients: int = 200):
     cfg = PreprocessConfig(size=32)
-    real = cohort_to_slices(make_phantom(200, seed=100 + seed), cfg)
+    real = cohort_to_slices(make_phantom(real_patients, seed=100 + seed), cfg)
     train, hold = real.for_subjects(real.subjects[0::2]), real.for_subjects(real.subjects[1::2])
     # The first 100 fresh patients are the same whatever `synthetic` is (the phantom draws patient by patient).
     fresh = cohort_to_slices(make_phantom(synthetic, seed=500 + seed), cfg)
@@ -51,12 +51,13 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=0)
     ap.add_argument("--group", choices=("privacy", "fidelity"), default="privacy")
     ap.add_argument("--synthetic", type=int, default=100, help="fresh patients standing in for the synthetic cohort")
+    ap.add_argument("--real", type=int, default=200, help="real patients, split by alternate patients into train / holdout")
     args = ap.parse_args()
     for seed in range(args.first, args.end):
-        train, hold, syn = cohorts(seed, args.copies, args.synthetic)
+        train, hold, syn = cohorts(seed, args.copies, args.synthetic, args.real)
         t = time.time()
         report = run_audit(train, hold, syn, groups=[args.group], seed=seed, quiet=True)
-        print(json.dumps({"seed": seed, "group": args.group, "copies": args.copies, "synthetic": args.synthetic, "verdict": str(getattr(report.verdict, "value", report.verdict)),
+        print(json.dumps({"seed": seed, "group": args.group, "copies": args.copies, "synthetic": args.synthetic, "real": args.real, "verdict": str(getattr(report.verdict, "value", report.verdict)),
                           "wall_s": round(time.time() - t, 1),
                           "checks": {c.name: [str(getattr(c.verdict, "value", c.verdict)), c.estimate, c.lower, c.upper] for c in report.checks}},
                          default=lambda v: None if v is None else round(float(v), 4)), flush=True)

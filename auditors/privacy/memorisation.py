@@ -5,7 +5,8 @@ over its slices of the best similarity to any training slice. The views ("parts"
 taking the worst (an intersection-union test: adding a part can only make the gate stricter):
 
 - `robust`: the best Pearson correlation over shifts of up to `copy_max_shift` px, rotations up to
-  `copy_max_rotation` degrees and a horizontal flip (robust_match.py); correlation ignores gain and offset;
+  `copy_max_rotation` degrees and a horizontal flip, and (`copy_registration`) over rotations by any angle,
+  either handedness and zooms up to `copy_max_zoom` (robust_match.py); correlation ignores gain and offset;
 - each feature space of `feature_spaces` (`pixels`: plain correlation; `embedding`: learned, cosine);
 - `masks` (option `audit_masks`): the label maps, a release channel of their own (mask_features.py).
 
@@ -40,7 +41,7 @@ from .closer import closer_scores, patient_max_similarity
 from .mask_features import mask_vectors
 from .neighbours import NeighbourIndex, index_for
 from .patients import per_patient
-from .robust_match import candidates, robust_similarity
+from .robust_match import candidates, registered_similarity, robust_similarity, transformed_candidates
 
 COPY_LEVEL = 0.99  # a real new patient is a near copy 1% of the time
 TAU_ALPHA = 0.025  # one-sided error of tau's bounds
@@ -73,17 +74,31 @@ def _median_per_patient(values: np.ndarray, split) -> np.ndarray:
 
 
 def robust_part(ctx: AuditContext) -> Part:
+    """Per slice, the better of the small-transform search (shifts, small rotations, a flip) and, with
+    `copy_registration`, the registered search (any angle, either handedness, zooms up to `copy_max_zoom`), each
+    over its own candidate patients."""
     tr_codes, _ = ctx.train.subject_codes()
+    patients = ctx.option("copy_candidate_patients")
+    shift = ctx.option("copy_max_shift")
+    zoom = ctx.option("copy_max_zoom")
+    scales = (1.0 / zoom, 1.0, zoom) if zoom > 1.0 else (1.0,)
     out = {}
     for split in ("synthetic", "holdout"):
         data = getattr(ctx, split)
         codes, _ = data.subject_codes()
-        cand = candidates(data.images, codes, ctx.train.images, tr_codes, patients=ctx.option("copy_candidate_patients"),
-                          size=MATCH_SIZE)
+        cand = candidates(data.images, codes, ctx.train.images, tr_codes, patients=patients, size=MATCH_SIZE)
         angle = ctx.option("copy_max_rotation")
-        out[split] = robust_similarity(data.images, ctx.train.images, cand, size=MATCH_SIZE,
-                                       max_shift=ctx.option("copy_max_shift"),
-                                       rotations=(-angle, 0.0, angle) if angle > 0 else (0.0,))
+        best, match = robust_similarity(data.images, ctx.train.images, cand, size=MATCH_SIZE, max_shift=shift,
+                                        rotations=(-angle, 0.0, angle) if angle > 0 else (0.0,))
+        if ctx.option("copy_registration"):
+            cand = transformed_candidates(data.images, codes, ctx.train.images, tr_codes,
+                                          patients=ctx.option("copy_registered_patients"),
+                                          size=MATCH_SIZE, scales=scales)
+            reg, reg_match = registered_similarity(data.images, ctx.train.images, cand, size=MATCH_SIZE,
+                                                   max_shift=shift, scales=scales)
+            better = reg > best
+            best, match = np.where(better, reg, best), np.where(better, reg_match, match)
+        out[split] = (best, match)
     return Part("robust", _median_per_patient(out["synthetic"][0], ctx.synthetic),
                 _median_per_patient(out["holdout"][0], ctx.holdout), *out["synthetic"])
 
@@ -192,6 +207,12 @@ class NNMemorisation(Auditor):
         Option("copy_max_shift", int, 3, "largest shift (pixels at 32 px) the copy matcher forgives", low=0, high=8),
         Option("copy_max_rotation", float, 5.0, "largest rotation (degrees) the copy matcher forgives", low=0.0,
                high=30.0),
+        Option("copy_registration", bool, True, "also register each slice to its candidates over any rotation, "
+               "either handedness and zooms up to copy_max_zoom (copies turned, transposed or rescaled)"),
+        Option("copy_max_zoom", float, 1.15, "largest zoom (either way) the registered copy search forgives", low=1.0,
+               high=1.5),
+        Option("copy_registered_patients", int, 3, "training patients the registered search tries per synthetic "
+               "patient (its candidates vote under any rotation, so one more than the small search)", low=1, high=100),
         Option("copy_candidate_patients", int, 2, "training patients searched exactly per synthetic patient", low=1,
                high=100),
         Option("audit_masks", bool, True, "audit the synthetic label maps against the training label maps too"),

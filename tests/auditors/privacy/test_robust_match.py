@@ -49,3 +49,52 @@ def test_spectrum_is_flip_and_shift_invariant_and_variants_keep_the_identity(blo
     assert bank.shape == (1, 6, 32, 32) and np.allclose(bank[0, 1].numpy(), x[0])
     with pytest.raises(ValueError, match="max_shift"):
         robust_similarity(x, x, np.zeros((1, 1), int), max_shift=15)
+
+
+def test_warp_is_the_variant_bank_and_turns_by_quarter_turns_exactly(blobs):
+    torch = __import__("torch")
+    from auditors.privacy.robust_match import warp
+    x = torch.from_numpy(blobs(2, slices=1, size=32, seed=3).images)
+    flips = torch.tensor([[False] * 3 + [True] * 3] * 2)
+    angles = torch.tensor([[-5.0, 0.0, 5.0] * 2] * 2)
+    bank = warp(x, flips, angles, torch.ones(2, 6))
+    assert torch.allclose(bank, variants(x, (-5.0, 0.0, 5.0), ("none", "h")), atol=1e-4)
+    quarter = warp(x, torch.tensor([[False]] * 2), torch.tensor([[90.0]] * 2), torch.ones(2, 1))[:, 0]
+    assert torch.allclose(quarter, torch.rot90(x, 1, dims=(-2, -1)), atol=1e-4)
+    zoomed = warp(x, torch.tensor([[False]] * 2), torch.zeros(2, 1), torch.full((2, 1), 2.0))[:, 0]
+    assert torch.allclose(zoomed[:, 8:24, 8:24], torch.nn.functional.interpolate(
+        x[:, None, 8:24, 8:24], scale_factor=2, mode="bilinear", align_corners=False)[:, 0, 8:24, 8:24], atol=0.05)
+
+
+@pytest.mark.parametrize("name", ["rotated 20", "quarter turn", "transposed", "zoomed 1.12"])
+def test_registered_search_finds_copies_the_small_search_misses(blobs, name):
+    from auditors.privacy.robust_match import registered_similarity, transformed_candidates
+    s = blobs(8, slices=3, size=32, seed=4, noise=0.01)
+    codes, _ = s.subject_codes()
+    change = {"rotated 20": lambda x: ndimage.rotate(x, 20.0, reshape=False, order=1, mode="nearest"),
+              "quarter turn": lambda x: np.rot90(x),
+              "transposed": lambda x: x.T,
+              "zoomed 1.12": lambda x: ndimage.affine_transform(x, np.eye(2) / 1.12, offset=15.5 - 15.5 / 1.12, order=1,
+                                                                 mode="nearest")}[name]
+    copies = np.stack([ndimage.shift(change(x), (1, -1), order=1, mode="nearest") for x in s.images]).astype(np.float32)
+    small, _ = robust_similarity(copies, s.images, candidates(copies, codes, s.images, codes, k=4, patients=2))
+    cand = transformed_candidates(copies, codes, s.images, codes, k=4, patients=3, scales=(1 / 1.15, 1.0, 1.15))
+    assert np.mean([codes[i] in codes[cand[i]] for i in range(len(cand))]) >= 7 / 8  # the right patient, mostly
+    best, which = registered_similarity(copies, s.images, cand, scales=(1 / 1.15, 1.0, 1.15))
+    assert np.median(best) > 0.95 and np.mean(which == np.arange(len(s.images))) >= 7 / 8
+    assert np.median(small) < np.median(best) - 0.05  # the small-transform search alone does not see them
+
+
+def test_registered_search_is_the_brute_force_best_over_its_grid(blobs):
+    """At one angle, no zoom and every candidate kept, the registered score equals the shift search's."""
+    from auditors.privacy.robust_match import registered_similarity
+    s = blobs(3, slices=2, size=32, seed=5)
+    q, ref = s.images[:3], s.images[3:]
+    cand = np.tile(np.arange(len(ref)), (len(q), 1))
+    best, which = registered_similarity(q, ref, cand, max_shift=2, angle_step=360.0, fine_slices=len(ref),
+                                        fine_angles=(0.0,), fine_scales=(1.0,))
+    flipped, _ = robust_similarity(q[:, :, ::-1].copy(), ref, cand, max_shift=2, rotations=(0.0,), flips=("none",))
+    plain, plain_which = robust_similarity(q, ref, cand, max_shift=2, rotations=(0.0,), flips=("none",))
+    # the coarse stage picks the handedness; the fine value is the exact shift search of that handedness
+    assert np.all(np.isclose(best, plain, atol=1e-5) | np.isclose(best, flipped, atol=1e-5))
+    assert np.all(best >= np.minimum(plain, flipped) - 1e-5)

@@ -7,6 +7,7 @@ from auditors.privacy.closer import closer_scores, patient_max_similarity
 from auditors.privacy.mask_features import mask_vectors
 from auditors.privacy.memorisation import NNMemorisation
 from auditors.privacy.patients import first_other_patient, per_patient
+from cmri_release.core.sliceset import SliceSet
 
 PIXELS_ONLY = {"feature_spaces": ["pixels"], "pixel_size": 16}
 
@@ -135,3 +136,33 @@ def test_threshold_override_options_and_unknown_feature_space(blobs):
     ctx.options = {"feature_spaces": ["voxels"]}
     with pytest.raises(ValueError, match="feature_spaces"):
         NNMemorisation().run(ctx)
+
+
+def _turned(slices, change, prefix):
+    images = np.stack([change(x) for x in slices.images]).astype(np.float32)
+    labels = np.stack([change(x) for x in slices.labels]).astype(np.uint8)
+    return SliceSet(images=images, labels=labels, subject_ids=np.char.add(prefix, slices.subject_ids),
+                    vendors=slices.vendors, phases=slices.phases, slice_pos=slices.slice_pos,
+                    slice_index=slices.slice_index, has_label=slices.has_label, spacing_mm=slices.spacing_mm)
+
+
+def test_copies_turned_transposed_or_zoomed_are_confirmed_by_the_registered_search(phantom_slices):
+    """Phantom patients copied under a quarter turn, a transpose, a 20-degree turn and a 1.15 zoom: the small search
+    confirms none of them; the registered search confirms them, and nothing else."""
+    from scipy import ndimage
+    train, holdout, new = phantom_slices
+    changes = {"q-": lambda x: np.rot90(x), "t-": lambda x: x.T,
+               "r-": lambda x: ndimage.rotate(x, 20.0, reshape=False, order=0 if x.dtype == np.uint8 else 1,
+                                              mode="nearest"),
+               "z-": lambda x: ndimage.affine_transform(x, np.eye(2) / 1.15, offset=15.5 - 15.5 / 1.15,
+                                                        order=0 if x.dtype == np.uint8 else 1, mode="nearest")}
+    copied = [_turned(train.for_subjects(train.subjects[2 * k:2 * k + 2]), change, prefix)
+              for k, (prefix, change) in enumerate(changes.items())]
+    synthetic = SliceSet.concat([new.for_subjects(new.subjects[:22])] + copied)
+    copies_ids = {s for c in copied for s in c.subjects}
+    small, small_result = _run(train, holdout, synthetic, copy_registration=False, audit_masks=False)
+    assert not set(small_result.metrics["confirmed_copies"]) & copies_ids
+    checks, result = _run(train, holdout, synthetic, audit_masks=False)
+    confirmed = set(result.metrics["confirmed_copies"])
+    assert checks["privacy.confirmed_copies"].verdict is Verdict.FAIL
+    assert confirmed <= copies_ids and len(confirmed) >= 6, confirmed  # of 8, with a 12-patient holdout's bar

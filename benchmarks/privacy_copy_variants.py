@@ -1,0 +1,133 @@
+"""The privacy group against copies of training patients altered in ways a leak might take: does it FAIL them?
+
+100 train / 100 holdout phantom patients and 100 fresh ones as the "synthetic" cohort (as privacy_group_seeds.py),
+of which K (default 10) are replaced by copies of training patients under one alteration; the label maps are
+altered with the images (nearest neighbour). 32 px, default options and thresholds, no generator.
+
+    python benchmarks/privacy_copy_variants.py [VARIANT ...] [--seed 0] [--copies 10]
+    (one JSON line per variant; no variant: all of them)
+
+Measured figures: docs/privacy-checks.md ("Registered search").
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cmri_release.audit import run_audit  # noqa: E402
+from cmri_release.core.sliceset import SliceSet  # noqa: E402
+from privacy_group_seeds import cohorts  # noqa: E402
+
+
+def _geometric(warp):
+    """A change applied alike to the image (bilinear) and its label map (nearest neighbour)."""
+    return lambda image, label: (warp(image, 1), warp(label, 0))
+
+
+def _rotated(degrees):
+    return _geometric(lambda x, order: ndimage.rotate(x, degrees, reshape=False, order=order, mode="nearest"))
+
+
+def _zoomed(factor):
+    def warp(x, order):
+        c = (x.shape[0] - 1) / 2.0
+        return ndimage.affine_transform(x, np.eye(2) / factor, offset=c - c / factor, order=order, mode="nearest")
+    return _geometric(warp)
+
+
+def _elastic(sd_px, rng):
+    """A smooth random displacement field (Gaussian, 4 px wide) of `sd_px` per axis, one per slice."""
+    def change(image, label):
+        n = image.shape[0]
+        d = [ndimage.gaussian_filter(rng.standard_normal((n, n)), 4.0) for _ in range(2)]
+        yy, xx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        where = [yy + sd_px * d[0] / d[0].std(), xx + sd_px * d[1] / d[1].std()]
+        return (ndimage.map_coordinates(image, where, order=1, mode="nearest"),
+                ndimage.map_coordinates(label, where, order=0, mode="nearest"))
+    return change
+
+
+CHANGES = {
+    "rot10": lambda rng: _rotated(10.0), "rot20": lambda rng: _rotated(20.0),
+    "rot90": lambda rng: _geometric(lambda x, order: np.rot90(x).copy()),
+    "transpose": lambda rng: _geometric(lambda x, order: x.T.copy()),
+    "zoom1.15": lambda rng: _zoomed(1.15), "elastic1.5": lambda rng: _elastic(1.5, rng),
+    "blur1+noise": lambda rng: (lambda image, label: (ndimage.gaussian_filter(image, 1.0)
+                                                      + rng.normal(0.0, 0.03, image.shape), label)),
+    "invert": lambda rng: (lambda image, label: (1.0 - image, label)),
+}
+
+
+def altered(slices: SliceSet, change) -> SliceSet:
+    pairs = [change(image, label) for image, label in zip(slices.images, slices.labels)]
+    return replace(slices, images=np.stack([p[0] for p in pairs]).astype(np.float32),
+                   labels=np.stack([p[1] for p in pairs]).astype(np.uint8),
+                   subject_ids=np.char.add("copy-", slices.subject_ids.astype(str)))
+
+
+def _rows(s: SliceSet, keep: np.ndarray, subject: str, vendor: str | None = None) -> SliceSet:
+    return replace(s, images=s.images[keep], labels=s.labels[keep], subject_ids=np.full(keep.sum(), subject),
+                   vendors=s.vendors[keep] if vendor is None else np.full(keep.sum(), vendor),
+                   phases=s.phases[keep], slice_pos=s.slice_pos[keep], slice_index=s.slice_index[keep],
+                   has_label=s.has_label[keep])
+
+
+def synthetic_cohort(name: str, train: SliceSet, fresh: SliceSet, k: int, rng) -> SliceSet:
+    honest = fresh.for_subjects(fresh.subjects[:len(fresh.subjects) - k])
+    source = train.for_subjects(train.subjects[:k])
+    if name == "fresh":
+        return fresh
+    if name in CHANGES:
+        return SliceSet.concat([honest, altered(source, CHANGES[name](rng))])
+    if name == "half":  # every other slice of a training patient, the rest from a fresh one
+        parts = []
+        for j in range(k):
+            t = train.for_subjects([train.subjects[j]])
+            f = fresh.for_subjects([fresh.subjects[len(fresh.subjects) - k + j]])
+            parts += [_rows(t, np.arange(len(t)) % 2 == 0, f"mix-{j}"),
+                      _rows(f, np.arange(len(f)) % 2 == 1, f"mix-{j}", str(t.vendors[0]))]
+        return SliceSet.concat([honest] + parts)
+    if name == "slicemix":  # k synthetic patients, each slice copied from any of k training patients
+        ids = np.array([f"mix-{i % k}" for i in rng.permutation(len(source))])
+        return SliceSet.concat([honest, replace(source, subject_ids=ids)])
+    raise ValueError(f"unknown variant {name!r}")
+
+
+VARIANTS = ("fresh", *CHANGES, "half", "slicemix")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("variants", nargs="*", help=f"any of {', '.join(VARIANTS)} (default: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--copies", type=int, default=10)
+    args = ap.parse_args()
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    train, hold, fresh = cohorts(args.seed, 0, 100)
+    for name in args.variants or VARIANTS:
+        synthetic = synthetic_cohort(name, train, fresh, args.copies, np.random.default_rng([args.seed, 1]))
+        start = time.time()
+        report = run_audit(train, hold, synthetic, groups=["privacy"], seed=args.seed, quiet=True)
+        confirmed = [m for r in report.results for m in r.metrics.get("confirmed_copies", [])]
+        print(json.dumps({"variant": name, "seed": args.seed, "copies": 0 if name == "fresh" else args.copies,
+                          "verdict": str(getattr(report.verdict, "value", report.verdict)),
+                          "confirmed": len(confirmed), "wall_s": round(time.time() - start, 1),
+                          "checks": {c.name: [str(getattr(c.verdict, "value", c.verdict)), c.estimate, c.lower, c.upper]
+                                     for c in report.checks}},
+                         default=lambda v: None if v is None else round(float(v), 4)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,7 @@ correlation over all variants and shifts, computed on the overlap only (no paddi
 
 Candidates come from FAISS in a shift- and flip-invariant space (Fourier magnitude spectra), by patient:
 each query patient's slices vote for reference patients, and every slice of the few most voted is searched
-exactly. The exact search is a batched matrix product (torch), with no Python loop over slices.
+exactly. The exact search is batched matrix products (torch), one per shift, with no Python loop over slices.
 
 A copy may also be turned by any angle, transposed or zoomed (`registered_similarity`): candidates come from the
 same spectra of the query undone under a bank of rotations and zooms, the exact search registers each query slice
@@ -151,7 +151,7 @@ def transformed_candidates(queries: np.ndarray, query_codes: np.ndarray, referen
     query patient's votes for a reference patient count under the transform that gives it the most. (Measured on
     phantom copies turned by 10 or 20 degrees, a quarter turn, transposed or zoomed 1.15, 10 copied patients each:
     the source is among the 3 chosen patients for 50 of 50; reading every vote under the one transform on which
-    the patient's slices agree most found 44, summing over transforms 30.)"""
+    the patient's slices agree most found 42, summing over transforms 30.)"""
     query_codes = np.asarray(query_codes, dtype=np.int64)
     reference_codes = np.asarray(reference_codes, dtype=np.int64)
     n_query, n_ref = int(query_codes.max()) + 1, int(reference_codes.max()) + 1

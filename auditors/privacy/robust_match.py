@@ -248,8 +248,8 @@ def registered_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
     the query's under any rotation and zoom of the spectrum bank; among them, at half resolution (shifts of 1 px
     there), every rotation `angle_step` apart, flipped or not, at every zoom; then at full resolution (shifts up
     to `max_shift`) a grid around the best coarse transform, on the `fine_slices` candidates that scored best
-    coarsely. The value is a Pearson correlation at full resolution
-    of the reference's central crop with a window of the transformed query, as in `robust_similarity`.
+    coarsely. The value is a Pearson correlation at full resolution of the reference's central crop with a window
+    of the transformed query, as in `robust_similarity`.
     """
     cand = _check_candidates(cand, len(queries))
     if cand.shape[1] > coarse_slices:

@@ -111,7 +111,8 @@ def step_commands(step: str, quick: bool, work: Path) -> tuple[list[list[str]], 
                 if quick else ["--seeds", "0,1,2"])
         return [[py, str(HERE / "bench_utility.py"), str(out)] + size], out
     if step == "unet":  # needs the optional monai (`pip install monai`)
-        return [[py, str(HERE / "bench_unet.py"), str(out)] + (["--quick"] if quick else [])], out
+        # 1500 steps: the MONAI default network is far from converged at 300-600 (benchmarks/README.md)
+        return [[py, str(HERE / "bench_unet.py"), str(out)] + (["--quick"] if quick else ["--steps", "1500"])], out
     if step == "realism":
         return [[py, str(HERE / "bench_generator_realism.py"), str(out)] + (["--quick"] if quick else [])], out
     if step == "flow_variants":

@@ -61,6 +61,8 @@ class Part:
     holdout: np.ndarray  # (n_holdout,)
     slice_scores: np.ndarray  # (synthetic slices,) best similarity
     slice_match: np.ndarray  # (synthetic slices,) index of the best training slice
+    # (synthetic slices, 3) [flipped, degrees, zoom] where the registered search made the match, else NaN
+    slice_transform: np.ndarray | None = None
 
 
 def feature_spaces(ctx: AuditContext) -> list[str]:
@@ -90,17 +92,33 @@ def robust_part(ctx: AuditContext) -> Part:
         angle = ctx.option("copy_max_rotation")
         best, match = robust_similarity(data.images, ctx.train.images, cand, size=MATCH_SIZE, max_shift=shift,
                                         rotations=(-angle, 0.0, angle) if angle > 0 else (0.0,))
+        transform = np.full((len(best), 3), np.nan)
         if ctx.option("copy_registration"):
             cand = transformed_candidates(data.images, codes, ctx.train.images, tr_codes,
                                           patients=ctx.option("copy_registered_patients"),
                                           size=MATCH_SIZE, scales=scales)
-            reg, reg_match = registered_similarity(data.images, ctx.train.images, cand, size=MATCH_SIZE,
-                                                   max_shift=shift, scales=scales)
+            reg, reg_match, reg_transform = registered_similarity(data.images, ctx.train.images, cand,
+                                                                  size=MATCH_SIZE, max_shift=shift, scales=scales,
+                                                                  return_transform=True)
             better = reg > best
             best, match = np.where(better, reg, best), np.where(better, reg_match, match)
-        out[split] = (best, match)
+            transform[better] = reg_transform[better]
+        out[split] = (best, match, transform)
     return Part("robust", _median_per_patient(out["synthetic"][0], ctx.synthetic),
                 _median_per_patient(out["holdout"][0], ctx.holdout), *out["synthetic"])
+
+
+def transform_text(transform) -> str:
+    """How the registered search turned a synthetic slice to match (empty for the small search's matches)."""
+    if transform is None or not np.all(np.isfinite(transform)):
+        return ""
+    flipped, degrees, zoom = transform
+    degrees = (float(degrees) + 180.0) % 360.0 - 180.0
+    parts = ["flipped"] if flipped else []
+    parts.append(f"{degrees:+.0f} deg")
+    if abs(zoom - 1.0) > 1e-3:
+        parts.append(f"x{zoom:.2f}")
+    return ", ".join(parts)
 
 
 def vector_part(label: str, train: np.ndarray, synthetic: np.ndarray, holdout: np.ndarray, ctx: AuditContext,
@@ -167,7 +185,9 @@ def matches_figure(ctx: AuditContext, part: Part, order: list[int], title: str) 
         slices = np.flatnonzero(syn_codes == patient)[:FIGURE_SLICES]
         for c, s in enumerate(slices):
             t = int(part.slice_match[s])
-            for row, (image, text) in enumerate(((ctx.synthetic.images[s], f"{syn[patient]} {part.slice_scores[s]:.3f}"),
+            turned = transform_text(None if part.slice_transform is None else part.slice_transform[s])
+            label = f"{syn[patient]} {part.slice_scores[s]:.3f}" + (f"\n({turned})" if turned else "")
+            for row, (image, text) in enumerate(((ctx.synthetic.images[s], label),
                                                  (ctx.train.images[t], str(ctx.train.subject_ids[t])))):
                 ax = fig.add_subplot(rows, FIGURE_SLICES, (2 * r + row) * FIGURE_SLICES + c + 1)
                 ax.imshow(image, cmap="gray")
@@ -178,7 +198,8 @@ def matches_figure(ctx: AuditContext, part: Part, order: list[int], title: str) 
     fig.savefig(buf, format="png", bbox_inches="tight")
     return Figure(name="copies_robust", title=title, png=buf.getvalue(), public=False,
                   caption="Per synthetic patient, its slices (upper row, with the robust correlation) above the "
-                          "training slices they match best (lower row): real patients, internal report only.")
+                          "training slices they match best (lower row): real patients, internal report only. "
+                          "In brackets, how the registered search turned the synthetic slice to match.")
 
 
 MIN_CALIBRATION_PATIENTS = 6  # tau is fitted on each cross-fitted half, and a fit needs 3 patients (a spread)

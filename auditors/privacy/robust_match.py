@@ -239,10 +239,11 @@ def registered_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
                           max_shift: int = 3, angle_step: float = 12.0, scales: tuple[float, ...] = (1.0,),
                           coarse_slices: int = 12, fine_slices: int = 4,
                           fine_angles: tuple[float, ...] = (-4.0, 0.0, 4.0),
-                          fine_scales: tuple[float, ...] = (0.96, 1.0, 1.04), chunk: int = 64
-                          ) -> tuple[np.ndarray, np.ndarray]:
+                          fine_scales: tuple[float, ...] = (0.96, 1.0, 1.04), chunk: int = 64,
+                          return_transform: bool = False) -> tuple[np.ndarray, ...]:
     """Per query slice: the best correlation to any candidate reference slice over similarity transforms of any
-    angle, either handedness and the zooms of `scales`, and the index of that reference slice.
+    angle, either handedness and the zooms of `scales`, and the index of that reference slice; with
+    `return_transform`, also (Q, 3) [flipped, degrees, zoom]: `warp` of the query by it matches the reference.
 
     Coarse to fine, on fewer candidates at each step: the `coarse_slices` candidates whose spectra come closest to
     the query's under any rotation and zoom of the spectrum bank; among them, at half resolution (shifts of 1 px
@@ -276,6 +277,7 @@ def registered_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
     n_fine = min(int(fine_slices), cand.shape[1])
     best = np.empty(len(queries), dtype=np.float64)
     best_ref = np.empty(len(queries), dtype=np.int64)
+    transform = np.empty((len(queries), 3), dtype=np.float64)
     with torch.no_grad():
         for start in range(0, len(queries), chunk):
             stop = min(start + chunk, len(queries))
@@ -291,7 +293,12 @@ def registered_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
             scale = scale_c[top][:, None] * d_scale[None]
             fine_idx = idx.gather(1, keep)
             fine = _window_scores(ref_fine[fine_idx], warp(q_fine[start:stop], flip, angle, scale), crop_fine)
-            value, where = fine.flatten(2).max(dim=2).values.max(dim=1)
+            per_candidate, at = fine.flatten(2).max(dim=2)  # (B, n_fine): best over transforms and shifts
+            value, where = per_candidate.max(dim=1)
             best[start:stop] = value.double().numpy()
             best_ref[start:stop] = fine_idx.gather(1, where[:, None])[:, 0].numpy()
-    return best, best_ref
+            variant = at.gather(1, where[:, None])[:, 0] // fine.shape[-1]
+            rows = torch.arange(b)
+            transform[start:stop] = torch.stack([flip[rows, variant].double(), angle[rows, variant].double(),
+                                                 scale[rows, variant].double()], dim=1).numpy()
+    return (best, best_ref, transform) if return_transform else (best, best_ref)

@@ -166,3 +166,10 @@ def test_copies_turned_transposed_or_zoomed_are_confirmed_by_the_registered_sear
     confirmed = set(result.metrics["confirmed_copies"])
     assert checks["privacy.confirmed_copies"].verdict is Verdict.FAIL
     assert confirmed <= copies_ids and len(confirmed) >= 6, confirmed  # of 8, with a 12-patient holdout's bar
+
+
+def test_transform_text_says_how_a_copy_was_turned():
+    from auditors.privacy.memorisation import transform_text
+    assert transform_text(np.array([1.0, 270.0, 1.15])) == "flipped, -90 deg, x1.15"
+    assert transform_text(np.array([0.0, 12.0, 1.0])) == "+12 deg"
+    assert transform_text(np.full(3, np.nan)) == "" and transform_text(None) == ""

@@ -80,8 +80,16 @@ def test_registered_search_finds_copies_the_small_search_misses(blobs, name):
     small, _ = robust_similarity(copies, s.images, candidates(copies, codes, s.images, codes, k=4, patients=2))
     cand = transformed_candidates(copies, codes, s.images, codes, k=4, patients=3, scales=(1 / 1.15, 1.0, 1.15))
     assert np.mean([codes[i] in codes[cand[i]] for i in range(len(cand))]) >= 7 / 8  # the right patient, mostly
-    best, which = registered_similarity(copies, s.images, cand, scales=(1 / 1.15, 1.0, 1.15))
+    best, which, turn = registered_similarity(copies, s.images, cand, scales=(1 / 1.15, 1.0, 1.15),
+                                              return_transform=True)
     assert np.median(best) > 0.95 and np.mean(which == np.arange(len(s.images))) >= 7 / 8
+    # the transform found undoes the change: warp(copy, transform) matches the original
+    undo = {"rotated 20": (0, -20.0, 1.0), "quarter turn": (0, -90.0, 1.0), "zoomed 1.12": (0, 0.0, 1 / 1.12)}
+    if name in undo:
+        flipped, degrees, zoom = undo[name]
+        assert np.median(turn[:, 0]) == flipped
+        assert abs((np.median(turn[:, 1]) - degrees + 180) % 360 - 180) <= 5.0
+        assert abs(np.median(turn[:, 2]) - zoom) <= 0.03
     assert np.median(small) < np.median(best) - 0.05  # the small-transform search alone does not see them
 
 

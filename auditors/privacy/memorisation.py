@@ -7,6 +7,8 @@ taking the worst (an intersection-union test: adding a part can only make the ga
 - `robust`: the best Pearson correlation over shifts of up to `copy_max_shift` px, rotations up to
   `copy_max_rotation` degrees and a horizontal flip, and (`copy_registration`) over rotations by any angle,
   either handedness and zooms up to `copy_max_zoom` (robust_match.py); correlation ignores gain and offset;
+- `patches` (`copy_patches`): the mean over a 4 x 4 tiling of each tile's best correlation within 2 px, each
+  tile shifted on its own: a copy under a smooth warp is a shifted copy tile by tile;
 - each feature space of `feature_spaces` (`pixels`: plain correlation; `embedding`: learned, cosine);
 - `masks` (option `audit_masks`): the label maps, a release channel of their own (mask_features.py).
 
@@ -18,8 +20,9 @@ at confidence 1 - TAU_ALPHA - RATE_ALPHA per side (union bound). The holdout's o
 cross-fitted: each fold judged by the tau of the other fold.
 
 Confirmed copies: a patient whose score exceeds the (1 - CONFIRM_ALPHA / n_synthetic) quantile of the
-null (at its upper confidence bound) and every real holdout patient's score, in the robust or the mask
-part: an honest cohort has any such patient with probability about CONFIRM_ALPHA. One fails the release.
+null (at its upper confidence bound) and every real holdout patient's score, in a confirming part (robust,
+patches or masks): an honest cohort has any such patient with probability about CONFIRM_ALPHA per part. One
+fails the release.
 
 Closer to train (closer.py): the share of synthetic patients closer to the whole training set than to
 holdout, in balanced subsamples; an honest generator gives 0.5.
@@ -41,7 +44,8 @@ from .closer import closer_scores, patient_max_similarity
 from .mask_features import mask_vectors
 from .neighbours import NeighbourIndex, index_for
 from .patients import per_patient
-from .robust_match import candidates, registered_similarity, robust_similarity, transformed_candidates
+from .robust_match import (candidates, patch_similarity, registered_similarity, robust_similarity,
+                           transformed_candidates)
 
 COPY_LEVEL = 0.99  # a real new patient is a near copy 1% of the time
 TAU_ALPHA = 0.025  # one-sided error of tau's bounds
@@ -50,7 +54,7 @@ CONFIRM_ALPHA = 0.01  # chance that an honest cohort has any confirmed copy (fam
 CLOSER_ALPHA = 0.05  # one-sided error of each bound of the closer-to-train share
 MATCH_SIZE = 32  # slices are matched at this side (copies are exact at any resolution)
 FIGURE_PATIENTS, FIGURE_SLICES = 4, 8
-CONFIRMING_PARTS = ("robust", "masks")  # parts whose matches are shown and can confirm a copy
+CONFIRMING_PARTS = ("robust", "patches", "masks")  # parts whose matches are shown and can confirm a copy
 
 
 @dataclass
@@ -75,20 +79,24 @@ def _median_per_patient(values: np.ndarray, split) -> np.ndarray:
     return per_patient(values, codes, len(patients), "median")
 
 
-def robust_part(ctx: AuditContext) -> Part:
-    """Per slice, the better of the small-transform search (shifts, small rotations, a flip) and, with
-    `copy_registration`, the registered search (any angle, either handedness, zooms up to `copy_max_zoom`), each
-    over its own candidate patients."""
+def copy_parts(ctx: AuditContext) -> list[Part]:
+    """The pixel-level copy views, on the same candidate patients: `robust`, per slice the better of the
+    small-transform search (shifts, small rotations, a flip) and, with `copy_registration`, the registered search
+    (any angle, either handedness, zooms up to `copy_max_zoom`) over its own candidates; and, with `copy_patches`,
+    `patches` (each tile of the slice matched on its own: copies under a smooth warp)."""
+    with_patches = ctx.option("copy_patches")
     tr_codes, _ = ctx.train.subject_codes()
     patients = ctx.option("copy_candidate_patients")
     shift = ctx.option("copy_max_shift")
     zoom = ctx.option("copy_max_zoom")
     scales = (1.0 / zoom, 1.0, zoom) if zoom > 1.0 else (1.0,)
-    out = {}
+    out, tiles = {}, {}
     for split in ("synthetic", "holdout"):
         data = getattr(ctx, split)
         codes, _ = data.subject_codes()
         cand = candidates(data.images, codes, ctx.train.images, tr_codes, patients=patients, size=MATCH_SIZE)
+        if with_patches:
+            tiles[split] = patch_similarity(data.images, ctx.train.images, cand, size=MATCH_SIZE)
         angle = ctx.option("copy_max_rotation")
         best, match = robust_similarity(data.images, ctx.train.images, cand, size=MATCH_SIZE, max_shift=shift,
                                         rotations=(-angle, 0.0, angle) if angle > 0 else (0.0,))
@@ -104,8 +112,12 @@ def robust_part(ctx: AuditContext) -> Part:
             best, match = np.where(better, reg, best), np.where(better, reg_match, match)
             transform[better] = reg_transform[better]
         out[split] = (best, match, transform)
-    return Part("robust", _median_per_patient(out["synthetic"][0], ctx.synthetic),
-                _median_per_patient(out["holdout"][0], ctx.holdout), *out["synthetic"])
+    parts = [Part("robust", _median_per_patient(out["synthetic"][0], ctx.synthetic),
+                  _median_per_patient(out["holdout"][0], ctx.holdout), *out["synthetic"])]
+    if with_patches:
+        parts.append(Part("patches", _median_per_patient(tiles["synthetic"][0], ctx.synthetic),
+                          _median_per_patient(tiles["holdout"][0], ctx.holdout), *tiles["synthetic"]))
+    return parts
 
 
 def transform_text(transform) -> str:
@@ -234,6 +246,8 @@ class NNMemorisation(Auditor):
                high=1.5),
         Option("copy_registered_patients", int, 3, "training patients the registered search tries per synthetic "
                "patient (its candidates vote under any rotation, so one more than the small search)", low=1, high=100),
+        Option("copy_patches", bool, True, "also match each 7 x 7-px tile of a slice on its own (a `patches` part, "
+               "calibrated and gated like the others): copies under a smooth warp"),
         Option("copy_candidate_patients", int, 2, "training patients searched exactly per synthetic patient", low=1,
                high=100),
         Option("audit_masks", bool, True, "audit the synthetic label maps against the training label maps too"),
@@ -246,7 +260,7 @@ class NNMemorisation(Auditor):
         if len(ctx.holdout.subjects) < MIN_CALIBRATION_PATIENTS:
             return self._too_small(ctx, result)
         vectors = part_vectors(ctx)
-        parts = [robust_part(ctx)]
+        parts = copy_parts(ctx)
         for label, (train, synthetic, holdout) in vectors.items():
             index = index_for(ctx, label, "train") if label != "masks" else None
             parts.append(vector_part(label, train, synthetic, holdout, ctx, index))

@@ -222,15 +222,25 @@ def robust_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.ndarr
     ref, crop = _reference_rows(reference, size, max_shift)
     cand = _check_candidates(cand, len(queries))
     q_all = _as_tensor(queries, size)
-    best = np.empty(len(queries), dtype=np.float64)
-    best_ref = np.empty(len(queries), dtype=np.int64)
+
+    def score(start, stop, idx):
+        bank = variants(q_all[start:stop], rotations, flips)
+        return _window_scores(ref[idx], bank, crop).flatten(2).max(dim=2).values
+
+    return _best_candidate(cand, chunk, score)
+
+
+def _best_candidate(cand: np.ndarray, chunk: int, score) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: the best of `score(start, stop, idx)` -> (B, K) over its candidates `idx` (chunks of queries), and
+    the reference slice that gave it."""
+    best = np.empty(len(cand), dtype=np.float64)
+    best_ref = np.empty(len(cand), dtype=np.int64)
     with torch.no_grad():
-        for start in range(0, len(queries), chunk):
-            stop = min(start + chunk, len(queries))
+        for start in range(0, len(cand), chunk):
+            stop = min(start + chunk, len(cand))
             idx = torch.from_numpy(cand[start:stop])
-            scores = _window_scores(ref[idx], variants(q_all[start:stop], rotations, flips), crop)
-            top, where = scores.flatten(2).max(dim=2).values.max(dim=1)
-            best[start:stop] = top.double().numpy()
+            value, where = score(start, stop, idx).max(dim=1)
+            best[start:stop] = value.double().numpy()
             best_ref[start:stop] = idx.gather(1, where[:, None])[:, 0].numpy()
     return best, best_ref
 
@@ -319,20 +329,14 @@ def patch_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.ndarra
     if m < 0 or tile < 3:
         raise ValueError(f"a {grid} x {grid} grid with shifts of {max_shift} px does not fit {size}-px slices")
     q_all, r_all = _as_tensor(queries, size), _as_tensor(reference, size)
-    best = np.empty(len(queries), dtype=np.float64)
-    best_ref = np.empty(len(queries), dtype=np.int64)
-    with torch.no_grad():
-        for start in range(0, len(queries), chunk):
-            stop = min(start + chunk, len(queries))
-            idx = torch.from_numpy(cand[start:stop])
-            total = torch.zeros(idx.shape, dtype=q_all.dtype)
-            for gy in range(grid):
-                for gx in range(grid):
-                    y0, x0 = m + gy * tile, m + gx * tile
-                    rows = _normalise_rows(r_all[:, y0:y0 + tile, x0:x0 + tile].reshape(len(r_all), -1), 1)
-                    region = q_all[start:stop, None, y0 - m:y0 + tile + m, x0 - m:x0 + tile + m]
-                    total += _window_scores(rows[idx], region, tile)[:, :, 0].max(dim=2).values
-            value, where = (total / grid ** 2).max(dim=1)
-            best[start:stop] = value.double().numpy()
-            best_ref[start:stop] = idx.gather(1, where[:, None])[:, 0].numpy()
-    return best, best_ref
+    corners = [(m + gy * tile, m + gx * tile) for gy in range(grid) for gx in range(grid)]
+    rows = [_normalise_rows(r_all[:, y0:y0 + tile, x0:x0 + tile].reshape(len(r_all), -1), 1) for y0, x0 in corners]
+
+    def score(start, stop, idx):
+        total = torch.zeros(idx.shape, dtype=q_all.dtype)
+        for (y0, x0), tile_rows in zip(corners, rows):
+            region = q_all[start:stop, None, y0 - m:y0 + tile + m, x0 - m:x0 + tile + m]
+            total += _window_scores(tile_rows[idx], region, tile)[:, :, 0].max(dim=2).values
+        return total / len(corners)
+
+    return _best_candidate(cand, chunk, score)

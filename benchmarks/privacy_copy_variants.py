@@ -66,7 +66,28 @@ CHANGES = {
     "blur1+noise": lambda rng: (lambda image, label: (ndimage.gaussian_filter(image, 1.0)
                                                       + rng.normal(0.0, 0.03, image.shape), label)),
     "invert": lambda rng: (lambda image, label: (1.0 - image, label)),
+    "rot20+gamma+noise": lambda rng: (lambda image, label: (
+        np.clip(_rotated(20.0)(image, label)[0], 0.0, None) ** 0.7 + rng.normal(0.0, 0.02, image.shape),
+        _rotated(20.0)(image, label)[1])),
+    "zoom1.3": lambda rng: _zoomed(1.3),
+    "down2up": lambda rng: (lambda image, label: (
+        ndimage.zoom(image[::2, ::2], 2.0, order=1, mode="nearest")[:image.shape[0], :image.shape[1]], label)),
 }
+
+
+MASK_CHANGES = {
+    "maskcopy": lambda rng: (lambda image, label: (image, label)),
+    "maskcopy_shift2": lambda rng: _geometric(lambda x, order: np.roll(x, (2, -1), axis=(0, 1))),
+    "maskcopy_rot20": lambda rng: _rotated(20.0),
+}
+
+
+def mask_copies(source: SliceSet, images_from: SliceSet, change) -> SliceSet:
+    """Training patients' label maps (changed) under other patients' images, slice for slice (cycled)."""
+    images = images_from.images[np.arange(len(source)) % len(images_from)]
+    labels = np.stack([change(image, label)[1] for image, label in zip(source.images, source.labels)])
+    return replace(source, images=images, labels=labels.astype(np.uint8),
+                   subject_ids=np.char.add("maskcopy-", source.subject_ids.astype(str)))
 
 
 def altered(slices: SliceSet, change) -> SliceSet:
@@ -90,6 +111,9 @@ def synthetic_cohort(name: str, train: SliceSet, fresh: SliceSet, k: int, rng) -
         return fresh
     if name in CHANGES:
         return SliceSet.concat([honest, altered(source, CHANGES[name](rng))])
+    if name.startswith("maskcopy"):  # a mask generator that memorised: training label maps, fresh images
+        return SliceSet.concat([honest, mask_copies(source, fresh.for_subjects(fresh.subjects[-k:]),
+                                                    MASK_CHANGES[name](rng))])
     if name == "half":  # every other slice of a training patient, the rest from a fresh one
         parts = []
         for j in range(k):
@@ -104,7 +128,7 @@ def synthetic_cohort(name: str, train: SliceSet, fresh: SliceSet, k: int, rng) -
     raise ValueError(f"unknown variant {name!r}")
 
 
-VARIANTS = ("fresh", *CHANGES, "half", "slicemix")
+VARIANTS = ("fresh", *CHANGES, "half", "slicemix", *MASK_CHANGES)
 
 
 def main() -> None:

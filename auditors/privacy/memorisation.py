@@ -21,8 +21,8 @@ cross-fitted: each fold judged by the tau of the other fold.
 
 Confirmed copies: a patient whose score exceeds the (1 - CONFIRM_ALPHA / n_synthetic) quantile of the
 null (at its upper confidence bound) and every real holdout patient's score, in a confirming part (robust,
-patches or masks): an honest cohort has any such patient with probability about CONFIRM_ALPHA per part. One
-fails the release.
+patches or masks): an honest cohort has any such patient with probability about CONFIRM_ALPHA per part (at most
+3 x CONFIRM_ALPHA in all, union bound). One fails the release.
 
 Closer to train (closer.py): the share of synthetic patients closer to the whole training set than to
 holdout, in balanced subsamples; an honest generator gives 0.5.
@@ -41,7 +41,7 @@ from auditors.features import features
 from .calibration import (TailThreshold, cross_fitted_flags, fit_tail, pass_probability, patient_folds,
                           patients_to_decide, proportion_interval, smallest_detectable)
 from .closer import closer_scores, patient_max_similarity
-from .mask_features import mask_vectors
+from .mask_features import mask_images, mask_vectors
 from .neighbours import NeighbourIndex, index_for
 from .patients import per_patient
 from .robust_match import (candidates, patch_similarity, registered_similarity, robust_similarity,
@@ -79,45 +79,101 @@ def _median_per_patient(values: np.ndarray, split) -> np.ndarray:
     return per_patient(values, codes, len(patients), "median")
 
 
-def copy_parts(ctx: AuditContext) -> list[Part]:
-    """The pixel-level copy views, on the same candidate patients: `robust`, per slice the better of the
-    small-transform search (shifts, small rotations, a flip) and, with `copy_registration`, the registered search
-    (any angle, either handedness, zooms up to `copy_max_zoom`) over its own candidates; and, with `copy_patches`,
-    `patches` (each tile of the slice matched on its own: copies under a smooth warp)."""
-    with_patches = ctx.option("copy_patches")
-    tr_codes, _ = ctx.train.subject_codes()
-    patients = ctx.option("copy_candidate_patients")
+def _search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray], queries: dict[str, tuple[np.ndarray, np.ndarray]],
+            with_patches: bool) -> dict[str, dict]:
+    """Per split (synthetic, holdout), from (images, patient codes) of the training slices and of each split's
+    slices: each slice's best robust correlation to the training slices (the better of the small-transform search
+    and, with `copy_registration`, the registered search), its match and transform, and with `with_patches` the
+    patches similarity."""
+    train, tr_codes = train
     shift = ctx.option("copy_max_shift")
     zoom = ctx.option("copy_max_zoom")
     scales = (1.0 / zoom, 1.0, zoom) if zoom > 1.0 else (1.0,)
-    out, tiles = {}, {}
-    for split in ("synthetic", "holdout"):
-        data = getattr(ctx, split)
-        codes, _ = data.subject_codes()
-        cand = candidates(data.images, codes, ctx.train.images, tr_codes, patients=patients, size=MATCH_SIZE)
-        if with_patches:
-            tiles[split] = patch_similarity(data.images, ctx.train.images, cand, size=MATCH_SIZE)
-        angle = ctx.option("copy_max_rotation")
-        best, match = robust_similarity(data.images, ctx.train.images, cand, size=MATCH_SIZE, max_shift=shift,
+    angle = ctx.option("copy_max_rotation")
+    out = {}
+    for split, (images, codes) in queries.items():
+        if not len(images):  # e.g. a split without annotated slices in the masks part
+            out[split] = {"robust": (np.empty(0), np.empty(0, np.int64), np.empty((0, 3))),
+                          "patches": (np.empty(0), np.empty(0, np.int64))}
+            continue
+        cand = candidates(images, codes, train, tr_codes, patients=ctx.option("copy_candidate_patients"),
+                          size=MATCH_SIZE)
+        tiles = patch_similarity(images, train, cand, size=MATCH_SIZE) if with_patches else None
+        best, match = robust_similarity(images, train, cand, size=MATCH_SIZE, max_shift=shift,
                                         rotations=(-angle, 0.0, angle) if angle > 0 else (0.0,))
         transform = np.full((len(best), 3), np.nan)
         if ctx.option("copy_registration"):
-            cand = transformed_candidates(data.images, codes, ctx.train.images, tr_codes,
+            cand = transformed_candidates(images, codes, train, tr_codes,
                                           patients=ctx.option("copy_registered_patients"),
                                           size=MATCH_SIZE, scales=scales)
-            reg, reg_match, reg_transform = registered_similarity(data.images, ctx.train.images, cand,
-                                                                  size=MATCH_SIZE, max_shift=shift, scales=scales,
+            reg, reg_match, reg_transform = registered_similarity(images, train, cand, size=MATCH_SIZE,
+                                                                  max_shift=shift, scales=scales,
                                                                   return_transform=True)
             better = reg > best
             best, match = np.where(better, reg, best), np.where(better, reg_match, match)
             transform[better] = reg_transform[better]
-        out[split] = (best, match, transform)
-    parts = [Part("robust", _median_per_patient(out["synthetic"][0], ctx.synthetic),
-                  _median_per_patient(out["holdout"][0], ctx.holdout), *out["synthetic"])]
+        out[split] = {"robust": (best, match, transform), "patches": tiles}
+    return out
+
+
+def _part(ctx: AuditContext, label: str, found: dict[str, dict], view: str = "robust") -> Part:
+    """A part from `_search`'s per-slice figures of one view (robust or patches) over every slice."""
+    syn, hold = found["synthetic"][view], found["holdout"][view]
+    return Part(label, _median_per_patient(syn[0], ctx.synthetic), _median_per_patient(hold[0], ctx.holdout), *syn)
+
+
+def _median_where(values: np.ndarray, codes: np.ndarray, n_patients: int) -> np.ndarray:
+    """Per patient the median of its listed slices; NaN for a patient with none."""
+    out = np.full(n_patients, np.nan)
+    present, remapped = np.unique(codes, return_inverse=True)
+    if len(present):
+        out[present] = per_patient(values, remapped, len(present), "median")
+    return out
+
+
+def _mask_part(ctx: AuditContext) -> Part | None:
+    """`masks`: the annotated slices' label maps as images (mask_features.mask_images) under the `robust` search.
+    Only annotated slices take part: an unannotated real slice has no map to resemble (scored, it would sink the
+    null and flag every synthetic patient). A patient without one has no score (NaN: never flagged, not in the
+    null); synthetic slices without a map have no score and no match (-1). None when no training slice is
+    annotated (there is no map to copy)."""
+    rows, sets = {}, {}
+    for split in ("train", "synthetic", "holdout"):
+        data = getattr(ctx, split)
+        rows[split] = np.flatnonzero(data.has_label)
+        codes, _ = data.subject_codes()
+        images = ctx.shared(f"mask_images.{split}",
+                            lambda d=data, r=rows[split]: mask_images(d.labels[r], MATCH_SIZE))
+        sets[split] = (images, codes[rows[split]])
+    if not len(rows["train"]):
+        return None  # no training label map: nothing the masks could copy
+    found = _search(ctx, sets.pop("train"), sets, False)
+    best, match, transform = found["synthetic"]["robust"]
+    n_syn_slices = len(ctx.synthetic.images)
+    scores, matches = np.full(n_syn_slices, np.nan), np.full(n_syn_slices, -1, dtype=np.int64)
+    turned = np.full((n_syn_slices, 3), np.nan)
+    scores[rows["synthetic"]], turned[rows["synthetic"]] = best, transform
+    matches[rows["synthetic"]] = rows["train"][match]  # back to indices of the whole training split
+    hold = found["holdout"]["robust"][0]
+    return Part("masks", _median_where(best, sets["synthetic"][1], len(ctx.synthetic.subjects)),
+                _median_where(hold, sets["holdout"][1], len(ctx.holdout.subjects)), scores, matches, turned)
+
+
+def copy_parts(ctx: AuditContext) -> list[Part]:
+    """The pixel-level copy views, each on its own candidate patients: `robust`, per slice the better of the
+    small-transform search (shifts, small rotations, a flip) and, with `copy_registration`, the registered search
+    (any angle, either handedness, zooms up to `copy_max_zoom`); with `copy_patches`, `patches` (each tile of the
+    slice matched on its own: copies under a smooth warp); with `audit_masks`, `masks`: the label maps as images
+    (mask_features.mask_images) under the same search as `robust`, a mask generator's copies turned or shifted."""
+    with_patches = ctx.option("copy_patches")
+    found = _search(ctx, (ctx.train.images, ctx.train.subject_codes()[0]),
+                    {s: (getattr(ctx, s).images, getattr(ctx, s).subject_codes()[0]) for s in ("synthetic", "holdout")},
+                    with_patches)
+    parts = [_part(ctx, "robust", found)]
     if with_patches:
-        parts.append(Part("patches", _median_per_patient(tiles["synthetic"][0], ctx.synthetic),
-                          _median_per_patient(tiles["holdout"][0], ctx.holdout), *tiles["synthetic"]))
-    return parts
+        parts.append(_part(ctx, "patches", found, "patches"))
+    masks = _mask_part(ctx) if ctx.option("audit_masks") else None
+    return parts + ([masks] if masks is not None else [])
 
 
 def transform_text(transform) -> str:
@@ -154,20 +210,29 @@ def part_vectors(ctx: AuditContext) -> dict[str, tuple[np.ndarray, np.ndarray, n
 
 def near_copies(part: Part, n_synthetic: int, folds: np.ndarray) -> dict:
     """The near-copy rate of one part with its tau-aware bounds, the cross-fitted holdout baseline and the
-    confirmed copies."""
-    tail = fit_tail(part.holdout, COPY_LEVEL, 1.0 - TAU_ALPHA)
-    k = int((part.synthetic > tail.tau).sum())
-    k_low, k_high = int((part.synthetic > tail.tau_high).sum()), int((part.synthetic > tail.tau_low).sum())
+    confirmed copies. Patients without a score (NaN: no annotated slice, masks part) are never flagged and do not
+    enter the null; a null of fewer than MIN_CALIBRATION_PATIENTS patients shows nothing (bounds 0 and 1)."""
+    scored = np.isfinite(part.holdout)
+    null, synthetic = part.holdout[scored], np.where(np.isfinite(part.synthetic), part.synthetic, -np.inf)
+    if len(null) < MIN_CALIBRATION_PATIENTS:
+        return {"not_calibrated": f"{len(null)} holdout patient(s) with a score; {MIN_CALIBRATION_PATIENTS} needed",
+                "near_copies": 0, "near_copy_rate": 0.0, "lower": 0.0, "upper": 1.0, "confirmed": [],
+                "tau": float("nan"), "tau_low": float("nan"), "tau_high": float("nan"), "baseline_rate": float("nan"),
+                "confirm_threshold": float("nan")}
+    tail = fit_tail(null, COPY_LEVEL, 1.0 - TAU_ALPHA)
+    k = int((synthetic > tail.tau).sum())
+    k_low, k_high = int((synthetic > tail.tau_high).sum()), int((synthetic > tail.tau_low).sum())
     lower, upper = proportion_interval(k_low, k_high, n_synthetic, 1.0 - RATE_ALPHA)
-    confirm = fit_tail(part.holdout, 1.0 - CONFIRM_ALPHA / n_synthetic, 1.0 - TAU_ALPHA)
-    confirm_at = max(confirm.tau_high, float(part.holdout.max()))
-    confirmed = np.flatnonzero(part.synthetic > confirm_at) if part.label in CONFIRMING_PARTS else np.array([], int)
+    confirm = fit_tail(null, 1.0 - CONFIRM_ALPHA / n_synthetic, 1.0 - TAU_ALPHA)
+    confirm_at = max(confirm.tau_high, float(null.max()))
+    confirmed = np.flatnonzero(synthetic > confirm_at) if part.label in CONFIRMING_PARTS else np.array([], int)
     return {"tau": tail.tau, "tau_low": tail.tau_low, "tau_high": tail.tau_high, "near_copies": k,
             "near_copy_rate": k / n_synthetic, "lower": lower, "upper": upper,
-            "baseline_rate": float(cross_fitted_flags(part.holdout, folds, COPY_LEVEL).mean()),
+            "baseline_rate": float(cross_fitted_flags(null, folds[scored], COPY_LEVEL).mean()),
             "confirm_threshold": confirm_at, "confirmed": confirmed.tolist(),
-            "synthetic_median_score": float(np.median(part.synthetic)),
-            "holdout_median_score": float(np.median(part.holdout)), "holdout_max_score": float(part.holdout.max())}
+            "synthetic_median_score": float(np.nanmedian(part.synthetic)) if np.isfinite(part.synthetic).any()
+            else float("nan"),
+            "holdout_median_score": float(np.median(null)), "holdout_max_score": float(null.max())}
 
 
 def closer_share(ctx: AuditContext, vectors: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict:
@@ -185,32 +250,36 @@ def closer_share(ctx: AuditContext, vectors: tuple[np.ndarray, np.ndarray, np.nd
     return {"share": k / n, "lower": lower, "upper": upper, "closer_patients": k, "balancing": how}
 
 
-def matches_figure(ctx: AuditContext, part: Part, order: list[int], title: str) -> Figure:
+def matches_figure(ctx: AuditContext, part: Part, order: list[int], title: str, what: str = "images") -> Figure:
     """Each listed synthetic patient's slices (top row) above the training slices they match (real patients:
-    internal only), slice by slice."""
+    internal only), slice by slice; `what`: "images" or "labels" (the label maps, for the masks part)."""
     from matplotlib.figure import Figure as MplFigure
 
     syn_codes, syn = ctx.synthetic.subject_codes()
     rows = max(len(order), 1) * 2
     fig = MplFigure(figsize=(1.2 * FIGURE_SLICES, 1.3 * rows), dpi=80)
+    shown = {"cmap": "gray"} if what == "images" else {"cmap": "viridis", "vmin": 0, "vmax": 3,
+                                                       "interpolation": "nearest"}
     for r, patient in enumerate(order):
-        slices = np.flatnonzero(syn_codes == patient)[:FIGURE_SLICES]
+        slices = np.flatnonzero((syn_codes == patient) & (part.slice_match >= 0))[:FIGURE_SLICES]
         for c, s in enumerate(slices):
             t = int(part.slice_match[s])
             turned = transform_text(None if part.slice_transform is None else part.slice_transform[s])
             label = f"{syn[patient]} {part.slice_scores[s]:.3f}" + (f"\n({turned})" if turned else "")
-            for row, (image, text) in enumerate(((ctx.synthetic.images[s], label),
-                                                 (ctx.train.images[t], str(ctx.train.subject_ids[t])))):
+            for row, (image, text) in enumerate(((getattr(ctx.synthetic, what)[s], label),
+                                                 (getattr(ctx.train, what)[t], str(ctx.train.subject_ids[t])))):
                 ax = fig.add_subplot(rows, FIGURE_SLICES, (2 * r + row) * FIGURE_SLICES + c + 1)
-                ax.imshow(image, cmap="gray")
+                ax.imshow(image, **shown)
                 ax.set_title(text, fontsize=6)
                 ax.axis("off")
     fig.suptitle(title, fontsize=9)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
-    return Figure(name="copies_robust", title=title, png=buf.getvalue(), public=False,
-                  caption="Per synthetic patient, its slices (upper row, with the robust correlation) above the "
-                          "training slices they match best (lower row): real patients, internal report only. "
+    kind = "slices" if what == "images" else "label maps"
+    return Figure(name="copies_robust" if what == "images" else "copies_masks", title=title, png=buf.getvalue(),
+                  public=False,
+                  caption=f"Per synthetic patient, its {kind} (upper row, with the robust correlation) above the "
+                          f"training {kind} they match best (lower row): real patients, internal report only. "
                           "In brackets, how the registered search turned the synthetic slice to match.")
 
 
@@ -262,8 +331,8 @@ class NNMemorisation(Auditor):
         vectors = part_vectors(ctx)
         parts = copy_parts(ctx)
         for label, (train, synthetic, holdout) in vectors.items():
-            index = index_for(ctx, label, "train") if label != "masks" else None
-            parts.append(vector_part(label, train, synthetic, holdout, ctx, index))
+            if label != "masks":  # the label maps' copy part is the image search on them (copy_parts)
+                parts.append(vector_part(label, train, synthetic, holdout, ctx, index_for(ctx, label, "train")))
         folds = patient_folds(len(ctx.holdout.subjects), ctx.seed)
         copies = {p.label: near_copies(p, n_syn, folds) for p in parts}
         closer = {label: closer_share(ctx, v) for label, v in vectors.items()}
@@ -280,6 +349,12 @@ class NNMemorisation(Auditor):
             ctx, robust, [int(i) for i in shown],
             "confirmed copies beside their training patients" if confirmed else
             "synthetic patients closest to a training patient (no confirmed copy)"))
+        by_masks = copies.get("masks", {}).get("confirmed", [])[:FIGURE_PATIENTS]
+        if by_masks:  # a mask generator's copies: show the label maps beside the training maps they copy
+            masks = next(p for p in parts if p.label == "masks")
+            result.figures.append(matches_figure(ctx, masks, [int(i) for i in by_masks],
+                                                 "label maps confirmed as copies beside the training maps",
+                                                 what="labels"))
         return result
 
     def _too_small(self, ctx, result: AuditResult) -> AuditResult:
@@ -303,7 +378,8 @@ class NNMemorisation(Auditor):
         need = patients_to_decide(estimate, threshold, 1.0 - RATE_ALPHA)
         decide = (f"about {need} synthetic patients (and a holdout of the same size) at this rate would decide it"
                   if need else "the rate sits on the threshold: a much larger cohort is needed")
-        parts = "; ".join(f"{k}: {c['near_copies']}/{n_syn} [{c['lower']:.3f}, {c['upper']:.3f}] baseline "
+        parts = "; ".join(f"{k}: not calibrated, {c['not_calibrated']}" if "not_calibrated" in c else
+                          f"{k}: {c['near_copies']}/{n_syn} [{c['lower']:.3f}, {c['upper']:.3f}] baseline "
                           f"{c['baseline_rate']:.3f}" for k, c in copies.items())
         return self.check(ctx, "privacy.near_copy_rate", w["near_copy_rate"], lower, upper,
                           1.0 - TAU_ALPHA - RATE_ALPHA, decide=decide, plan=self._plan_near(CohortSizes.of(ctx), threshold),
@@ -317,9 +393,19 @@ class NNMemorisation(Auditor):
             f"{label}: {len(names)} above {copies[label]['confirm_threshold']:.4f}"
             + (f" ({', '.join(names[:5])}{'...' if len(names) > 5 else ''})" if names else "")
             for label, names in found.items()))
-        check.plan = {"honest_pass_probability": 1.0 - CONFIRM_ALPHA, "smallest_detectable": 1,
-                      "detectable_unit": "copied patients (one confirmed copy fails)"}
+        check.plan = self._plan_confirmed(len(found))
         return check
+
+    @classmethod
+    def _plan_confirmed(cls, parts: int | None = None) -> dict:
+        """Each confirming part has an honest cohort confirm a copy with probability about CONFIRM_ALPHA, so all of
+        them pass with probability at least 1 - parts x CONFIRM_ALPHA (union bound). `parts`: those the default
+        options run, when not given."""
+        if parts is None:
+            defaults = {o.name: o.default for o in cls.options}
+            parts = 1 + int(defaults["copy_patches"]) + int(defaults["audit_masks"])
+        return {"honest_pass_probability": max(0.0, 1.0 - parts * CONFIRM_ALPHA), "smallest_detectable": 1,
+                "detectable_unit": f"copied patients (one confirmed copy fails; {parts} confirming parts)"}
 
     def _closer_check(self, ctx, closer: dict, n_syn: int):
         label, estimate, lower, upper = worst_case(
@@ -360,6 +446,5 @@ class NNMemorisation(Auditor):
     def plan(self, sizes: CohortSizes, thresholds: dict[str, float], seed: int = 0) -> dict:
         t = {name: float(thresholds.get(name, default)) for name, (default, _, _) in self.default_thresholds.items()}
         return {"privacy.near_copy_rate": self._plan_near(sizes, t["privacy.near_copy_rate"]),
-                "privacy.confirmed_copies": {"honest_pass_probability": 1.0 - CONFIRM_ALPHA, "smallest_detectable": 1,
-                                             "detectable_unit": "copied patients (one confirmed copy fails)"},
+                "privacy.confirmed_copies": self._plan_confirmed(),
                 "privacy.closer_to_train_share": self._plan_closer(sizes, t["privacy.closer_to_train_share"])}

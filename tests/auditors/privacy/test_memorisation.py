@@ -4,7 +4,7 @@ from scipy import stats
 
 from auditors.base import AuditContext, CohortSizes, Verdict
 from auditors.privacy.closer import closer_scores, patient_max_similarity
-from auditors.privacy.mask_features import mask_vectors
+from auditors.privacy.mask_features import MASK_LEVELS, mask_images, mask_vectors
 from auditors.privacy.memorisation import NNMemorisation
 from auditors.privacy.patients import first_other_patient, per_patient
 from cmri_release.core.sliceset import SliceSet
@@ -60,6 +60,25 @@ def test_mask_vectors_give_the_pearson_correlation_of_one_hot_maps():
               for m in labels]
     assert v[0] @ v[1] == pytest.approx(np.corrcoef(onehot[0], onehot[1])[0, 1], abs=1e-5)
     assert np.all(mask_vectors(np.zeros((1, 16, 16), np.uint8)) == 0)  # an empty map resembles nothing
+
+
+def test_mask_images_put_each_structure_at_its_level_and_blur_without_moving_it():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, (2, 16, 16)).astype(np.uint8)
+    assert np.array_equal(mask_images(labels, size=16, blur_px=0.0), MASK_LEVELS[labels])
+    down = mask_images(labels, size=8, blur_px=0.0)  # area resampling: the mean level of each 2 x 2 block
+    assert np.allclose(down, MASK_LEVELS[labels].reshape(2, 8, 2, 8, 2).mean(axis=(2, 4)), atol=1e-6)
+    disc = np.zeros((1, 32, 32), np.uint8)
+    disc[0, 12:20, 10:18] = 3
+    blurred = mask_images(disc)
+    assert blurred.sum() == pytest.approx(MASK_LEVELS[disc].sum(), rel=1e-5)  # a blur keeps the total
+    moved = mask_images(np.roll(disc, (3, 2), axis=(1, 2)))
+    assert np.allclose(np.roll(blurred, (3, 2), axis=(1, 2)), moved, atol=1e-6)  # and commutes with a shift
+    assert np.all(mask_images(np.zeros((1, 32, 32), np.uint8)) == 0)
+    with pytest.raises(ValueError, match="0..3"):
+        mask_images(np.full((1, 8, 8), 7, np.uint8))
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        mask_images(np.zeros((8, 8), np.uint8))
 
 
 def _run(train, holdout, synthetic, **options):
@@ -123,6 +142,9 @@ def test_plan_matches_a_seeded_simulation_of_the_rule():
     sim = np.mean(stats.beta.ppf(0.95, k + 1, 100 - k) <= 0.70)
     assert closer["honest_pass_probability"] == pytest.approx(sim, abs=0.01)
     assert plan["privacy.confirmed_copies"]["smallest_detectable"] == 1
+    # robust, patches and masks each confirm an honest patient ~1% of the time: at least 97% pass (union bound)
+    assert plan["privacy.confirmed_copies"]["honest_pass_probability"] == pytest.approx(0.97)
+    assert auditor._plan_confirmed(1)["honest_pass_probability"] == pytest.approx(0.99)
     assert auditor.plan(CohortSizes(20, 20, 20), {})["privacy.near_copy_rate"]["honest_pass_probability"] < 0.5
 
 
@@ -174,3 +196,62 @@ def test_transform_text_says_how_a_copy_was_turned():
     assert transform_text(np.array([1.0, 270.0, 1.15])) == "flipped, -90 deg, x1.15"
     assert transform_text(np.array([0.0, 12.0, 1.0])) == "+12 deg"
     assert transform_text(np.full(3, np.nan)) == "" and transform_text(None) == ""
+
+
+def test_label_maps_copied_under_a_shift_or_a_turn_are_confirmed_by_the_masks_part(phantom_slices):
+    """A mask generator that memorised: training patients' label maps, shifted by 2 px or turned by 20 degrees,
+    under new patients' images. The images match nothing, the masks part confirms the copies and nothing else."""
+    from scipy import ndimage
+    train, holdout, new = phantom_slices
+    changes = {"s-": lambda x: np.roll(x, (2, -1), axis=(0, 1)),
+               "r-": lambda x: ndimage.rotate(x, 20.0, reshape=False, order=0, mode="nearest")}
+    copied = []
+    for k, (prefix, change) in enumerate(changes.items()):
+        source = train.for_subjects(train.subjects[3 * k:3 * k + 3])
+        images = new.for_subjects(new.subjects[-6:]).images[np.arange(len(source)) % 60]
+        copied.append(SliceSet(images=images, labels=np.stack([change(x) for x in source.labels]).astype(np.uint8),
+                               subject_ids=np.char.add(prefix, source.subject_ids), vendors=source.vendors,
+                               phases=source.phases, slice_pos=source.slice_pos, slice_index=source.slice_index,
+                               has_label=source.has_label, spacing_mm=source.spacing_mm))
+    synthetic = SliceSet.concat([new.for_subjects(new.subjects[:20])] + copied)
+    copies_ids = {s for c in copied for s in c.subjects}
+    _, without = _run(train, holdout, synthetic, audit_masks=False, copy_patches=False)
+    assert not set(without.metrics["confirmed_copies"]) & copies_ids
+    checks, result = _run(train, holdout, synthetic, copy_patches=False)
+    confirmed = set(result.metrics["confirmed_copies"])
+    assert checks["privacy.confirmed_copies"].verdict is Verdict.FAIL
+    assert confirmed <= copies_ids and len(confirmed) >= 4, confirmed  # of 6, with a 12-patient holdout's bar
+    masks = result.metrics["near_copies"]["masks"]
+    assert {synthetic.subjects[i] for i in masks["confirmed"]} == confirmed
+    figure = next(f for f in result.figures if f.name == "copies_masks")
+    assert not figure.public and figure.png.startswith(b"\x89PNG") and "label maps" in figure.title
+
+
+def _unannotated(slices, which):
+    """The same slices with the label maps of the selected ones removed (as an unannotated DICOM series)."""
+    which = np.asarray(which, bool)
+    return SliceSet(images=slices.images, labels=np.where(which[:, None, None], 0, slices.labels).astype(np.uint8),
+                    subject_ids=slices.subject_ids, vendors=slices.vendors, phases=slices.phases,
+                    slice_pos=slices.slice_pos, slice_index=slices.slice_index,
+                    has_label=slices.has_label & ~which, spacing_mm=slices.spacing_mm)
+
+
+def test_only_annotated_slices_enter_the_masks_part(phantom_slices):
+    """Unannotated real slices have no map to resemble: scored as empty maps they would sink the null and flag
+    every synthetic patient. Half the holdout's slices unannotated: the masks part matches the fully annotated
+    audit patient for patient; a holdout without any annotation cannot calibrate it (the rate is inconclusive
+    over its whole range, and says so)."""
+    train, holdout, new = phantom_slices
+    synthetic = new.for_subjects(new.subjects[:24])
+    fast = {"copy_registration": False, "copy_patches": False}
+    _, full = _run(train, holdout, synthetic, **fast)
+    half = np.arange(len(holdout.images)) % 2 == 1
+    _, partial = _run(train, _unannotated(holdout, half), synthetic, **fast)
+    a, b = full.metrics["near_copies"]["masks"], partial.metrics["near_copies"]["masks"]
+    assert b["near_copies"] <= 1 and b["confirmed"] == [] and b["upper"] < 0.5
+    assert abs(b["holdout_median_score"] - a["holdout_median_score"]) < 0.01
+    checks, none = _run(train, _unannotated(holdout, np.ones(len(holdout.images), bool)), synthetic, **fast)
+    masks = none.metrics["near_copies"]["masks"]
+    assert "not_calibrated" in masks and masks["upper"] == 1.0
+    near = checks["privacy.near_copy_rate"]
+    assert near.verdict is Verdict.INCONCLUSIVE and near.upper == 1.0 and "masks: not calibrated" in near.details

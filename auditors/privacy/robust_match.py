@@ -127,16 +127,19 @@ def _chosen_slices(votes: np.ndarray, query_codes: np.ndarray, reference_codes: 
 
 
 def candidates(queries: np.ndarray, query_codes: np.ndarray, reference: np.ndarray, reference_codes: np.ndarray,
-               k: int = 16, patients: int = 2, size: int = 32) -> np.ndarray:
+               k: int = 16, patients: int = 2, size: int = 32, own: int = 4) -> np.ndarray:
     """(Q, C) reference slice indices worth the exact search: every slice of the `patients` reference patients
     that a query patient's slices vote for most (each slice votes for the patients of its k nearest reference
-    slices in the spectrum space). Copies come as patients, so one patient's slices outvote a slice's noise."""
+    slices in the spectrum space), and the slice's own `own` nearest reference slices. Copies come as patients, so
+    one patient's slices outvote a slice's noise; a patient assembled from slices of many patients (each slice a
+    copy) outvotes nothing, and its slices' own neighbours find them."""
     query_codes = np.asarray(query_codes, dtype=np.int64)
     reference_codes = np.asarray(reference_codes, dtype=np.int64)
     n_query, n_ref = int(query_codes.max()) + 1, int(reference_codes.max()) + 1
     _, ids = NeighbourIndex(spectrum_vectors(reference, size)).search(spectrum_vectors(queries, size), k)
-    return _chosen_slices(_patient_votes(ids, query_codes, reference_codes, n_query, n_ref), query_codes,
-                          reference_codes, patients)
+    chosen = _chosen_slices(_patient_votes(ids, query_codes, reference_codes, n_query, n_ref), query_codes,
+                            reference_codes, patients)
+    return np.concatenate([chosen, ids[:, :min(own, ids.shape[1])]], axis=1) if own > 0 else chosen
 
 
 SPECTRUM_ANGLES = tuple(float(a) for a in range(0, 180, 15))  # |F| of a real slice repeats every 180 degrees

@@ -41,6 +41,22 @@ def test_shifted_rotated_flipped_rescaled_copies_are_found(blobs):
     assert np.median(plain) < 0.8  # without the search the same copies look like strangers
 
 
+def test_a_patient_assembled_from_many_patients_slices_has_each_source_slice_among_its_candidates(blobs):
+    """Each synthetic patient's slices copied (shifted 2 px) from as many different reference patients: no patient
+    wins the vote, and only each slice's own nearest neighbours bring its source into the exact search."""
+    s = blobs(12, slices=4, size=32, seed=3, noise=0.01)
+    ref_codes, _ = s.subject_codes()
+    picks = np.arange(0, len(s.images), 4) + np.arange(12) % 4  # one slice of each of the 12 patients
+    mixed = np.stack([np.roll(s.images[i], (2, 0), axis=(0, 1)) for i in picks])
+    codes = np.arange(12) // 4  # 3 synthetic patients of 4 slices, each slice from another patient
+    voted = candidates(mixed, codes, s.images, ref_codes, k=4, patients=1, own=0)
+    assert np.mean([picks[i] in voted[i] for i in range(12)]) <= 0.5  # the vote alone loses most sources
+    cand = candidates(mixed, codes, s.images, ref_codes, k=4, patients=1, own=2)
+    assert cand.shape[1] == voted.shape[1] + 2 and all(picks[i] in cand[i] for i in range(12))
+    best, which = robust_similarity(mixed, s.images, cand)
+    assert np.array_equal(which, picks) and np.all(best > 0.99)
+
+
 def test_spectrum_is_flip_and_shift_invariant_and_variants_keep_the_identity(blobs):
     x = blobs(1, slices=1, size=32, seed=2).images
     v = spectrum_vectors(np.concatenate([x, x[:, :, ::-1], np.roll(x, 2, axis=2)]))

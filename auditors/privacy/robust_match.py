@@ -147,20 +147,23 @@ SPECTRUM_ANGLES = tuple(float(a) for a in range(0, 180, 15))  # |F| of a real sl
 
 def transformed_candidates(queries: np.ndarray, query_codes: np.ndarray, reference: np.ndarray,
                            reference_codes: np.ndarray, k: int = 16, patients: int = 2, size: int = 32,
-                           angles: tuple[float, ...] = SPECTRUM_ANGLES, scales: tuple[float, ...] = (1.0,)
-                           ) -> np.ndarray:
+                           angles: tuple[float, ...] = SPECTRUM_ANGLES, scales: tuple[float, ...] = (1.0,),
+                           keep_spectra: list | None = None) -> np.ndarray:
     """As `candidates`, for copies turned by any angle or zoomed: every query slice is undone under each rotation
     and zoom of the bank (the spectra are shift- and flip-invariant already, so this covers transposes too), and a
     query patient's votes for a reference patient count under the transform that gives it the most. (Measured on
     phantom copies turned by 10 or 20 degrees, a quarter turn, transposed or zoomed 1.15, 10 copied patients each:
     the source is among the 3 chosen patients for 50 of 50; reading every vote under the one transform on which
-    the patient's slices agree most found 42, summing over transforms 30.)"""
+    the patient's slices agree most found 42, summing over transforms 30.) A list given as `keep_spectra` receives
+    the undone spectra, for `registered_similarity(..., undone=...)` on the same queries, angles and scales."""
     query_codes = np.asarray(query_codes, dtype=np.int64)
     reference_codes = np.asarray(reference_codes, dtype=np.int64)
     n_query, n_ref = int(query_codes.max()) + 1, int(reference_codes.max()) + 1
     index = NeighbourIndex(spectrum_vectors(reference, size))
     per_transform = []
     for undone in undone_spectra(queries, size, angles, scales):
+        if keep_spectra is not None:
+            keep_spectra.append(undone)
         _, ids = index.search(undone, k)
         per_transform.append(_patient_votes(ids, query_codes, reference_codes, n_query, n_ref))
     return _chosen_slices(np.max(per_transform, axis=0), query_codes, reference_codes, patients)
@@ -253,7 +256,7 @@ def registered_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
                           coarse_slices: int = 12, fine_slices: int = 4,
                           fine_angles: tuple[float, ...] = (-4.0, 0.0, 4.0),
                           fine_scales: tuple[float, ...] = (0.96, 1.0, 1.04), chunk: int = 64,
-                          return_transform: bool = False) -> tuple[np.ndarray, ...]:
+                          return_transform: bool = False, undone: list | None = None) -> tuple[np.ndarray, ...]:
     """Per query slice: the best correlation to any candidate reference slice over similarity transforms of any
     angle, either handedness and the zooms of `scales`, and the index of that reference slice; with
     `return_transform`, also (Q, 3) [flipped, degrees, zoom]: `warp` of the query by it matches the reference.
@@ -263,15 +266,16 @@ def registered_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
     there), every rotation `angle_step` apart, flipped or not, at every zoom; then at full resolution (shifts up
     to `max_shift`) a grid around the best coarse transform, on the `fine_slices` candidates that scored best
     coarsely. The value is a Pearson correlation at full resolution of the reference's central crop with a window
-    of the transformed query, as in `robust_similarity`.
+    of the transformed query, as in `robust_similarity`. `undone`: the queries' spectra under SPECTRUM_ANGLES x
+    `scales` as `transformed_candidates(keep_spectra=...)` kept them (computed here when not given).
     """
     cand = _check_candidates(cand, len(queries))
     if cand.shape[1] > coarse_slices:
         ref_spectra = torch.from_numpy(spectrum_vectors(reference, size))
         closest = torch.full(cand.shape, -np.inf)
         columns = torch.from_numpy(cand)
-        for undone in undone_spectra(queries, size, SPECTRUM_ANGLES, scales):
-            sims = (torch.from_numpy(undone) @ ref_spectra.T).gather(1, columns)
+        for spectra in undone if undone is not None else undone_spectra(queries, size, SPECTRUM_ANGLES, scales):
+            sims = (torch.from_numpy(spectra) @ ref_spectra.T).gather(1, columns)
             closest = torch.maximum(closest, sims)
         cand = np.take_along_axis(cand, closest.topk(coarse_slices, dim=1).indices.numpy(), axis=1)
     half = size // 2

@@ -166,3 +166,19 @@ def test_patch_search_tells_warped_copies_from_strangers(blobs):
     others = np.array([patch_similarity(warped[i:i + 1], s.images[codes != codes[i]],
                                         np.arange((codes != codes[i]).sum())[None])[0][0] for i in range(len(warped))])
     assert np.mean(own > others) >= 0.9 and np.median(own - others) > 0.1
+
+
+def test_registered_search_reuses_the_spectra_its_candidates_were_voted_in(blobs):
+    """The spectra `transformed_candidates` keeps give the registered search's prefilter the same result as
+    computing them again (18 candidate slices: the prefilter to 12 runs)."""
+    from auditors.privacy.robust_match import registered_similarity, transformed_candidates
+    s = blobs(10, slices=6, size=32, seed=5, noise=0.01)
+    codes, _ = s.subject_codes()
+    turned = np.stack([ndimage.rotate(x, 30.0, reshape=False, order=1, mode="nearest") for x in s.images])
+    kept = []
+    cand = transformed_candidates(turned, codes, s.images, codes, k=4, patients=3, scales=(1.0,), keep_spectra=kept)
+    assert cand.shape[1] > 12 and len(kept) == 12
+    again = registered_similarity(turned, s.images, cand, scales=(1.0,), return_transform=True)
+    reused = registered_similarity(turned, s.images, cand, scales=(1.0,), return_transform=True, undone=kept)
+    for a, b in zip(again, reused):
+        assert np.array_equal(a, b)

@@ -44,8 +44,8 @@ from .closer import closer_scores, patient_max_similarity
 from .mask_features import mask_images, mask_vectors
 from .neighbours import NeighbourIndex, index_for
 from .patients import per_patient
-from .robust_match import (SPECTRUM_ANGLES, candidates, patch_similarity, registered_similarity,
-                           robust_similarity, transformed_candidates)
+from .robust_match import (candidates, patch_similarity, registered_similarity, robust_similarity,
+                           transformed_candidates)
 
 COPY_LEVEL = 0.99  # a real new patient is a near copy 1% of the time
 TAU_ALPHA = 0.025  # one-sided error of tau's bounds
@@ -76,7 +76,7 @@ def feature_spaces(ctx: AuditContext) -> list[str]:
 
 def _median_per_patient(values: np.ndarray, split) -> np.ndarray:
     codes, patients = split.subject_codes()
-    return per_patient(values, codes, len(patients), "median")
+    return _median_where(values, codes, len(patients))
 
 
 def _search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray], queries: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -103,9 +103,7 @@ def _search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray], queries: di
                                         rotations=(-angle, 0.0, angle) if angle > 0 else (0.0,))
         transform = np.full((len(best), 3), np.nan)
         if ctx.option("copy_registration"):
-            # The undone spectra serve the candidates' vote and the registered search's prefilter: kept when they
-            # fit in about 256 MB (441 floats per slice and transform), recomputed otherwise.
-            spectra = [] if len(images) * len(SPECTRUM_ANGLES) * len(scales) * 441 * 4 <= 256 * 2 ** 20 else None
+            spectra = []  # the candidates' vote keeps its spectra for the registered search's prefilter
             cand = transformed_candidates(images, codes, train, tr_codes,
                                           patients=ctx.option("copy_registered_patients"),
                                           size=MATCH_SIZE, scales=scales, keep_spectra=spectra)

@@ -143,6 +143,7 @@ def candidates(queries: np.ndarray, query_codes: np.ndarray, reference: np.ndarr
 
 
 SPECTRUM_ANGLES = tuple(float(a) for a in range(0, 180, 15))  # |F| of a real slice repeats every 180 degrees
+KEEP_SPECTRA_BYTES = 256 * 2 ** 20  # undone spectra are kept for reuse up to this size, recomputed beyond it
 
 
 def transformed_candidates(queries: np.ndarray, query_codes: np.ndarray, reference: np.ndarray,
@@ -155,14 +156,16 @@ def transformed_candidates(queries: np.ndarray, query_codes: np.ndarray, referen
     phantom copies turned by 10 or 20 degrees, a quarter turn, transposed or zoomed 1.15, 10 copied patients each:
     the source is among the 3 chosen patients for 50 of 50; reading every vote under the one transform on which
     the patient's slices agree most found 42, summing over transforms 30.) A list given as `keep_spectra` receives
-    the undone spectra, for `registered_similarity(..., undone=...)` on the same queries, angles and scales."""
+    the undone spectra when all of them fit in KEEP_SPECTRA_BYTES (else it stays empty), for
+    `registered_similarity(..., undone=...)` on the same queries, angles and scales."""
     query_codes = np.asarray(query_codes, dtype=np.int64)
     reference_codes = np.asarray(reference_codes, dtype=np.int64)
     n_query, n_ref = int(query_codes.max()) + 1, int(reference_codes.max()) + 1
     index = NeighbourIndex(spectrum_vectors(reference, size))
     per_transform = []
+    transforms = len(angles) * len(scales)
     for undone in undone_spectra(queries, size, angles, scales):
-        if keep_spectra is not None:
+        if keep_spectra is not None and undone.nbytes * transforms <= KEEP_SPECTRA_BYTES:
             keep_spectra.append(undone)
         _, ids = index.search(undone, k)
         per_transform.append(_patient_votes(ids, query_codes, reference_codes, n_query, n_ref))
@@ -267,14 +270,14 @@ def registered_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
     to `max_shift`) a grid around the best coarse transform, on the `fine_slices` candidates that scored best
     coarsely. The value is a Pearson correlation at full resolution of the reference's central crop with a window
     of the transformed query, as in `robust_similarity`. `undone`: the queries' spectra under SPECTRUM_ANGLES x
-    `scales` as `transformed_candidates(keep_spectra=...)` kept them (computed here when not given).
+    `scales` as `transformed_candidates(keep_spectra=...)` kept them (computed here when not given or empty).
     """
     cand = _check_candidates(cand, len(queries))
     if cand.shape[1] > coarse_slices:
         ref_spectra = torch.from_numpy(spectrum_vectors(reference, size))
         closest = torch.full(cand.shape, -np.inf)
         columns = torch.from_numpy(cand)
-        for spectra in undone if undone is not None else undone_spectra(queries, size, SPECTRUM_ANGLES, scales):
+        for spectra in undone or undone_spectra(queries, size, SPECTRUM_ANGLES, scales):
             sims = (torch.from_numpy(spectra) @ ref_spectra.T).gather(1, columns)
             closest = torch.maximum(closest, sims)
         cand = np.take_along_axis(cand, closest.topk(coarse_slices, dim=1).indices.numpy(), axis=1)

@@ -85,12 +85,58 @@ class InformedPriorFlow(FlowMatching):
         return super()._sample_batch(self._source(cond, vendor, noise), cond, vendor)
 
 
+class PreconditionedFlow(FlowMatching):
+    """`flow` with EDM-style preconditioning (Karras et al. NeurIPS 2022, sec. 5) worked out for the rectified path.
+
+    With x_t = (1 - t) x_0 + t x_1 and pixels of mean mu and spread s, the best velocity that is linear in x_t is
+    mu + a(t) (x_t - t mu), a = (t s^2 - (1 - t)) / D, D = (1 - t)^2 + t^2 s^2, and what it leaves has spread s /
+    sqrt(D). The network only learns that remainder, at unit scale, from an input at unit scale:
+    v = mu + a (x_t - t mu) + (s / sqrt D) F((x_t - t mu) / sqrt D). Untrained (F = 0) it already transports noise
+    to pixels of the data's mean and spread, fine grain included, instead of to a blur.
+    """
+
+    def fit(self, train, privacy=None, **kwargs):
+        x = images_to_model(train.images)
+        self._mu, self._s = float(x.mean()), float(x.std())
+        return super().fit(train, privacy, **kwargs)
+
+    def _coefficients(self, t):
+        tt = t[:, None, None, None]
+        d = (1 - tt) ** 2 + tt ** 2 * self._s ** 2
+        return tt, (tt * self._s ** 2 - (1 - tt)) / d, self._s / d.sqrt(), d.sqrt()
+
+    def _precond(self, x, cond, vendor, t):
+        tt, a, c_out, root = self._coefficients(t)
+        centred = x - tt * self._mu
+        return self._mu + a * centred, c_out, self.net(centred / root, cond, vendor, t)
+
+    def _loss(self, batch, gen):
+        x1 = batch.x
+        x0 = torch.randn(x1.shape, generator=gen, device=x1.device)
+        t = self._times(len(x1), gen, x1.device)
+        tt = t[:, None, None, None]
+        skip, c_out, out = self._precond((1 - tt) * x0 + tt * x1, batch.cond, batch.vendor, t)
+        return F.mse_loss(out, (x1 - x0 - skip) / c_out)  # unit weight on the network's own target, as in EDM
+
+    def _velocity(self, cond, vendor):
+        prepared = self.net.prepare(cond)
+
+        def velocity(x, t):
+            t = t.expand(len(x)) if torch.is_tensor(t) else torch.full((len(x),), float(t), device=x.device)
+            skip, c_out, out = self._precond(x, prepared, vendor, t)
+            return skip + c_out * out
+
+        return velocity
+
+
 FAST = {"lr": 3e-3, "batch_size": 8, "ema_decay": 0.98}
 VARIANTS = {
     "default": (FlowMatching, {}),
     "lr3e-3, batch 8": (FlowMatching, {"lr": 3e-3, "batch_size": 8}),
     "lr3e-3, EMA 0.98": (FlowMatching, {"lr": 3e-3, "ema_decay": 0.98}),
     "informed prior + lr3e-3, batch 8, EMA 0.98": (InformedPriorFlow, FAST),
+    "preconditioned": (PreconditionedFlow, {}),
+    "preconditioned + lr3e-3, batch 8, EMA 0.98": (PreconditionedFlow, FAST),
 }
 
 
@@ -100,6 +146,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--synthetic", type=int, default=30)
     ap.add_argument("--quick", action="store_true", help="40 phantom patients, 1 epoch, 6 synthetic")
+    ap.add_argument("--only", nargs="*", help="variant names to run (default: all)")
     args = ap.parse_args()
     from dataclasses import replace
 
@@ -116,6 +163,8 @@ def main() -> None:
     data = load_data(spec, PreprocessConfig(size=spec.data.size), quiet=True)
     rows = []
     for name, (cls, settings) in VARIANTS.items():
+        if args.only and name not in args.only:
+            continue
         gen = cls(network="compact", **settings)
         start = time.perf_counter()
         gen.fit(data.train, None, epochs=epochs, device="cpu", seed=spec.seed, quiet=True)

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cmri_release.audit import run_audit  # noqa: E402
+from cmri_release.commands.audit_cmd import parse_options  # noqa: E402
 from cmri_release.core.sliceset import SliceSet  # noqa: E402
 from privacy_group_seeds import cohorts  # noqa: E402
 
@@ -69,7 +70,7 @@ CHANGES = {
     "rot20+gamma+noise": lambda rng: (lambda image, label: (
         np.clip(_rotated(20.0)(image, label)[0], 0.0, None) ** 0.7 + rng.normal(0.0, 0.02, image.shape),
         _rotated(20.0)(image, label)[1])),
-    "zoom1.3": lambda rng: _zoomed(1.3),
+    "zoom1.3": lambda rng: _zoomed(1.3), "zoom1.22": lambda rng: _zoomed(1.22), "zoom0.77": lambda rng: _zoomed(0.77),
     "down2up": lambda rng: (lambda image, label: (
         ndimage.zoom(image[::2, ::2], 2.0, order=1, mode="nearest")[:image.shape[0], :image.shape[1]], label)),
 }
@@ -136,7 +137,10 @@ def main() -> None:
     ap.add_argument("variants", nargs="*", help=f"any of {', '.join(VARIANTS)} (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--copies", type=int, default=10)
+    ap.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                    help="an audit option, as the CLI's --option (repeatable)")
     args = ap.parse_args()
+    options = parse_options(None, None, args.option)
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
@@ -144,9 +148,10 @@ def main() -> None:
     for name in args.variants or VARIANTS:
         synthetic = synthetic_cohort(name, train, fresh, args.copies, np.random.default_rng([args.seed, 1]))
         start = time.time()
-        report = run_audit(train, hold, synthetic, groups=["privacy"], seed=args.seed, quiet=True)
+        report = run_audit(train, hold, synthetic, groups=["privacy"], seed=args.seed, quiet=True,
+                           options=options)
         confirmed = [m for r in report.results for m in r.metrics.get("confirmed_copies", [])]
-        print(json.dumps({"variant": name, "seed": args.seed, "copies": 0 if name == "fresh" else args.copies,
+        print(json.dumps({"variant": name, "seed": args.seed, "options": options, "copies": 0 if name == "fresh" else args.copies,
                           "verdict": str(getattr(report.verdict, "value", report.verdict)),
                           "confirmed": len(confirmed), "wall_s": round(time.time() - start, 1),
                           "checks": {c.name: [str(getattr(c.verdict, "value", c.verdict)), c.estimate, c.lower, c.upper]

@@ -44,7 +44,7 @@ from .closer import closer_scores, patient_max_similarity
 from .mask_features import mask_images, mask_vectors
 from .neighbours import NeighbourIndex, index_for
 from .patients import per_patient
-from .robust_match import (candidates, patch_similarity, registered_similarity, robust_similarity,
+from .robust_match import (candidates, patch_similarity, registered_similarity, robust_similarity, zoom_bank,
                            transformed_candidates)
 
 COPY_LEVEL = 0.99  # a real new patient is a near copy 1% of the time
@@ -88,7 +88,7 @@ def _search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray], queries: di
     train, tr_codes = train
     shift = ctx.option("copy_max_shift")
     zoom = ctx.option("copy_max_zoom")
-    scales = (1.0 / zoom, 1.0, zoom) if zoom > 1.0 else (1.0,)
+    scales = zoom_bank(zoom)
     angle = ctx.option("copy_max_rotation")
     out = {}
     for split, (images, codes) in queries.items():
@@ -312,7 +312,8 @@ class NNMemorisation(Auditor):
                high=30.0),
         Option("copy_registration", bool, True, "also register each slice to its candidates over any rotation, "
                "either handedness and zooms up to copy_max_zoom (copies turned, transposed or rescaled)"),
-        Option("copy_max_zoom", float, 1.15, "largest zoom (either way) the registered copy search forgives", low=1.0,
+        Option("copy_max_zoom", float, 1.3, "largest zoom (either way) the registered copy search forgives (a bank "
+               "of zooms at most 1.15 apart: 5 at 1.3)", low=1.0,
                high=1.5),
         Option("copy_registered_patients", int, 3, "training patients the registered search tries per synthetic "
                "patient (its candidates vote under any rotation, so one more than the small search)", low=1, high=100),

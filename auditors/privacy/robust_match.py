@@ -27,6 +27,15 @@ import torch.nn.functional as F
 from .neighbours import NeighbourIndex
 
 FLIPS = ("none", "h", "v")
+ZOOM_STEP = 1.15  # zooms of the bank at most this far apart: the fine grid (+-4%) and the correlation cover between
+
+
+def zoom_bank(max_zoom: float, step: float = ZOOM_STEP) -> tuple[float, ...]:
+    """Zooms from 1 / max_zoom to max_zoom, evenly spaced in log and at most `step` apart (1.3: 5 zooms)."""
+    if max_zoom < 1.0 or step <= 1.0:
+        raise ValueError(f"max_zoom must be >= 1 and step > 1, got {max_zoom}, {step}")
+    per_side = math.ceil(math.log(max_zoom) / math.log(step) - 1e-9)
+    return tuple(float(max_zoom ** (k / per_side)) for k in range(-per_side, per_side + 1)) if per_side else (1.0,)
 
 
 def _as_tensor(images: np.ndarray, size: int) -> torch.Tensor:

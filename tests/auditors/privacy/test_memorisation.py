@@ -109,7 +109,10 @@ def test_new_patients_are_inconclusive_at_a_small_size_and_say_what_would_decide
     assert "synthetic patients" in near.decide and near.decide in near.reason
     assert checks["privacy.closer_to_train_share"].verdict is not Verdict.FAIL
     assert set(near.plan) >= {"honest_pass_probability", "smallest_detectable"}
-    assert result.metrics["near_copies"]["robust"]["near_copies"] <= 2
+    # Few, not none: tau comes from 16 holdout patients. This holdout draw sits low under the five-zoom bank (4 of
+    # these 16 new patients; 28 of 320 over 20 new draws, 11 with three zooms); over 20 holdout draws both banks
+    # flag 6 of 320 new patients (1.9%).
+    assert result.metrics["near_copies"]["robust"]["near_copies"] <= 4
 
 
 def test_adding_a_part_never_loosens_the_gate(blobs, copies):
@@ -169,14 +172,15 @@ def _turned(slices, change, prefix):
 
 
 def test_copies_turned_transposed_or_zoomed_are_confirmed_by_the_registered_search(phantom_slices):
-    """Phantom patients copied under a quarter turn, a transpose, a 20-degree turn and a 1.15 zoom: the small search
-    confirms none of them; the registered search confirms them, and nothing else."""
+    """Phantom patients copied under a quarter turn, a transpose, a 20-degree turn and a 1.3 zoom (the default
+    `copy_max_zoom`, outside the old three-zoom bank): the small search confirms none of them; the registered search
+    confirms them, and nothing else."""
     from scipy import ndimage
     train, holdout, new = phantom_slices
     changes = {"q-": lambda x: np.rot90(x), "t-": lambda x: x.T,
                "r-": lambda x: ndimage.rotate(x, 20.0, reshape=False, order=0 if x.dtype == np.uint8 else 1,
                                               mode="nearest"),
-               "z-": lambda x: ndimage.affine_transform(x, np.eye(2) / 1.15, offset=15.5 - 15.5 / 1.15,
+               "z-": lambda x: ndimage.affine_transform(x, np.eye(2) / 1.3, offset=15.5 - 15.5 / 1.3,
                                                         order=0 if x.dtype == np.uint8 else 1, mode="nearest")}
     copied = [_turned(train.for_subjects(train.subjects[2 * k:2 * k + 2]), change, prefix)
               for k, (prefix, change) in enumerate(changes.items())]

@@ -82,25 +82,41 @@ def test_warp_is_the_variant_bank_and_turns_by_quarter_turns_exactly(blobs):
         x[:, None, 8:24, 8:24], scale_factor=2, mode="bilinear", align_corners=False)[:, 0, 8:24, 8:24], atol=0.05)
 
 
-@pytest.mark.parametrize("name", ["rotated 20", "quarter turn", "transposed", "zoomed 1.12"])
+def test_zoom_bank_spans_the_largest_zoom_in_steps_no_wider_than_the_step():
+    from auditors.privacy.robust_match import ZOOM_STEP, zoom_bank
+    assert zoom_bank(1.0) == (1.0,)
+    assert zoom_bank(1.15) == pytest.approx((1 / 1.15, 1.0, 1.15))  # the bank before wider zooms: unchanged
+    for largest in (1.1, 1.3, 1.35, 1.5):
+        bank = np.array(zoom_bank(largest))
+        assert bank[0] == pytest.approx(1 / largest) and bank[-1] == pytest.approx(largest) and 1.0 in bank
+        assert np.all(np.diff(np.log(bank)) <= np.log(ZOOM_STEP) + 1e-12)
+        assert np.allclose(np.log(bank), -np.log(bank[::-1]))  # zooming in and out alike
+    with pytest.raises(ValueError):
+        zoom_bank(0.9)
+
+
+@pytest.mark.parametrize("name", ["rotated 20", "quarter turn", "transposed", "zoomed 1.12", "zoomed 1.3"])
 def test_registered_search_finds_copies_the_small_search_misses(blobs, name):
-    from auditors.privacy.robust_match import registered_similarity, transformed_candidates
+    from auditors.privacy.robust_match import registered_similarity, transformed_candidates, zoom_bank
     s = blobs(8, slices=3, size=32, seed=4, noise=0.01)
     codes, _ = s.subject_codes()
     change = {"rotated 20": lambda x: ndimage.rotate(x, 20.0, reshape=False, order=1, mode="nearest"),
               "quarter turn": lambda x: np.rot90(x),
               "transposed": lambda x: x.T,
               "zoomed 1.12": lambda x: ndimage.affine_transform(x, np.eye(2) / 1.12, offset=15.5 - 15.5 / 1.12, order=1,
-                                                                 mode="nearest")}[name]
+                                                                 mode="nearest"),
+              "zoomed 1.3": lambda x: ndimage.affine_transform(x, np.eye(2) / 1.3, offset=15.5 - 15.5 / 1.3, order=1,
+                                                                mode="nearest")}[name]
     copies = np.stack([ndimage.shift(change(x), (1, -1), order=1, mode="nearest") for x in s.images]).astype(np.float32)
     small, _ = robust_similarity(copies, s.images, candidates(copies, codes, s.images, codes, k=4, patients=2))
-    cand = transformed_candidates(copies, codes, s.images, codes, k=4, patients=3, scales=(1 / 1.15, 1.0, 1.15))
+    scales = zoom_bank(1.3)
+    cand = transformed_candidates(copies, codes, s.images, codes, k=4, patients=3, scales=scales)
     assert np.mean([codes[i] in codes[cand[i]] for i in range(len(cand))]) >= 7 / 8  # the right patient, mostly
-    best, which, turn = registered_similarity(copies, s.images, cand, scales=(1 / 1.15, 1.0, 1.15),
-                                              return_transform=True)
+    best, which, turn = registered_similarity(copies, s.images, cand, scales=scales, return_transform=True)
     assert np.median(best) > 0.95 and np.mean(which == np.arange(len(s.images))) >= 7 / 8
     # the transform found undoes the change: warp(copy, transform) matches the original
-    undo = {"rotated 20": (0, -20.0, 1.0), "quarter turn": (0, -90.0, 1.0), "zoomed 1.12": (0, 0.0, 1 / 1.12)}
+    undo = {"rotated 20": (0, -20.0, 1.0), "quarter turn": (0, -90.0, 1.0), "zoomed 1.12": (0, 0.0, 1 / 1.12),
+            "zoomed 1.3": (0, 0.0, 1 / 1.3)}
     if name in undo:
         flipped, degrees, zoom = undo[name]
         assert np.median(turn[:, 0]) == flipped

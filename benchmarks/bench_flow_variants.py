@@ -14,7 +14,9 @@ bench_generator_realism.py). Variants:
   (PriorGrad, Lee et al. ICLR 2022): per vendor, a per-pixel mean and spread of each label's training intensities
   (shrunk to the label's mean where few slices cover a pixel), read through the label map being synthesised, so
   the network only transports from "the right intensities per structure" to an image. Kept here, not in the
-  generator: it is a statistic of the training patients that DP training would have to privatise too.
+  generator: it is a statistic of the training patients that DP training would have to privatise too;
+- `preconditioned` (alone and with the fast settings): EDM-style input, skip and output scales worked out for the
+  rectified path (`PreconditionedFlow`). Measured no gain (benchmarks/README.md), so not in the generator.
 """
 from __future__ import annotations
 

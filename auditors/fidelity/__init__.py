@@ -1,3 +1,4 @@
-"""Fidelity auditors: clinical indices, mask consistency, FD/KID, PRDC, diversity, intensity, texture, discriminator."""
-from . import (clinical_indices, diversity, feature_distance, intensity, mask_consistency, prdc_auditor,  # noqa: F401
-               texture, discriminator, vendor_mix)  # registration
+"""Fidelity auditors: clinical indices, mask consistency, FD/KID, PRDC, diversity, duplicates, intensity, texture,
+discriminator, vendor mix."""
+from . import (clinical_indices, discriminator, diversity, duplicates, feature_distance, intensity,  # noqa: F401
+               mask_consistency, prdc_auditor, texture, vendor_mix)  # registration

@@ -236,6 +236,22 @@ def near_copies(part: Part, n_synthetic: int, folds: np.ndarray) -> dict:
             "holdout_median_score": float(np.median(null)), "holdout_max_score": float(null.max())}
 
 
+def plan_flag_rate(sizes: CohortSizes, threshold: float, unit: str) -> dict:
+    """The plan of a rate gated as `near_copies` gates it: exact binomial sums over the synthetic patients, averaged
+    over the fitted tau's sampling distribution (Gauss-Hermite): an honest patient is flagged at tau's lower bound
+    with probability 1 - Phi(z_hat - z_conf se); a flagged-by-construction patient (a copy) always is."""
+    tail = TailThreshold(COPY_LEVEL, 0.0, 1.0, max(sizes.holdout, 3), 1.0 - TAU_ALPHA)
+    low, q, high = tail.z_bounds()
+    nodes, weights = np.polynomial.hermite_e.hermegauss(24)
+    weights = weights / weights.sum()
+    honest = sum(w * pass_probability(sizes.synthetic, float(stats.norm.sf(low + x * tail.se)), threshold,
+                                      1.0 - RATE_ALPHA) for x, w in zip(nodes, weights))
+    return {"honest_pass_probability": float(honest),
+            "smallest_detectable": smallest_detectable(sizes.synthetic, float(stats.norm.sf(high)), threshold,
+                                                       1.0 - RATE_ALPHA),
+            "detectable_unit": unit}
+
+
 def closer_share(ctx: AuditContext, vectors: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict:
     train, synthetic, holdout = vectors
     tr_codes, tr = ctx.train.subject_codes()
@@ -251,9 +267,11 @@ def closer_share(ctx: AuditContext, vectors: tuple[np.ndarray, np.ndarray, np.nd
     return {"share": k / n, "lower": lower, "upper": upper, "closer_patients": k, "balancing": how}
 
 
-def matches_figure(ctx: AuditContext, part: Part, order: list[int], title: str, what: str = "images") -> Figure:
-    """Each listed synthetic patient's slices (top row) above the training slices they match (real patients:
-    internal only), slice by slice; `what`: "images" or "labels" (the label maps, for the masks part)."""
+def matches_figure(ctx: AuditContext, part: Part, order: list[int], title: str, what: str = "images",
+                   reference: str = "train") -> Figure:
+    """Each listed synthetic patient's slices (top row) above the `reference` split's slices they match (training
+    slices are real patients: internal only), slice by slice; `what`: "images" or "labels" (the label maps, for
+    the masks part)."""
     from matplotlib.figure import Figure as MplFigure
 
     syn_codes, syn = ctx.synthetic.subject_codes()
@@ -268,7 +286,8 @@ def matches_figure(ctx: AuditContext, part: Part, order: list[int], title: str, 
             turned = transform_text(None if part.slice_transform is None else part.slice_transform[s])
             label = f"{syn[patient]} {part.slice_scores[s]:.3f}" + (f"\n({turned})" if turned else "")
             for row, (image, text) in enumerate(((getattr(ctx.synthetic, what)[s], label),
-                                                 (getattr(ctx.train, what)[t], str(ctx.train.subject_ids[t])))):
+                                                 (getattr(getattr(ctx, reference), what)[t],
+                                                  str(getattr(ctx, reference).subject_ids[t])))):
                 ax = fig.add_subplot(rows, FIGURE_SLICES, (2 * r + row) * FIGURE_SLICES + c + 1)
                 ax.imshow(image, **shown)
                 ax.set_title(text, fontsize=6)
@@ -425,19 +444,7 @@ class NNMemorisation(Auditor):
 
     @staticmethod
     def _plan_near(sizes: CohortSizes, threshold: float) -> dict:
-        """Per part, exact binomial sums over the synthetic patients, averaged over the fitted tau's sampling
-        distribution (Gauss-Hermite): an honest patient is flagged at tau's lower bound with probability
-        1 - Phi(z_hat - z_conf se); a copied patient is always flagged."""
-        tail = TailThreshold(COPY_LEVEL, 0.0, 1.0, max(sizes.holdout, 3), 1.0 - TAU_ALPHA)
-        low, q, high = tail.z_bounds()
-        nodes, weights = np.polynomial.hermite_e.hermegauss(24)
-        weights = weights / weights.sum()
-        honest = sum(w * pass_probability(sizes.synthetic, float(stats.norm.sf(low + x * tail.se)), threshold,
-                                          1.0 - RATE_ALPHA) for x, w in zip(nodes, weights))
-        return {"honest_pass_probability": float(honest),
-                "smallest_detectable": smallest_detectable(sizes.synthetic, float(stats.norm.sf(high)), threshold,
-                                                           1.0 - RATE_ALPHA),
-                "detectable_unit": "share of synthetic patients that copy a training patient (per part)"}
+        return plan_flag_rate(sizes, threshold, "share of synthetic patients that copy a training patient (per part)")
 
     @staticmethod
     def _plan_closer(sizes: CohortSizes, threshold: float) -> dict:

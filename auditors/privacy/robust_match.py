@@ -151,6 +151,28 @@ def candidates(queries: np.ndarray, query_codes: np.ndarray, reference: np.ndarr
     return np.concatenate([chosen, ids[:, :min(own, ids.shape[1])]], axis=1) if own > 0 else chosen
 
 
+def within_set_candidates(images: np.ndarray, codes: np.ndarray, k: int = 16, patients: int = 2, size: int = 32,
+                          own: int = 4) -> np.ndarray:
+    """As `candidates` with the set searched against itself: each slice's candidates come from OTHER patients
+    only (its own patient is never voted for, its own slices never listed), so the best match is a twin, not
+    itself. Needs at least two patients."""
+    codes = np.asarray(codes, dtype=np.int64)
+    n = int(codes.max()) + 1 if len(codes) else 0
+    if n < 2:
+        raise ValueError(f"a search within a set needs at least 2 patients, got {n}")
+    spectra = spectrum_vectors(images, size)
+    widest = int(np.bincount(codes).max())  # so many neighbours may be the slice's own patient
+    _, ids = NeighbourIndex(spectra).search(spectra, min(len(images), k + widest))
+    other = codes[ids] != codes[:, None]
+    first = np.argsort(~other, axis=1, kind="stable")[:, :k]  # the nearest k of other patients, in order
+    ids, other = np.take_along_axis(ids, first, 1), np.take_along_axis(other, first, 1)
+    ids = np.where(other, ids, ids[:, :1])  # a set too small for k others repeats the nearest (always another)
+    votes = _patient_votes(ids, codes, codes, n, n)
+    np.fill_diagonal(votes, -np.inf)
+    chosen = _chosen_slices(votes, codes, codes, min(patients, n - 1))
+    return np.concatenate([chosen, ids[:, :min(own, ids.shape[1])]], axis=1) if own > 0 else chosen
+
+
 SPECTRUM_ANGLES = tuple(float(a) for a in range(0, 180, 15))  # |F| of a real slice repeats every 180 degrees
 KEEP_SPECTRA_BYTES = 256 * 2 ** 20  # undone spectra are kept for reuse up to this size, recomputed beyond it
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from auditors.privacy.robust_match import candidates, robust_similarity, spectrum_vectors, variants
+from auditors.privacy.robust_match import (candidates, robust_similarity, spectrum_vectors, variants,
+                                          within_set_candidates)
 
 
 def _reference_best(query, ref, max_shift):
@@ -55,6 +56,23 @@ def test_a_patient_assembled_from_many_patients_slices_has_each_source_slice_amo
     assert cand.shape[1] == voted.shape[1] + 2 and all(picks[i] in cand[i] for i in range(12))
     best, which = robust_similarity(mixed, s.images, cand)
     assert np.array_equal(which, picks) and np.all(best > 0.99)
+
+
+def test_within_set_candidates_never_list_the_own_patient_and_find_a_twin(blobs):
+    s = blobs(10, slices=4, size=32, seed=5, noise=0.01)
+    codes, _ = s.subject_codes()
+    twin = np.roll(s.images[codes == 3], (1, 2), axis=(1, 2))  # patient 3 again, shifted: patient 10
+    images, codes = np.concatenate([s.images, twin]), np.concatenate([codes, np.full(len(twin), 10)])
+    cand = within_set_candidates(images, codes, k=4, patients=1, own=2)
+    assert np.all(codes[cand] != codes[:, None])  # no slice is its own (or its own patient's) candidate
+    best, which = robust_similarity(images, images, cand)
+    for a, b in ((3, 10), (10, 3)):
+        assert np.all(codes[which[codes == a]] == b) and np.all(best[codes == a] > 0.99)
+    assert np.median(best[(codes != 3) & (codes != 10)]) < 0.9
+    two = within_set_candidates(images[codes < 2], codes[codes < 2], k=16, patients=2, own=4)  # tiny: 2 patients
+    assert np.all(codes[two] != codes[codes < 2][:, None])
+    with pytest.raises(ValueError, match="at least 2 patients"):
+        within_set_candidates(images[codes == 0], codes[codes == 0])
 
 
 def test_spectrum_is_flip_and_shift_invariant_and_variants_keep_the_identity(blobs):

@@ -73,6 +73,15 @@ CHANGES = {
     "zoom1.3": lambda rng: _zoomed(1.3), "zoom1.22": lambda rng: _zoomed(1.22), "zoom0.77": lambda rng: _zoomed(0.77),
     "down2up": lambda rng: (lambda image, label: (
         ndimage.zoom(image[::2, ::2], 2.0, order=1, mode="nearest")[:image.shape[0], :image.shape[1]], label)),
+    "noise0.1": lambda rng: (lambda image, label: (image + rng.normal(0.0, 0.1, image.shape), label)),
+    "noise0.2": lambda rng: (lambda image, label: (image + rng.normal(0.0, 0.2, image.shape), label)),
+}
+
+# The image channel alone: training images (changed) under other patients' label maps, slice for slice (cycled).
+IMAGE_CHANGES = {
+    "imagecopy": lambda rng: (lambda image, label: (image, label)),
+    "imagecopy_noise0.1": CHANGES["noise0.1"],
+    "imagecopy_noise0.2": CHANGES["noise0.2"],
 }
 
 
@@ -112,6 +121,10 @@ def synthetic_cohort(name: str, train: SliceSet, fresh: SliceSet, k: int, rng) -
         return fresh
     if name in CHANGES:
         return SliceSet.concat([honest, altered(source, CHANGES[name](rng))])
+    if name in IMAGE_CHANGES:
+        images = altered(source, IMAGE_CHANGES[name](rng))
+        labels_from = fresh.for_subjects(fresh.subjects[-k:]).labels
+        return SliceSet.concat([honest, replace(images, labels=labels_from[np.arange(len(images)) % len(labels_from)])])
     if name.startswith("maskcopy"):  # a mask generator that memorised: training label maps, fresh images
         return SliceSet.concat([honest, mask_copies(source, fresh.for_subjects(fresh.subjects[-k:]),
                                                     MASK_CHANGES[name](rng))])
@@ -129,7 +142,7 @@ def synthetic_cohort(name: str, train: SliceSet, fresh: SliceSet, k: int, rng) -
     raise ValueError(f"unknown variant {name!r}")
 
 
-VARIANTS = ("fresh", *CHANGES, "half", "slicemix", *MASK_CHANGES)
+VARIANTS = ("fresh", *CHANGES, "half", "slicemix", *MASK_CHANGES, *IMAGE_CHANGES)
 
 
 def main() -> None:

@@ -9,6 +9,9 @@ taking the worst (an intersection-union test: adding a part can only make the ga
   either handedness and zooms up to `copy_max_zoom` (robust_match.py); correlation ignores gain and offset;
 - `patches` (`copy_patches`): the mean over a 4 x 4 tiling of each tile's best correlation within 2 px, each
   tile shifted on its own: a copy under a smooth warp is a shifted copy tile by tile;
+- `smoothed` (`copy_smoothing_px` > 0): the small-transform search of `robust` on slices blurred by that many
+  px (Gaussian sd, at MATCH_SIZE) on both sides: strong noise over a copy hides it from the full-resolution
+  correlation, not from its blurred form;
 - each feature space of `feature_spaces` (`pixels`: plain correlation; `embedding`: learned, cosine);
 - `masks` (option `audit_masks`): the label maps, a release channel of their own (mask_features.py).
 
@@ -21,8 +24,8 @@ cross-fitted: each fold judged by the tau of the other fold.
 
 Confirmed copies: a patient whose score exceeds the (1 - CONFIRM_ALPHA / n_synthetic) quantile of the
 null (at its upper confidence bound) and every real holdout patient's score, in a confirming part (robust,
-patches or masks): an honest cohort has any such patient with probability about CONFIRM_ALPHA per part (at most
-3 x CONFIRM_ALPHA in all, union bound). One fails the release.
+patches, smoothed or masks): an honest cohort has any such patient with probability about CONFIRM_ALPHA per part
+(at most 4 x CONFIRM_ALPHA in all, union bound). One fails the release.
 
 Closer to train (closer.py): the share of synthetic patients closer to the whole training set than to
 holdout, in balanced subsamples; an honest generator gives 0.5.
@@ -44,7 +47,7 @@ from .closer import closer_scores, patient_max_similarity
 from .mask_features import mask_images, mask_vectors
 from .neighbours import NeighbourIndex, index_for
 from .patients import per_patient
-from .robust_match import (candidates, patch_similarity, registered_similarity, robust_similarity, zoom_bank,
+from .robust_match import (blurred, candidates, patch_similarity, registered_similarity, robust_similarity, zoom_bank,
                            transformed_candidates)
 
 COPY_LEVEL = 0.99  # a real new patient is a near copy 1% of the time
@@ -54,7 +57,7 @@ CONFIRM_ALPHA = 0.01  # chance that an honest cohort has any confirmed copy (fam
 CLOSER_ALPHA = 0.05  # one-sided error of each bound of the closer-to-train share
 MATCH_SIZE = 32  # slices are matched at this side (copies are exact at any resolution)
 FIGURE_PATIENTS, FIGURE_SLICES = 4, 8
-CONFIRMING_PARTS = ("robust", "patches", "masks")  # parts whose matches are shown and can confirm a copy
+CONFIRMING_PARTS = ("robust", "patches", "smoothed", "masks")  # parts whose matches are shown and can confirm a copy
 
 
 @dataclass
@@ -80,11 +83,11 @@ def _median_per_patient(values: np.ndarray, split) -> np.ndarray:
 
 
 def _search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray], queries: dict[str, tuple[np.ndarray, np.ndarray]],
-            with_patches: bool) -> dict[str, dict]:
+            with_patches: bool, smoothing: float = 0.0) -> dict[str, dict]:
     """Per split (synthetic, holdout), from (images, patient codes) of the training slices and of each split's
     slices: each slice's best robust correlation to the training slices (the better of the small-transform search
-    and, with `copy_registration`, the registered search), its match and transform, and with `with_patches` the
-    patches similarity."""
+    and, with `copy_registration`, the registered search), its match and transform, with `with_patches` the
+    patches similarity and with `smoothing` > 0 the small-transform search on slices blurred by that sd (px)."""
     train, tr_codes = train
     shift = ctx.option("copy_max_shift")
     zoom = ctx.option("copy_max_zoom")
@@ -94,13 +97,17 @@ def _search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray], queries: di
     for split, (images, codes) in queries.items():
         if not len(images):  # e.g. a split without annotated slices in the masks part
             out[split] = {"robust": (np.empty(0), np.empty(0, np.int64), np.empty((0, 3))),
-                          "patches": (np.empty(0), np.empty(0, np.int64))}
+                          "patches": (np.empty(0), np.empty(0, np.int64)),
+                          "smoothed": (np.empty(0), np.empty(0, np.int64))}
             continue
         cand = candidates(images, codes, train, tr_codes, patients=ctx.option("copy_candidate_patients"),
                           size=MATCH_SIZE)
         tiles = patch_similarity(images, train, cand, size=MATCH_SIZE) if with_patches else None
-        best, match = robust_similarity(images, train, cand, size=MATCH_SIZE, max_shift=shift,
-                                        rotations=(-angle, 0.0, angle) if angle > 0 else (0.0,))
+        rotations = (-angle, 0.0, angle) if angle > 0 else (0.0,)
+        best, match = robust_similarity(images, train, cand, size=MATCH_SIZE, max_shift=shift, rotations=rotations)
+        smoothed = robust_similarity(blurred(images, smoothing, MATCH_SIZE), blurred(train, smoothing, MATCH_SIZE),
+                                     cand, size=MATCH_SIZE, max_shift=shift,
+                                     rotations=rotations) if smoothing > 0 else None
         transform = np.full((len(best), 3), np.nan)
         if ctx.option("copy_registration"):
             spectra = []  # the candidates' vote keeps its spectra for the registered search's prefilter
@@ -113,7 +120,7 @@ def _search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray], queries: di
             better = reg > best
             best, match = np.where(better, reg, best), np.where(better, reg_match, match)
             transform[better] = reg_transform[better]
-        out[split] = {"robust": (best, match, transform), "patches": tiles}
+        out[split] = {"robust": (best, match, transform), "patches": tiles, "smoothed": smoothed}
     return out
 
 
@@ -164,15 +171,18 @@ def copy_parts(ctx: AuditContext) -> list[Part]:
     """The pixel-level copy views, each on its own candidate patients: `robust`, per slice the better of the
     small-transform search (shifts, small rotations, a flip) and, with `copy_registration`, the registered search
     (any angle, either handedness, zooms up to `copy_max_zoom`); with `copy_patches`, `patches` (each tile of the
-    slice matched on its own: copies under a smooth warp); with `audit_masks`, `masks`: the label maps as images
+    slice matched on its own: copies under a smooth warp); with `copy_smoothing_px`, `smoothed` (the small search
+    on blurred slices: copies under strong noise); with `audit_masks`, `masks`: the label maps as images
     (mask_features.mask_images) under the same search as `robust`, a mask generator's copies turned or shifted."""
-    with_patches = ctx.option("copy_patches")
+    with_patches, smoothing = ctx.option("copy_patches"), ctx.option("copy_smoothing_px")
     found = _search(ctx, (ctx.train.images, ctx.train.subject_codes()[0]),
                     {s: (getattr(ctx, s).images, getattr(ctx, s).subject_codes()[0]) for s in ("synthetic", "holdout")},
-                    with_patches)
+                    with_patches, smoothing)
     parts = [_part(ctx, "robust", found)]
     if with_patches:
         parts.append(_part(ctx, "patches", found, "patches"))
+    if smoothing > 0:
+        parts.append(_part(ctx, "smoothed", found, "smoothed"))
     masks = _mask_part(ctx) if ctx.option("audit_masks") else None
     return parts + ([masks] if masks is not None else [])
 
@@ -338,6 +348,9 @@ class NNMemorisation(Auditor):
                "patient (its candidates vote under any rotation, so one more than the small search)", low=1, high=100),
         Option("copy_patches", bool, True, "also match each 7 x 7-px tile of a slice on its own (a `patches` part, "
                "calibrated and gated like the others): copies under a smooth warp"),
+        Option("copy_smoothing_px", float, 1.0, "also search the slices blurred by this Gaussian sd (px at 32 px; a "
+               "`smoothed` part, calibrated and gated like the others): copies under strong noise; 0: off", low=0.0,
+               high=4.0),
         Option("copy_candidate_patients", int, 2, "training patients searched exactly per synthetic patient", low=1,
                high=100),
         Option("audit_masks", bool, True, "audit the synthetic label maps against the training label maps too"),
@@ -424,7 +437,8 @@ class NNMemorisation(Auditor):
         options run, when not given."""
         if parts is None:
             defaults = {o.name: o.default for o in cls.options}
-            parts = 1 + int(defaults["copy_patches"]) + int(defaults["audit_masks"])
+            parts = (1 + int(defaults["copy_patches"]) + int(defaults["copy_smoothing_px"] > 0)
+                     + int(defaults["audit_masks"]))
         return {"honest_pass_probability": max(0.0, 1.0 - parts * CONFIRM_ALPHA), "smallest_detectable": 1,
                 "detectable_unit": f"copied patients (one confirmed copy fails; {parts} confirming parts)"}
 

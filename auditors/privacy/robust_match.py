@@ -23,6 +23,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from .neighbours import NeighbourIndex
 
@@ -45,6 +46,12 @@ def _as_tensor(images: np.ndarray, size: int) -> torch.Tensor:
     if x.shape[-1] != size:
         x = F.interpolate(x[:, None], size=(size, size), mode="area" if x.shape[-1] > size else "bilinear")[:, 0]
     return x
+
+
+def blurred(images: np.ndarray, sd_px: float, size: int = 32) -> np.ndarray:
+    """Slices at `size` blurred in-plane by a Gaussian of `sd_px` (px at that size), borders extended."""
+    small = _as_tensor(images, size).numpy()
+    return ndimage.gaussian_filter(small, (0.0, sd_px, sd_px), mode="nearest").astype(np.float32)
 
 
 def variants(images: torch.Tensor, rotations: tuple[float, ...], flips: tuple[str, ...]) -> torch.Tensor:

@@ -23,9 +23,9 @@ from dataclasses import replace
 import numpy as np
 
 from auditors.base import AuditContext, AuditResult, Auditor, CohortSizes, register_auditor
-from auditors.privacy.calibration import patient_folds, patients_to_decide
+from auditors.privacy.calibration import patient_folds
 from auditors.privacy.memorisation import (FIGURE_PATIENTS, MATCH_SIZE, MIN_CALIBRATION_PATIENTS, RATE_ALPHA,
-                                           TAU_ALPHA, Part, matches_figure, near_copies, plan_flag_rate)
+                                           TAU_ALPHA, Part, matches_figure, near_copies, plan_flag_rate, rate_decide)
 from auditors.privacy.robust_match import robust_similarity, within_set_candidates
 
 CHECK = "fidelity.duplicate_patient_rate"
@@ -92,9 +92,7 @@ class DuplicatesAuditor(Auditor):
             decide = (f"{found['not_calibrated']}: about 100 holdout patients decide it at the default threshold "
                       "(cmri-release plan)")
         else:
-            need = patients_to_decide(found["near_copy_rate"], threshold, 1.0 - RATE_ALPHA)
-            decide = (f"about {need} synthetic patients (and a holdout of the same size) at this rate would decide it"
-                      if need else "the rate sits on the threshold: a much larger cohort is needed")
+            decide = rate_decide(found["near_copy_rate"], threshold)
         names = [ctx.synthetic.subjects[i] for i in flagged]
         check = self.check(
             ctx, CHECK, found["near_copy_rate"], found["lower"], found["upper"], 1.0 - TAU_ALPHA - RATE_ALPHA,

@@ -47,8 +47,8 @@ from .closer import closer_scores, patient_max_similarity
 from .mask_features import mask_images, mask_vectors
 from .neighbours import NeighbourIndex, index_for
 from .patients import per_patient
-from .robust_match import (blurred, candidates, patch_similarity, registered_similarity, robust_similarity, zoom_bank,
-                           transformed_candidates)
+from .robust_match import (blurred, candidates, patch_similarity, registered_similarity, robust_similarity,
+                           transformed_candidates, zoom_bank)
 
 COPY_LEVEL = 0.99  # a real new patient is a near copy 1% of the time
 TAU_ALPHA = 0.025  # one-sided error of tau's bounds
@@ -93,6 +93,8 @@ def _search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray], queries: di
     zoom = ctx.option("copy_max_zoom")
     scales = zoom_bank(zoom)
     angle = ctx.option("copy_max_rotation")
+    rotations = (-angle, 0.0, angle) if angle > 0 else (0.0,)
+    train_blurred = blurred(train, smoothing, MATCH_SIZE) if smoothing > 0 else None  # once for every split
     out = {}
     for split, (images, codes) in queries.items():
         if not len(images):  # e.g. a split without annotated slices in the masks part
@@ -103,11 +105,9 @@ def _search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray], queries: di
         cand = candidates(images, codes, train, tr_codes, patients=ctx.option("copy_candidate_patients"),
                           size=MATCH_SIZE)
         tiles = patch_similarity(images, train, cand, size=MATCH_SIZE) if with_patches else None
-        rotations = (-angle, 0.0, angle) if angle > 0 else (0.0,)
         best, match = robust_similarity(images, train, cand, size=MATCH_SIZE, max_shift=shift, rotations=rotations)
-        smoothed = robust_similarity(blurred(images, smoothing, MATCH_SIZE), blurred(train, smoothing, MATCH_SIZE),
-                                     cand, size=MATCH_SIZE, max_shift=shift,
-                                     rotations=rotations) if smoothing > 0 else None
+        smoothed = robust_similarity(blurred(images, smoothing, MATCH_SIZE), train_blurred, cand, size=MATCH_SIZE,
+                                     max_shift=shift, rotations=rotations) if smoothing > 0 else None
         transform = np.full((len(best), 3), np.nan)
         if ctx.option("copy_registration"):
             spectra = []  # the candidates' vote keeps its spectra for the registered search's prefilter
@@ -262,6 +262,13 @@ def plan_flag_rate(sizes: CohortSizes, threshold: float, unit: str) -> dict:
             "detectable_unit": unit}
 
 
+def rate_decide(rate: float, threshold: float) -> str:
+    """What cohort would decide a rate gated as `near_copies` gates it (the check's `decide` text)."""
+    need = patients_to_decide(rate, threshold, 1.0 - RATE_ALPHA)
+    return (f"about {need} synthetic patients (and a holdout of the same size) at this rate would decide it"
+            if need else "the rate sits on the threshold: a much larger cohort is needed")
+
+
 def closer_share(ctx: AuditContext, vectors: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict:
     train, synthetic, holdout = vectors
     tr_codes, tr = ctx.train.subject_codes()
@@ -409,14 +416,13 @@ class NNMemorisation(Auditor):
             [(label, c["near_copy_rate"], c["lower"], c["upper"]) for label, c in copies.items()], "<=")
         w = copies[label]
         threshold = ctx.threshold("privacy.near_copy_rate", self.default_thresholds["privacy.near_copy_rate"][0])
-        need = patients_to_decide(estimate, threshold, 1.0 - RATE_ALPHA)
-        decide = (f"about {need} synthetic patients (and a holdout of the same size) at this rate would decide it"
-                  if need else "the rate sits on the threshold: a much larger cohort is needed")
+        decide = rate_decide(estimate, threshold)
         parts = "; ".join(f"{k}: not calibrated, {c['not_calibrated']}" if "not_calibrated" in c else
                           f"{k}: {c['near_copies']}/{n_syn} [{c['lower']:.3f}, {c['upper']:.3f}] baseline "
                           f"{c['baseline_rate']:.3f}" for k, c in copies.items())
         return self.check(ctx, "privacy.near_copy_rate", w["near_copy_rate"], lower, upper,
-                          1.0 - TAU_ALPHA - RATE_ALPHA, decide=decide, plan=self._plan_near(CohortSizes.of(ctx), threshold),
+                          1.0 - TAU_ALPHA - RATE_ALPHA, decide=decide,
+                          plan=self._plan_near(CohortSizes.of(ctx), threshold),
                           details=f"worst part {label} (tau {w['tau']:.4f}, bounds at tau {w['tau_high']:.4f} and "
                                   f"{w['tau_low']:.4f}); {parts}")
 

@@ -241,7 +241,8 @@ def test_noisy_copies_of_training_images_are_confirmed_by_the_smoothed_part(phan
     source = train.for_subjects(train.subjects[:4])
     labels = new.for_subjects(new.subjects[-4:]).labels
     noisy = SliceSet(images=(source.images + rng.normal(0.0, 0.1, source.images.shape)).astype(np.float32),
-                     labels=labels[np.arange(len(source)) % len(labels)], subject_ids=np.char.add("n-", source.subject_ids),
+                     labels=labels[np.arange(len(source)) % len(labels)],
+                     subject_ids=np.char.add("n-", source.subject_ids),
                      vendors=source.vendors, phases=source.phases, slice_pos=source.slice_pos,
                      slice_index=source.slice_index, has_label=source.has_label, spacing_mm=source.spacing_mm)
     synthetic = SliceSet.concat([new.for_subjects(new.subjects[:20]), noisy])

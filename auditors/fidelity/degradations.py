@@ -55,3 +55,39 @@ def shrink_labels(labels: np.ndarray, factor: float) -> np.ndarray:
     for i, lab in enumerate(labels):
         out[i] = ndimage.affine_transform(lab, m, offset=c - m @ np.array([c, c]), order=0)
     return out
+
+
+STACK_FAULTS = ("reversed", "shuffled", "swap", "assembled")
+
+
+def stack_fault(slices: SliceSet, kind: str, patients=None, seed: int = 0) -> SliceSet:
+    """Through-plane faults of the listed patients (ids; default all), slices untouched: `reversed` (read apex
+    first), `shuffled` (a random order), `swap` (one pair of neighbouring slices exchanged), each per phase, by
+    changing `slice_pos`; `assembled`: every slice replaced by the slice (image and label map) at the nearest
+    position of a random other patient, in the same phase: plausible slices in a plausible order, not one body."""
+    if kind not in STACK_FAULTS:
+        raise ValueError(f"unknown stack fault {kind!r}; known: {', '.join(STACK_FAULTS)}")
+    rng = np.random.default_rng(seed)
+    codes, subjects = slices.subject_codes()
+    chosen = set(range(len(subjects))) if patients is None else {subjects.index(p) for p in patients}
+    pos, rows = slices.slice_pos.copy(), np.arange(len(slices))
+    for patient in sorted(chosen):
+        for phase in np.unique(slices.phases):
+            own = np.flatnonzero((codes == patient) & (slices.phases == phase))
+            own = own[np.argsort(pos[own], kind="stable")]
+            if kind == "reversed":
+                pos[own] = 1.0 - pos[own]
+            elif kind == "shuffled":
+                pos[own] = rng.permutation(pos[own])
+            elif kind == "swap" and len(own) > 2:
+                i = int(rng.integers(0, len(own) - 1))
+                pos[own[i]], pos[own[i + 1]] = pos[own[i + 1]], pos[own[i]]
+            elif kind == "assembled" and len(subjects) > 1:
+                for row in own:
+                    other = (patient + 1 + rng.integers(len(subjects) - 1)) % len(subjects)
+                    pool = np.flatnonzero((codes == other) & (slices.phases == phase))
+                    if len(pool):
+                        rows[row] = pool[np.argmin(np.abs(slices.slice_pos[pool] - slices.slice_pos[row]))]
+    return SliceSet(images=slices.images[rows], labels=slices.labels[rows], subject_ids=slices.subject_ids,
+                    vendors=slices.vendors, phases=slices.phases, slice_pos=pos, slice_index=slices.slice_index,
+                    has_label=slices.has_label[rows], spacing_mm=slices.spacing_mm, subject_meta=slices.subject_meta)

@@ -25,7 +25,8 @@ import numpy as np
 from auditors.base import AuditContext, AuditResult, Auditor, CohortSizes, register_auditor
 from auditors.privacy.calibration import patient_folds
 from auditors.privacy.memorisation import (FIGURE_PATIENTS, MATCH_SIZE, MIN_CALIBRATION_PATIENTS, RATE_ALPHA,
-                                           TAU_ALPHA, Part, matches_figure, near_copies, plan_flag_rate, rate_decide)
+                                           TAU_ALPHA, Part, flag_rate_decide, matches_figure, near_copies,
+                                           plan_flag_rate)
 from auditors.privacy.robust_match import robust_similarity, within_set_candidates
 
 CHECK = "fidelity.duplicate_patient_rate"
@@ -88,15 +89,10 @@ class DuplicatesAuditor(Auditor):
         found = near_copies(part, n_syn, patient_folds(n_hold, ctx.seed))
         flagged = [int(i) for i in np.flatnonzero(np.where(np.isfinite(syn), syn, -np.inf) > found["tau"])]
         threshold = ctx.threshold(CHECK, self.default_thresholds[CHECK][0])
-        if "not_calibrated" in found:
-            decide = (f"{found['not_calibrated']}: about 100 holdout patients decide it at the default threshold "
-                      "(cmri-release plan)")
-        else:
-            decide = rate_decide(found["near_copy_rate"], threshold)
         names = [ctx.synthetic.subjects[i] for i in flagged]
         check = self.check(
             ctx, CHECK, found["near_copy_rate"], found["lower"], found["upper"], 1.0 - TAU_ALPHA - RATE_ALPHA,
-            decide=decide, plan=self.plan(CohortSizes.of(ctx), {CHECK: threshold})[CHECK],
+            decide=flag_rate_decide(found, threshold), plan=self.plan(CohortSizes.of(ctx), {CHECK: threshold})[CHECK],
             details=(f"{found['near_copies']} of {n_syn} synthetic patients above tau {found['tau']:.4f} (bounds "
                      f"at {found['tau_high']:.4f} and {found['tau_low']:.4f}), matched in groups of {size} patients; "
                      f"real new patients among themselves: median {found.get('holdout_median_score', np.nan):.4f}, "

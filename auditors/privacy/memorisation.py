@@ -262,6 +262,14 @@ def plan_flag_rate(sizes: CohortSizes, threshold: float, unit: str) -> dict:
             "detectable_unit": unit}
 
 
+def flag_rate_decide(found: dict, threshold: float) -> str:
+    """The `decide` text of a rate that `near_copies` computed: what calibration it lacks, or what size decides it."""
+    if "not_calibrated" in found:
+        return (f"{found['not_calibrated']}: about 100 holdout patients decide it at the default threshold "
+                "(cmri-release plan)")
+    return rate_decide(found["near_copy_rate"], threshold)
+
+
 def rate_decide(rate: float, threshold: float) -> str:
     """What cohort would decide a rate gated as `near_copies` gates it (the check's `decide` text)."""
     need = patients_to_decide(rate, threshold, 1.0 - RATE_ALPHA)

@@ -47,8 +47,8 @@ def stack_profiles(slices: SliceSet, grid: int = GRID) -> np.ndarray:
     slice (0) to the last (1) of each phase, whatever the stack held beyond them."""
     codes, subjects = slices.subject_codes()
     at = np.linspace(0.0, 1.0, grid)
-    areas = (slices.labels[..., None] == np.array([s for s, _ in STRUCTURES])).reshape(
-        len(slices.labels), -1, len(STRUCTURES)).sum(axis=1).astype(np.float64)  # (slices, structures)
+    flat = slices.labels.reshape(len(slices.labels), -1)
+    areas = np.stack([np.count_nonzero(flat == s, axis=1) for s, _ in STRUCTURES], axis=1).astype(np.float64)
     # Only slices that show a structure: a reader drops empty ones (cmri_release.preprocess), a generator may not.
     shows_heart = slices.has_label & (areas.sum(axis=1) > 0)
     out = np.full((len(subjects), len(PHASES) * len(STRUCTURES) * grid), np.nan)
@@ -84,22 +84,21 @@ def profile_correlation(profiles: np.ndarray, reference: np.ndarray) -> np.ndarr
 
 def stack_coherence(slices: SliceSet) -> np.ndarray:
     """(patients,) per patient in `subject_codes` order: the median over neighbouring slices of each phase (by
-    `slice_pos`) of the Pearson correlation of their images; NaN for a patient without two slices in a phase."""
+    `slice_pos`) of the Pearson correlation of their images; NaN for a patient with no phase of two slices."""
     codes, subjects = slices.subject_codes()
-    flat = slices.images.reshape(len(slices.images), -1).astype(np.float64)
-    flat = flat - flat.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(flat, axis=1)
     out = np.full(len(subjects), np.nan)
     for patient in range(len(subjects)):
         pairs = []
         for phase in PHASES:
             rows = np.flatnonzero((codes == patient) & (slices.phases == phase))
-            rows = rows[np.lexsort((slices.slice_index[rows], slices.slice_pos[rows]))]
             if len(rows) < 2:
                 continue
-            a, b = rows[:-1], rows[1:]
+            rows = rows[np.lexsort((slices.slice_index[rows], slices.slice_pos[rows]))]
+            flat = slices.images[rows].reshape(len(rows), -1).astype(np.float64)  # one stack at a time
+            flat -= flat.mean(axis=1, keepdims=True)
+            norms = np.linalg.norm(flat, axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
-                pairs.append(np.einsum("ij,ij->i", flat[a], flat[b]) / (norms[a] * norms[b]))
+                pairs.append(np.einsum("ij,ij->i", flat[:-1], flat[1:]) / (norms[:-1] * norms[1:]))
         if pairs:
             values = np.concatenate(pairs)
             out[patient] = float(np.median(np.where(np.isfinite(values), values, -1.0)))  # a blank slice: no match

@@ -69,6 +69,24 @@ def fit_tail(null_scores, level: float, confidence: float) -> TailThreshold:
                          confidence=confidence)
 
 
+@functools.lru_cache(maxsize=256)
+def confirm_pass_probability(n_synthetic: int, n_holdout: int, alpha: float, confidence: float,
+                             draws: int = 4000, seed: int = 0) -> float:
+    """The chance that no honest synthetic patient is confirmed as a copy in one part, under the null model of the
+    rule: every score normal in Fisher z (holdout and honest synthetic alike), the bar the larger of the upper
+    `confidence` bound of the fitted (1 - alpha / n_synthetic) quantile and the holdout's largest score. Monte Carlo
+    over the holdout's draws (seeded: the same figure every time), each exact over the synthetic patients."""
+    if n_holdout < 3 or n_synthetic < 1:
+        return 1.0  # too few to fit a null: the part confirms nothing
+    rng = np.random.default_rng(seed)
+    null = rng.standard_normal((draws, n_holdout))
+    mu, sigma = null.mean(axis=1), null.std(axis=1, ddof=1)
+    z = float(stats.norm.ppf(1.0 - alpha / n_synthetic))
+    se = sigma * math.sqrt(1.0 / n_holdout + z ** 2 / (2.0 * (n_holdout - 1)))
+    bar = np.maximum(mu + z * sigma + float(stats.norm.ppf(confidence)) * se, null.max(axis=1))
+    return float(np.mean(stats.norm.cdf(bar) ** n_synthetic))
+
+
 def cross_fitted_flags(null_scores, folds: np.ndarray, level: float) -> np.ndarray:
     """Each holdout patient judged against the tau fitted on the OTHER fold(s): the out-of-sample baseline of the
     rule, so that the patients who set tau never also grade it."""

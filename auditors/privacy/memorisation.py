@@ -41,8 +41,8 @@ from scipy import stats
 from auditors.base import AuditContext, AuditResult, Auditor, CohortSizes, Figure, Option, register_auditor, worst_case
 from auditors.features import features
 
-from .calibration import (TailThreshold, cross_fitted_flags, fit_tail, pass_probability, patient_folds,
-                          patients_to_decide, proportion_interval, smallest_detectable)
+from .calibration import (TailThreshold, confirm_pass_probability, cross_fitted_flags, fit_tail, pass_probability,
+                          patient_folds, patients_to_decide, proportion_interval, smallest_detectable)
 from .closer import closer_scores, patient_max_similarity
 from .mask_features import mask_images, mask_vectors
 from .neighbours import NeighbourIndex, index_for
@@ -441,19 +441,21 @@ class NNMemorisation(Auditor):
             f"{label}: {len(names)} above {copies[label]['confirm_threshold']:.4f}"
             + (f" ({', '.join(names[:5])}{'...' if len(names) > 5 else ''})" if names else "")
             for label, names in found.items()))
-        check.plan = self._plan_confirmed(len(found))
+        check.plan = self._plan_confirmed(CohortSizes.of(ctx), len(found))
         return check
 
     @classmethod
-    def _plan_confirmed(cls, parts: int | None = None) -> dict:
-        """Each confirming part has an honest cohort confirm a copy with probability about CONFIRM_ALPHA, so all of
-        them pass with probability at least 1 - parts x CONFIRM_ALPHA (union bound). `parts`: those the default
-        options run, when not given."""
+    def _plan_confirmed(cls, sizes: CohortSizes, parts: int | None = None) -> dict:
+        """Each confirming part passes an honest cohort with `confirm_pass_probability` (the rule's normal null
+        model at these sizes; about 0.998 at 100 / 100), and all of them with at least 1 - the sum of the parts'
+        failure chances (union bound: the parts see the same patients). `parts`: those the default options run,
+        when not given."""
         if parts is None:
             defaults = {o.name: o.default for o in cls.options}
             parts = (1 + int(defaults["copy_patches"]) + int(defaults["copy_smoothing_px"] > 0)
                      + int(defaults["audit_masks"]))
-        return {"honest_pass_probability": max(0.0, 1.0 - parts * CONFIRM_ALPHA), "smallest_detectable": 1,
+        each = confirm_pass_probability(int(sizes.synthetic), int(sizes.holdout), CONFIRM_ALPHA, 1.0 - TAU_ALPHA)
+        return {"honest_pass_probability": max(0.0, 1.0 - parts * (1.0 - each)), "smallest_detectable": 1,
                 "detectable_unit": f"copied patients (one confirmed copy fails; {parts} confirming parts)"}
 
     def _closer_check(self, ctx, closer: dict, n_syn: int):
@@ -483,5 +485,5 @@ class NNMemorisation(Auditor):
     def plan(self, sizes: CohortSizes, thresholds: dict[str, float], seed: int = 0) -> dict:
         t = {name: float(thresholds.get(name, default)) for name, (default, _, _) in self.default_thresholds.items()}
         return {"privacy.near_copy_rate": self._plan_near(sizes, t["privacy.near_copy_rate"]),
-                "privacy.confirmed_copies": self._plan_confirmed(),
+                "privacy.confirmed_copies": self._plan_confirmed(sizes),
                 "privacy.closer_to_train_share": self._plan_closer(sizes, t["privacy.closer_to_train_share"])}

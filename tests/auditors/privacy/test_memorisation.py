@@ -5,7 +5,8 @@ from scipy import stats
 from auditors.base import AuditContext, CohortSizes, Verdict
 from auditors.privacy.closer import closer_scores, patient_max_similarity
 from auditors.privacy.mask_features import MASK_LEVELS, mask_images, mask_vectors
-from auditors.privacy.memorisation import NNMemorisation
+from auditors.privacy.calibration import confirm_pass_probability, patient_folds
+from auditors.privacy.memorisation import CONFIRM_ALPHA, TAU_ALPHA, NNMemorisation, Part, near_copies
 from auditors.privacy.patients import first_other_patient, per_patient
 from cmri_release.core.sliceset import SliceSet
 
@@ -145,10 +146,12 @@ def test_plan_matches_a_seeded_simulation_of_the_rule():
     sim = np.mean(stats.beta.ppf(0.95, k + 1, 100 - k) <= 0.70)
     assert closer["honest_pass_probability"] == pytest.approx(sim, abs=0.01)
     assert plan["privacy.confirmed_copies"]["smallest_detectable"] == 1
-    # robust, patches, smoothed and masks each confirm an honest patient ~1% of the time: at least 96% pass
-    # (union bound)
-    assert plan["privacy.confirmed_copies"]["honest_pass_probability"] == pytest.approx(0.96)
-    assert auditor._plan_confirmed(1)["honest_pass_probability"] == pytest.approx(0.99)
+    # robust, patches, smoothed and masks: four parts, each failing an honest cohort with the rule's own chance at
+    # these sizes (union bound)
+    each = confirm_pass_probability(100, 100, CONFIRM_ALPHA, 1.0 - TAU_ALPHA)
+    assert 0.99 < each < 1.0
+    assert plan["privacy.confirmed_copies"]["honest_pass_probability"] == pytest.approx(1.0 - 4 * (1.0 - each))
+    assert auditor._plan_confirmed(CohortSizes(100, 100, 100), 1)["honest_pass_probability"] == pytest.approx(each)
     assert auditor.plan(CohortSizes(20, 20, 20), {})["privacy.near_copy_rate"]["honest_pass_probability"] < 0.5
 
 
@@ -285,3 +288,18 @@ def test_only_annotated_slices_enter_the_masks_part(phantom_slices):
     assert "not_calibrated" in masks and masks["upper"] == 1.0
     near = checks["privacy.near_copy_rate"]
     assert near.verdict is Verdict.INCONCLUSIVE and near.upper == 1.0 and "masks: not calibrated" in near.details
+
+
+def test_confirm_pass_probability_matches_the_rule_run_on_simulated_honest_cohorts():
+    """The plan's chance that an honest cohort has no confirmed copy in a part, against `near_copies` itself on
+    cohorts whose holdout and synthetic scores come from one normal null in Fisher z."""
+    rng = np.random.default_rng(0)
+    n_syn, n_hold, reps = 40, 30, 3000
+    confirmed = 0
+    for _ in range(reps):
+        hold, syn = np.tanh(rng.normal(1.2, 0.3, n_hold)), np.tanh(rng.normal(1.2, 0.3, n_syn))
+        found = near_copies(Part("robust", syn, hold, syn, np.zeros(n_syn, int)), n_syn, patient_folds(n_hold, 0))
+        confirmed += bool(found["confirmed"])
+    plan = confirm_pass_probability(n_syn, n_hold, CONFIRM_ALPHA, 1.0 - TAU_ALPHA)
+    assert plan == pytest.approx(1.0 - confirmed / reps, abs=0.005)  # ~4 standard errors of the simulation
+    assert confirm_pass_probability(n_syn, 2, CONFIRM_ALPHA, 1.0 - TAU_ALPHA) == 1.0  # no null: nothing confirmed

@@ -58,6 +58,12 @@ def _elastic(sd_px, rng):
     return change
 
 
+def _restyled(image, label):
+    """Per-structure contrast changes: cavities x 0.75, myocardium x 1.4, everything else to the power 0.8."""
+    clipped = np.clip(image, 0.0, None)
+    return np.where((label == 1) | (label == 3), 0.75 * clipped, np.where(label == 2, 1.4 * clipped, clipped ** 0.8))
+
+
 CHANGES = {
     "rot10": lambda rng: _rotated(10.0), "rot20": lambda rng: _rotated(20.0),
     "rot90": lambda rng: _geometric(lambda x, order: np.rot90(x).copy()),
@@ -75,6 +81,10 @@ CHANGES = {
         ndimage.zoom(image[::2, ::2], 2.0, order=1, mode="nearest")[:image.shape[0], :image.shape[1]], label)),
     "noise0.1": lambda rng: (lambda image, label: (image + rng.normal(0.0, 0.1, image.shape), label)),
     "noise0.2": lambda rng: (lambda image, label: (image + rng.normal(0.0, 0.2, image.shape), label)),
+    # another vendor's contrast over the same anatomy: blood darker, myocardium brighter, the rest under a gamma
+    "restyle": lambda rng: (lambda image, label: (_restyled(image, label), label)),
+    "restyle+noise": lambda rng: (lambda image, label: (_restyled(image, label)
+                                                        + rng.normal(0.0, 0.03, image.shape), label)),
 }
 
 # The image channel alone: training images (changed) under other patients' label maps, slice for slice (cycled).

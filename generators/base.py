@@ -51,8 +51,10 @@ class Generator(ABC):
         """Train on `train` (only its annotated slices); return a training log (losses, steps, time)."""
 
     @abstractmethod
-    def sample(self, labels: np.ndarray, vendors, seed: int) -> np.ndarray:
-        """(N, H, W) uint8 label maps and N vendor names -> (N, H, W) float32 images; deterministic for a seed."""
+    def sample(self, labels: np.ndarray, vendors, seed: int, positions=None) -> np.ndarray:
+        """(N, H, W) uint8 label maps and N vendor names -> (N, H, W) float32 images; deterministic for a seed.
+        `positions` (N integers, optional): each slice's place in one patient's stack (ED and ES slices at one
+        place share it), so that a generator can make the stack one body; slices are independent without it."""
 
     @abstractmethod
     def membership_scores(self, slices: SliceSet, seed: int) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import time
 from abc import abstractmethod
 from pathlib import Path
@@ -40,6 +41,10 @@ BASE_DEFAULTS: dict = {
     "grad_clip": 1.0,
     "ema_decay": 0.995,
     "sample_batch": 64,
+    # Correlation of the initial noise of neighbouring slices of one stack (ED and ES at one position share it):
+    # every slice keeps the model's own distribution, the stack becomes one body (docs/fidelity-utility-checks.md,
+    # the stacks checks).
+    "stack_noise_correlation": 0.95,
 }
 
 
@@ -293,20 +298,39 @@ class NeuralGenerator(Generator):
                 m.to(memory_format=torch.contiguous_format)
 
     @torch.no_grad()
-    def sample(self, labels: np.ndarray, vendors, seed: int) -> np.ndarray:
+    def sample(self, labels: np.ndarray, vendors, seed: int, positions=None) -> np.ndarray:
         with self._channels_last():
-            return self._sample(labels, vendors, seed)
+            return self._sample(labels, vendors, seed, positions)
 
-    def _sample(self, labels: np.ndarray, vendors, seed: int) -> np.ndarray:
+    def _stack_noise(self, positions, size: int, gen: torch.Generator) -> torch.Tensor:
+        """Initial noise for slices at `positions` (integers along one stack): one draw per position, neighbouring
+        positions correlated by `stack_noise_correlation` (a stationary AR(1) chain, so every draw is still
+        standard normal: each slice's distribution is the model's), slices at one position sharing their draw."""
+        positions = np.asarray(positions)
+        levels, index = np.unique(positions, return_inverse=True)
+        rho = float(self.config.get("stack_noise_correlation", 0.0))
+        if not 0.0 <= rho <= 1.0:
+            raise ValueError(f"stack_noise_correlation must be in [0, 1], got {rho}")
+        fresh = self._initial_noise(len(levels), size, gen)
+        chain = fresh.clone()
+        for k in range(1, len(levels)):
+            chain[k] = rho * chain[k - 1] + math.sqrt(1.0 - rho * rho) * fresh[k]
+        return chain[torch.as_tensor(index.reshape(-1), dtype=torch.long)]
+
+    def _sample(self, labels: np.ndarray, vendors, seed: int, positions=None) -> np.ndarray:
         self._require_fitted()
         cond = self._labels_tensor(labels)
         n = len(cond)
         names = [vendors] * n if isinstance(vendors, str) else list(vendors)
         if len(names) != n:
             raise ValueError(f"{n} label maps but {len(names)} vendors")
+        if positions is not None and len(positions) != n:
+            raise ValueError(f"{n} label maps but {len(positions)} positions")
         vendor = torch.as_tensor(self.vendor_indices(names), dtype=torch.long)
         gen = torch.Generator().manual_seed(int(seed))
-        noise = self._initial_noise(n, self.image_size, gen)  # on the CPU: the same samples on any device
+        # on the CPU: the same samples on any device
+        noise = (self._initial_noise(n, self.image_size, gen) if positions is None
+                 else self._stack_noise(positions, self.image_size, gen))
         out = []
         step = int(self.config["sample_batch"])
         for start in range(0, n, step):

@@ -125,8 +125,8 @@ def synthesize(model, n_subjects: int, vendors=None, seed: int = 0, masks_from: 
         labels = np.concatenate([stack[p] for p in PHASES])
         # One seed per subject: a subject's images do not depend on how many others are made.
         subject_seed = int(np.random.SeedSequence([int(seed), 3, number]).generate_state(1)[0])
-        images = gen.sample(labels, vendor, seed=subject_seed)
         depth = len(stack[PHASES[0]])
+        images = gen.sample(labels, vendor, seed=subject_seed, positions=np.tile(np.arange(depth), len(PHASES)))
         for phase in PHASES:
             z = np.arange(depth)
             parts["slice_index"].append(z)

@@ -94,6 +94,34 @@ def test_a_sample_does_not_depend_on_its_batch(fitted, toy_train):
     np.testing.assert_allclose(gen.sample(labels, vendors, seed=3)[:2], alone, atol=1e-5)
 
 
+def test_a_stack_shares_its_noise_by_position(fitted, toy_train):
+    """Slices given one position (ED and ES of one place) get the same draw: same label map, same image; the
+    stack's draws are reproducible and batch-independent like single slices'."""
+    _, gen, _, loaded, _, _ = fitted
+    labels, vendors = _request(toy_train, 3)
+    stack = np.concatenate([labels, labels])  # ED then ES, the same maps at positions 0, 1, 2
+    positions = np.tile(np.arange(3), 2)
+    images = gen.sample(stack, vendors[0], seed=3, positions=positions)
+    np.testing.assert_allclose(images[:3], images[3:], atol=1e-5)
+    np.testing.assert_allclose(loaded.sample(stack, vendors[0], seed=3, positions=positions), images, atol=1e-5)
+    with pytest.raises(ValueError, match="positions"):
+        gen.sample(stack, vendors[0], seed=3, positions=positions[:-1])
+
+
+def test_stack_noise_is_standard_normal_with_the_set_neighbour_correlation(fitted):
+    _, gen, _, _, _, _ = fitted
+    generator = torch.Generator().manual_seed(0)
+    chains = torch.stack([gen._stack_noise(np.arange(5), 16, generator).reshape(5, -1) for _ in range(1000)])
+    rho = gen.config["stack_noise_correlation"]
+    # every position standard normal (each slice keeps the model's distribution), neighbours correlated by rho
+    assert chains.mean().item() == pytest.approx(0.0, abs=0.03)
+    np.testing.assert_allclose(chains.std(dim=(0, 2)).numpy(), 1.0, atol=0.03)
+    correlation = (chains[:, :-1] * chains[:, 1:]).mean() / chains.var()
+    assert correlation.item() == pytest.approx(rho, abs=0.03)
+    assert torch.equal(gen._stack_noise([2, 0, 2], 16, torch.Generator().manual_seed(0))[0],
+                       gen._stack_noise([2, 0, 2], 16, torch.Generator().manual_seed(0))[2])
+
+
 def test_membership_scores(fitted, toy_train):
     _, gen, _, loaded, _, _ = fitted
     part = toy_train.select(np.arange(12))

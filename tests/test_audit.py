@@ -65,5 +65,5 @@ def test_run_audit_reports_checks_timings_and_feature_spaces():
     assert report.verdict in ("pass", "inconclusive") and report.errors == {}
     assert not any(c.verdict == "fail" for c in report.checks)
     assert {c.name: c.threshold for c in report.checks}["privacy.mia_auc"] == 0.7
-    assert set(report.timings) == {"nn_memorisation", "membership_inference", "total"}
+    assert set(report.timings) == {"nn_memorisation", "membership_inference", "real_copies", "total"}
     assert report.feature_spaces["pixels"]["dim"] == 256 and report.inputs["synthetic"]["patients"] == 8

@@ -96,6 +96,9 @@ class NeuralGenerator(Generator):
             raise ValueError(f"unknown setting(s) {unknown} for generator {self.name!r}; known: {sorted(defaults)}")
         self.config = {**defaults, **config}
         preset(self.config["network"])  # an unknown preset raises here, with the known names
+        rho = self.config["stack_noise_correlation"]
+        if not isinstance(rho, (int, float)) or not 0.0 <= float(rho) <= 1.0:
+            raise ValueError(f"stack_noise_correlation must be a number in [0, 1], got {rho!r}")
         self.device = "cpu"
         self.vendors: list[str] = []
         self.image_size: int | None = None
@@ -308,9 +311,7 @@ class NeuralGenerator(Generator):
         standard normal: each slice's distribution is the model's), slices at one position sharing their draw."""
         positions = np.asarray(positions)
         levels, index = np.unique(positions, return_inverse=True)
-        rho = float(self.config.get("stack_noise_correlation", 0.0))
-        if not 0.0 <= rho <= 1.0:
-            raise ValueError(f"stack_noise_correlation must be in [0, 1], got {rho}")
+        rho = float(self.config.get("stack_noise_correlation", 0.0))  # checked on construction
         fresh = self._initial_noise(len(levels), size, gen)
         chain = fresh.clone()
         for k in range(1, len(levels)):

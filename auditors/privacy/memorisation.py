@@ -82,6 +82,12 @@ def _median_per_patient(values: np.ndarray, split) -> np.ndarray:
     return _median_where(values, codes, len(patients))
 
 
+def small_rotations(ctx: AuditContext) -> tuple[float, ...]:
+    """The rotations of the small-transform copy search (degrees): none, and +-`copy_max_rotation` when set."""
+    angle = ctx.option("copy_max_rotation")
+    return (-angle, 0.0, angle) if angle > 0 else (0.0,)
+
+
 def _search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray], queries: dict[str, tuple[np.ndarray, np.ndarray]],
             with_patches: bool, smoothing: float = 0.0) -> dict[str, dict]:
     """Per split (synthetic, holdout), from (images, patient codes) of the training slices and of each split's
@@ -92,8 +98,7 @@ def _search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray], queries: di
     shift = ctx.option("copy_max_shift")
     zoom = ctx.option("copy_max_zoom")
     scales = zoom_bank(zoom)
-    angle = ctx.option("copy_max_rotation")
-    rotations = (-angle, 0.0, angle) if angle > 0 else (0.0,)
+    rotations = small_rotations(ctx)
     train_blurred = blurred(train, smoothing, MATCH_SIZE) if smoothing > 0 else None  # once for every split
     out = {}
     for split, (images, codes) in queries.items():

@@ -19,7 +19,7 @@ import numpy as np
 from auditors.base import AuditContext, AuditResult, Auditor, CohortSizes, register_auditor
 
 from .calibration import confirm_pass_probability, patient_folds
-from .memorisation import CONFIRM_ALPHA, MATCH_SIZE, TAU_ALPHA, Part, near_copies
+from .memorisation import CONFIRM_ALPHA, MATCH_SIZE, TAU_ALPHA, Part, near_copies, small_rotations
 from .patients import per_patient
 from .robust_match import candidates, robust_similarity
 
@@ -33,12 +33,11 @@ def patient_scores(queries, reference, ctx: AuditContext) -> np.ndarray:
     horizontal flip), the privacy group's copy search."""
     codes, subjects = queries.subject_codes()
     ref_codes, _ = reference.subject_codes()
-    angle = ctx.option("copy_max_rotation")
     cand = candidates(queries.images, codes, reference.images, ref_codes,
                       patients=ctx.option("copy_candidate_patients"), size=MATCH_SIZE)
     best, _ = robust_similarity(queries.images, reference.images, cand, size=MATCH_SIZE,
                                 max_shift=ctx.option("copy_max_shift"),
-                                rotations=(-angle, 0.0, angle) if angle > 0 else (0.0,))
+                                rotations=small_rotations(ctx))
     return per_patient(best, codes, len(subjects), "median")
 
 

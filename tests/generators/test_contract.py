@@ -108,6 +108,12 @@ def test_a_stack_shares_its_noise_by_position(fitted, toy_train):
         gen.sample(stack, vendors[0], seed=3, positions=positions[:-1])
 
 
+@pytest.mark.parametrize("bad", [1.5, -0.1, "high"])
+def test_a_stack_noise_correlation_outside_0_1_is_refused_on_construction(bad):
+    with pytest.raises(ValueError, match="stack_noise_correlation"):
+        create_generator("flow", stack_noise_correlation=bad)
+
+
 def test_stack_noise_is_standard_normal_with_the_set_neighbour_correlation(fitted):
     _, gen, _, _, _, _ = fitted
     generator = torch.Generator().manual_seed(0)

@@ -286,8 +286,19 @@ def test_tolerances_come_from_the_measurement():
     assert tolerance_for("privacy.never_measured") == {"abs": TOLERANCE_FLOOR,
                                                         "basis": "not measured: must reproduce exactly"}
     for name, entry in measured_tolerances()["checks"].items():
-        measured = max(entry["threads_1_vs_2"], entry.get("rerun") or 0.0)
+        measured = max(entry["threads_1_vs_2"], entry.get("rerun") or 0.0, entry.get("other_kernels") or 0.0)
         assert tolerance_for(name)["abs"] == max(TOLERANCE_FACTOR * measured, TOLERANCE_FLOOR)
+
+
+def test_a_check_not_measured_on_other_kernels_must_reproduce_exactly(monkeypatch):
+    import cmri_release.verify as verify
+
+    table = {"checks": {CHECK: {"threads_1_vs_2": 0.5, "rerun": 0.0, "other_kernels": None}}}
+    monkeypatch.setattr(verify, "measured_tolerances", lambda: table)
+    assert verify.tolerance_for(CHECK) == {"abs": TOLERANCE_FLOOR,
+                                           "basis": "not measured on other kernels: must reproduce exactly"}
+    table["checks"][CHECK]["other_kernels"] = 0.25
+    assert verify.tolerance_for(CHECK)["abs"] == verify.TOLERANCE_FACTOR * 0.5
 
 
 def test_spec_differences():

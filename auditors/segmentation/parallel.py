@@ -37,7 +37,8 @@ def default_workers(device: str = "cpu") -> int:
 
 
 @contextlib.contextmanager
-def _one_thread_each():
+def one_thread():
+    """torch on one intra-op thread (in the calling OS thread) for the block, then as before."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -74,7 +75,7 @@ def map_jobs(fn: Callable[[T], R], jobs: Sequence[T], *, workers: int | None = N
         torch.set_num_threads(1)  # OpenMP's thread count is per OS thread: set it in this one too
         return fn(job)
 
-    threads = contextlib.nullcontext() if on_gpu else _one_thread_each()
+    threads = contextlib.nullcontext() if on_gpu else one_thread()
     with threads, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="segmenter") as pool:
         futures = [pool.submit(run, job) for job in jobs]
         with tqdm(total=len(jobs), desc=f"{desc} ({workers} at a time)", disable=quiet, leave=False) as bar:

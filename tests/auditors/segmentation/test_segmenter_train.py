@@ -117,3 +117,20 @@ def test_the_step_cap_bounds_the_audit_budget(heart_slices):
     assert audit_train_config(ctx).steps == 144
     ctx.options["segmenter_max_steps"] = 100
     assert audit_train_config(ctx).steps == 100
+
+
+def test_training_gives_the_same_weights_whatever_the_thread_count(heart_slices):
+    """A re-audit on a machine with another core count must train the same segmenter (verify's tolerances):
+    on the CPU the training runs on one thread and leaves the caller's thread count as it was."""
+    train = heart_slices(4, seed=10)
+    previous = torch.get_num_threads()
+    weights = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            seg = train_segmenter(train, TrainConfig(steps=30, batch_size=8), seed=3)
+            assert torch.get_num_threads() == threads
+            weights.append(torch.cat([p.detach().flatten() for p in seg.model.parameters()]))
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(weights[0], weights[1])

@@ -69,7 +69,7 @@ CHANGES = {
     "rot90": lambda rng: _geometric(lambda x, order: np.rot90(x).copy()),
     "transpose": lambda rng: _geometric(lambda x, order: x.T.copy()),
     "zoom1.15": lambda rng: _zoomed(1.15), "elastic0.7": lambda rng: _elastic(0.7, rng),
-    "elastic1.5": lambda rng: _elastic(1.5, rng),
+    "elastic1.5": lambda rng: _elastic(1.5, rng), "elastic2.5": lambda rng: _elastic(2.5, rng),
     "blur1+noise": lambda rng: (lambda image, label: (ndimage.gaussian_filter(image, 1.0)
                                                       + rng.normal(0.0, 0.03, image.shape), label)),
     "invert": lambda rng: (lambda image, label: (1.0 - image, label)),

@@ -12,6 +12,9 @@ taking the worst (an intersection-union test: adding a part can only make the ga
 - `smoothed` (`copy_smoothing_px` > 0): the small-transform search of `robust` on slices blurred by that many
   px (Gaussian sd, at MATCH_SIZE) on both sides: strong noise over a copy hides it from the full-resolution
   correlation, not from its blurred form;
+- `warped` (`copy_warp`): the correlation after a deformable registration (a smooth displacement field on an
+  8 x 8 lattice) to the slices of the `copy_warp_patients` training patients that register best (warp_match.py):
+  a copy bent by an elastic warp keeps its patient's texture and noise, which the registration brings back;
 - each feature space of `feature_spaces` (`pixels`: plain correlation; `embedding`: learned, cosine);
 - `masks` (option `audit_masks`): the label maps, a release channel of their own (mask_features.py).
 
@@ -24,8 +27,8 @@ cross-fitted: each fold judged by the tau of the other fold.
 
 Confirmed copies: a patient whose score exceeds the (1 - CONFIRM_ALPHA / n_synthetic) quantile of the
 null (at its upper confidence bound) and every real holdout patient's score, in a confirming part (robust,
-patches, smoothed or masks): an honest cohort has any such patient with probability about CONFIRM_ALPHA per part
-(at most 4 x CONFIRM_ALPHA in all, union bound). One fails the release.
+patches, smoothed, warped or masks): an honest cohort has any such patient with probability about CONFIRM_ALPHA per
+part (at most 5 x CONFIRM_ALPHA in all, union bound). One fails the release.
 
 Closer to train (closer.py): the share of synthetic patients closer to the whole training set than to
 holdout, in balanced subsamples; an honest generator gives 0.5.
@@ -49,6 +52,7 @@ from .neighbours import NeighbourIndex, index_for
 from .patients import per_patient
 from .robust_match import (blurred, candidates, patch_similarity, registered_similarity, robust_similarity,
                            transformed_candidates, zoom_bank)
+from .warp_match import warped_similarity
 
 COPY_LEVEL = 0.99  # a real new patient is a near copy 1% of the time
 TAU_ALPHA = 0.025  # one-sided error of tau's bounds
@@ -57,7 +61,8 @@ CONFIRM_ALPHA = 0.01  # chance that an honest cohort has any confirmed copy (fam
 CLOSER_ALPHA = 0.05  # one-sided error of each bound of the closer-to-train share
 MATCH_SIZE = 32  # slices are matched at this side (copies are exact at any resolution)
 FIGURE_PATIENTS, FIGURE_SLICES = 4, 8
-CONFIRMING_PARTS = ("robust", "patches", "smoothed", "masks")  # parts whose matches are shown and can confirm a copy
+# parts whose matches are shown and can confirm a copy
+CONFIRMING_PARTS = ("robust", "patches", "smoothed", "warped", "masks")
 
 
 @dataclass
@@ -177,7 +182,8 @@ def copy_parts(ctx: AuditContext) -> list[Part]:
     small-transform search (shifts, small rotations, a flip) and, with `copy_registration`, the registered search
     (any angle, either handedness, zooms up to `copy_max_zoom`); with `copy_patches`, `patches` (each tile of the
     slice matched on its own: copies under a smooth warp); with `copy_smoothing_px`, `smoothed` (the small search
-    on blurred slices: copies under strong noise); with `audit_masks`, `masks`: the label maps as images
+    on blurred slices: copies under strong noise); with `copy_warp`, `warped` (a deformable registration: copies
+    under an elastic warp); with `audit_masks`, `masks`: the label maps as images
     (mask_features.mask_images) under the same search as `robust`, a mask generator's copies turned or shifted."""
     with_patches, smoothing = ctx.option("copy_patches"), ctx.option("copy_smoothing_px")
     found = _search(ctx, (ctx.train.images, ctx.train.subject_codes()[0]),
@@ -188,8 +194,22 @@ def copy_parts(ctx: AuditContext) -> list[Part]:
         parts.append(_part(ctx, "patches", found, "patches"))
     if smoothing > 0:
         parts.append(_part(ctx, "smoothed", found, "smoothed"))
+    if ctx.option("copy_warp"):
+        parts.append(_warped_part(ctx))
     masks = _mask_part(ctx) if ctx.option("audit_masks") else None
     return parts + ([masks] if masks is not None else [])
+
+
+def _warped_part(ctx: AuditContext) -> Part:
+    """`warped`: each synthetic and holdout slice's correlation to a training slice after a deformable registration."""
+    def split(name):
+        data = getattr(ctx, name)
+        return data.images, data.subject_codes()[0], data.phases, data.slice_pos
+
+    reference, patients = split("train"), ctx.option("copy_warp_patients")
+    syn, match = warped_similarity(split("synthetic"), reference, patients, MATCH_SIZE)
+    hold, _ = warped_similarity(split("holdout"), reference, patients, MATCH_SIZE)
+    return Part("warped", _median_per_patient(syn, ctx.synthetic), _median_per_patient(hold, ctx.holdout), syn, match)
 
 
 def transform_text(transform) -> str:
@@ -371,6 +391,11 @@ class NNMemorisation(Auditor):
         Option("copy_smoothing_px", float, 1.0, "also search the slices blurred by this Gaussian sd (px at 32 px; a "
                "`smoothed` part, calibrated and gated like the others): copies under strong noise; 0: off", low=0.0,
                high=4.0),
+        Option("copy_warp", bool, True, "also register each slice to its best training candidates by a smooth "
+               "deformation (a `warped` part, calibrated and gated like the others): copies under an elastic warp"),
+        Option("copy_warp_patients", int, 2, "training patients the deformable search registers per synthetic "
+               "patient (chosen by a coarse registration of three slices against every training patient)", low=1,
+               high=100),
         Option("copy_candidate_patients", int, 2, "training patients searched exactly per synthetic patient", low=1,
                high=100),
         Option("audit_masks", bool, True, "audit the synthetic label maps against the training label maps too"),
@@ -458,7 +483,7 @@ class NNMemorisation(Auditor):
         if parts is None:
             defaults = {o.name: o.default for o in cls.options}
             parts = (1 + int(defaults["copy_patches"]) + int(defaults["copy_smoothing_px"] > 0)
-                     + int(defaults["audit_masks"]))
+                     + int(defaults["copy_warp"]) + int(defaults["audit_masks"]))
         each = confirm_pass_probability(int(sizes.synthetic), int(sizes.holdout), CONFIRM_ALPHA, 1.0 - TAU_ALPHA)
         return {"honest_pass_probability": max(0.0, 1.0 - parts * (1.0 - each)), "smallest_detectable": 1,
                 "detectable_unit": f"copied patients (one confirmed copy fails; {parts} confirming parts)"}

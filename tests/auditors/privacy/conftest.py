@@ -66,3 +66,25 @@ def blobs():
 def copies():
     """`copies(slices, seed=0, prefix='copy-')` -> perturbed copies of every given patient."""
     return perturbed_copies
+
+
+def _part_alone_confirms(audit, train, holdout, synthetic, copies: set, part: str, switch_off: dict, at_least: int,
+                         **options) -> None:
+    """With the part switched off (`switch_off`), no copy is confirmed; with it on, the release fails, the confirmed
+    patients are copies only, at least `at_least` of them, and `part` found every one.
+    `audit(train, holdout, synthetic, **options)` -> (checks by name, result)."""
+    from auditors.base import Verdict
+
+    _, without = audit(train, holdout, synthetic, **switch_off, **options)
+    assert not set(without.metrics["confirmed_copies"]) & copies
+    checks, result = audit(train, holdout, synthetic, **options)
+    confirmed = set(result.metrics["confirmed_copies"])
+    assert checks["privacy.confirmed_copies"].verdict is Verdict.FAIL
+    assert confirmed <= copies and len(confirmed) >= at_least, confirmed
+    assert {synthetic.subjects[i] for i in result.metrics["near_copies"][part]["confirmed"]} == confirmed
+
+
+@pytest.fixture
+def part_alone_confirms():
+    """`part_alone_confirms(audit, train, holdout, synthetic, copies, part, switch_off, at_least, **options)`."""
+    return _part_alone_confirms

@@ -39,22 +39,24 @@ def _split(s: SliceSet):
     return s.images, s.subject_codes()[0], s.phases, s.slice_pos
 
 
-def _pearson(a, b):
+def _fine_pearson(a, b):
+    """Pearson correlation of the fine detail (minus a 0.7-px blur) over the central crop."""
+    a, b = (x - ndimage.gaussian_filter(x, 0.7, mode="nearest") for x in (a, b))
     return float(np.corrcoef(a[3:-3, 3:-3].ravel(), b[3:-3, 3:-3].ravel())[0, 1])
 
 
-def test_the_registration_undoes_a_smooth_warp(phantom_slices):
+def test_the_registration_brings_a_warped_copys_fine_detail_back(phantom_slices):
     train, _, new = phantom_slices
     originals = train.images[:24]
     warped, _ = _warp(originals, train.labels[:24], 1.5, 4.0, seed=1)
-    plain = np.array([_pearson(a, b) for a, b in zip(warped, originals)])
+    plain = np.array([_fine_pearson(a, b) for a, b in zip(warped, originals)])
     registered = registered_correlation(warped, originals)
-    assert np.all(registered >= plain - 1e-6) and np.median(registered) > 0.99 > np.median(plain), (
+    assert np.all(registered >= plain - 1e-6) and np.median(registered) > 0.9 and np.median(plain) < 0.5, (
         np.median(plain), np.median(registered))
     np.testing.assert_allclose(registered_correlation(originals, originals), 1.0, atol=1e-6)
-    # another patient's slice at the same stack position: aligned anatomy, its own texture and noise
+    # other patients' slices: their anatomy is aligned, their texture and noise are their own
     strangers = registered_correlation(new.images[:24], originals)
-    assert np.median(strangers) < np.median(registered) - 0.03
+    assert np.median(strangers) < np.median(registered) - 0.1, (np.median(strangers), np.median(registered))
 
 
 def test_representative_slices_are_end_diastolic_and_nearest_the_positions():

@@ -207,8 +207,10 @@ def _warped_part(ctx: AuditContext) -> Part:
         return data.images, data.subject_codes()[0], data.phases, data.slice_pos
 
     reference, patients = split("train"), ctx.option("copy_warp_patients")
-    syn, match = warped_similarity(split("synthetic"), reference, patients, MATCH_SIZE)
-    hold, _ = warped_similarity(split("holdout"), reference, patients, MATCH_SIZE)
+    bar = None if ctx.quiet else "copy search, warped: {}"
+    syn, match = warped_similarity(split("synthetic"), reference, patients, MATCH_SIZE,
+                                   desc=bar and bar.format("synthetic"))
+    hold, _ = warped_similarity(split("holdout"), reference, patients, MATCH_SIZE, desc=bar and bar.format("holdout"))
     return Part("warped", _median_per_patient(syn, ctx.synthetic), _median_per_patient(hold, ctx.holdout), syn, match)
 
 

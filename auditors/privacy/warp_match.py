@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from tqdm.auto import tqdm
 
 GRID = 8  # control points per side at 32 px (4.4 px apart): smooth warps, not a free pixel shuffle
 STEPS, BLUR_STEPS = 80, 40  # Adam steps, the first ones on slices blurred by BLUR_PX (a wider basin)
@@ -38,7 +39,7 @@ COARSE_SIZE, COARSE_GRID, COARSE_STEPS, COARSE_LR, COARSE_MARGIN = 16, 4, 40, 0.
 REPRESENTATIVE_POSITIONS = (0.25, 0.5, 0.75)  # stack positions (0 base, 1 apex) of a patient's coarse match
 PREFILTER_PATIENTS, PREFILTER_SIZE = 8, 8  # patients registered coarsely per query patient, by thumbnail correlation
 SLICES_PER_PATIENT = 2  # a candidate patient's slices tried per query slice: same phase, nearest positions
-CHUNK = 2048  # pairs registered at once (memory: about 50 floats per pixel per pair)
+CHUNK = 512  # pairs registered at once (memory: about 50 floats per pixel per pair; one progress step)
 
 
 def _ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -99,14 +100,16 @@ def _register_chunk(query: torch.Tensor, reference: torch.Tensor, grid: int, ste
         return torch.maximum(_ncc(fit[crop], query[crop]), _ncc(reference[crop], query[crop]))
 
 
-def registered_correlation(queries: np.ndarray, references: np.ndarray, coarse: bool = False) -> np.ndarray:
+def registered_correlation(queries: np.ndarray, references: np.ndarray, coarse: bool = False, desc: str | None = None
+                           ) -> np.ndarray:
     """Per pair (queries[i], references[i]): after the deformable registration at full resolution, the correlation of
     their fine detail (each slice minus its FINE_PX blur); `coarse`: the whole slices' correlation after a
-    registration at COARSE_SIZE px with a coarser lattice and no blur stage (to rank candidates)."""
+    registration at COARSE_SIZE px with a coarser lattice and no blur stage (to rank candidates). `desc`: a progress
+    bar's label (none when None)."""
     if len(queries) != len(references):
         raise ValueError(f"{len(queries)} queries but {len(references)} references")
     out = np.empty(len(queries), dtype=np.float64)
-    for start in range(0, len(queries), CHUNK):
+    for start in tqdm(range(0, len(queries), CHUNK), desc=desc, disable=desc is None, leave=False):
         q = torch.as_tensor(np.ascontiguousarray(queries[start:start + CHUNK], dtype=np.float32))
         r = torch.as_tensor(np.ascontiguousarray(references[start:start + CHUNK], dtype=np.float32))
         if coarse:
@@ -182,10 +185,11 @@ def _nearest_slices(query_phase, query_pos, r_idx: np.ndarray, r_phases: np.ndar
     return pool[np.argsort(np.abs(r_pos[pool] - query_pos), kind="stable")[:SLICES_PER_PATIENT]]
 
 
-def warped_similarity(query: tuple, reference: tuple, patients: int = 2, size: int = 32
+def warped_similarity(query: tuple, reference: tuple, patients: int = 2, size: int = 32, desc: str | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Per query slice: the correlation to its best candidate training slice after the deformable registration (at
-    `size` px), and that slice's index. `query` and `reference`: (images, patient codes, phases, positions)."""
+    `size` px), and that slice's index. `query` and `reference`: (images, patient codes, phases, positions).
+    `desc`: the progress bar's label (none when None)."""
     q_images, q_codes, q_phases, q_pos = query
     r_images, r_codes, r_phases, r_pos = reference
     q_images, r_images = _at_size(q_images, size), _at_size(r_images, size)
@@ -207,4 +211,4 @@ def warped_similarity(query: tuple, reference: tuple, patients: int = 2, size: i
     for k in range(len(pairs_q)):  # the best coarse candidate per query slice (few pairs per slice)
         if coarse[k] > best_coarse[pairs_q[k]]:
             best_coarse[pairs_q[k]], best_ref[pairs_q[k]] = coarse[k], pairs_r[k]
-    return registered_correlation(q_images, r_images[best_ref]), best_ref
+    return registered_correlation(q_images, r_images[best_ref], desc=desc), best_ref

@@ -25,8 +25,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from tqdm.auto import tqdm
+
+from .robust_match import _as_tensor, blurred
 
 GRID = 8  # control points per side at 32 px (4.4 px apart): smooth warps, not a free pixel shuffle
 STEPS, BLUR_STEPS = 80, 40  # Adam steps, the first ones on slices blurred by BLUR_PX (a wider basin)
@@ -48,7 +49,7 @@ def _ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _blur(x: torch.Tensor, sd: float) -> torch.Tensor:
-    return torch.as_tensor(ndimage.gaussian_filter(x.numpy(), (0, sd, sd), mode="nearest"))
+    return torch.as_tensor(blurred(x.numpy(), sd, x.shape[-1]))
 
 
 @lru_cache(maxsize=8)
@@ -164,16 +165,6 @@ def candidate_patients(query: tuple, reference: tuple, patients: int) -> np.ndar
     return np.take_along_axis(shortlist, order, axis=1)
 
 
-def _at_size(images: np.ndarray, size: int) -> np.ndarray:
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 3:
-        raise ValueError(f"images must be (N, H, W), got shape {images.shape}")
-    if not len(images) or images.shape[-1] == size:
-        return images
-    mode = "area" if images.shape[-1] > size else "bilinear"
-    return F.interpolate(torch.as_tensor(images)[:, None], size=(size, size), mode=mode)[:, 0].numpy()
-
-
 def _nearest_slices(query_phase, query_pos, r_idx: np.ndarray, r_phases: np.ndarray, r_pos: np.ndarray) -> np.ndarray:
     same = r_idx[r_phases[r_idx] == query_phase]
     pool = same if len(same) else r_idx
@@ -187,10 +178,10 @@ def warped_similarity(query: tuple, reference: tuple, patients: int = 2, size: i
     `desc`: the progress bar's label (none when None)."""
     q_images, q_codes, q_phases, q_pos = query
     r_images, r_codes, r_phases, r_pos = reference
-    q_images, r_images = _at_size(q_images, size), _at_size(r_images, size)
-    query, reference = (q_images, q_codes, q_phases, q_pos), (r_images, r_codes, r_phases, r_pos)
     if not len(q_images) or not len(r_images):
         return np.full(len(q_images), np.nan), np.full(len(q_images), -1, dtype=np.int64)
+    q_images, r_images = _as_tensor(q_images, size).numpy(), _as_tensor(r_images, size).numpy()
+    query, reference = (q_images, q_codes, q_phases, q_pos), (r_images, r_codes, r_phases, r_pos)
     chosen = candidate_patients(query, reference, patients)
     members = [np.flatnonzero(r_codes == p) for p in range(int(r_codes.max()) + 1)]
     pairs_q, pairs_r = [], []
@@ -201,9 +192,9 @@ def warped_similarity(query: tuple, reference: tuple, patients: int = 2, size: i
                 pairs_r.append(j)
     pairs_q, pairs_r = np.asarray(pairs_q), np.asarray(pairs_r)
     coarse = registered_correlation(q_images[pairs_q], r_images[pairs_r], coarse=True)
+    # per query slice, its best coarse candidate: pairs sorted by slice, best first (first wins a tie, as before)
+    order = np.lexsort((-coarse, pairs_q))
+    first = order[np.r_[True, pairs_q[order][1:] != pairs_q[order][:-1]]]
     best_ref = np.full(len(q_images), -1, dtype=np.int64)
-    best_coarse = np.full(len(q_images), -np.inf)
-    for k in range(len(pairs_q)):  # the best coarse candidate per query slice (few pairs per slice)
-        if coarse[k] > best_coarse[pairs_q[k]]:
-            best_coarse[pairs_q[k]], best_ref[pairs_q[k]] = coarse[k], pairs_r[k]
+    best_ref[pairs_q[first]] = pairs_r[first]
     return registered_correlation(q_images, r_images[best_ref], desc=desc), best_ref

@@ -6,6 +6,7 @@ they got. The step count comes from an epoch budget over the real training set (
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -184,10 +185,8 @@ def train_segmenter(slices: SliceSet, config: TrainConfig = TrainConfig(), seed:
     real-train segmenter moved by up to 0.03 (`fd_excess_segmenter`, against a threshold of 0.03) and 0.09
     (`precision_ratio`) between 1 and 2 threads (scripts/measure_audit_tolerance.py), more than a reviewer's
     re-audit should be allowed. A second thread bought this training 1.10x (benchmarks/README.md, thread settings)."""
-    if str(device).startswith("cpu"):
-        with one_thread():
-            return _train_segmenter(slices, config, seed, device, quiet, desc, second, second_share)
-    return _train_segmenter(slices, config, seed, device, quiet, desc, second, second_share)
+    with one_thread() if str(device).startswith("cpu") else contextlib.nullcontext():
+        return _train_segmenter(slices, config, seed, device, quiet, desc, second, second_share)
 
 
 def _train_segmenter(slices: SliceSet, config: TrainConfig, seed: int, device: str, quiet: bool, desc: str,

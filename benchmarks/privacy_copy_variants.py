@@ -146,13 +146,24 @@ def synthetic_cohort(name: str, train: SliceSet, fresh: SliceSet, k: int, rng) -
             parts += [_rows(t, np.arange(len(t)) % 2 == 0, f"mix-{j}"),
                       _rows(f, np.arange(len(f)) % 2 == 1, f"mix-{j}", str(t.vendors[0]))]
         return SliceSet.concat([honest] + parts)
+    if name in ("quarter", "oneslice"):  # a share of a fresh patient's slices replaced by a training patient's
+        parts = []
+        for j in range(k):
+            t = train.for_subjects([train.subjects[j]])
+            f = fresh.for_subjects([fresh.subjects[len(fresh.subjects) - k + j]])
+            n = min(len(t), len(f))
+            copied = (np.arange(n) % 4 == 0) if name == "quarter" else (np.arange(n) == n // 2)
+            parts += [_rows(t, np.pad(copied, (0, len(t) - n)), f"part-{j}"),
+                      _rows(f, np.pad(~copied, (0, len(f) - n), constant_values=True), f"part-{j}",
+                            str(t.vendors[0]))]
+        return SliceSet.concat([honest] + parts)
     if name == "slicemix":  # k synthetic patients, each slice copied from any of k training patients
         ids = np.array([f"mix-{i % k}" for i in rng.permutation(len(source))])
         return SliceSet.concat([honest, replace(source, subject_ids=ids)])
     raise ValueError(f"unknown variant {name!r}")
 
 
-VARIANTS = ("fresh", *CHANGES, "half", "slicemix", *MASK_CHANGES, *IMAGE_CHANGES)
+VARIANTS = ("fresh", *CHANGES, "half", "quarter", "oneslice", "slicemix", *MASK_CHANGES, *IMAGE_CHANGES)
 
 
 def main() -> None:

@@ -7,6 +7,10 @@ taking the worst (an intersection-union test: adding a part can only make the ga
 - `robust`: the best Pearson correlation over shifts of up to `copy_max_shift` px, rotations up to
   `copy_max_rotation` degrees and a horizontal flip, and (`copy_registration`) over rotations by any angle,
   either handedness and zooms up to `copy_max_zoom` (robust_match.py); correlation ignores gain and offset;
+- `best_slice` (`copy_best_slice`): the same search, scored by the patient's BEST slice instead of its median
+  one: a few training slices inside an otherwise new patient are real patients' images released all the same
+  (a median over the slices does not see a quarter of them copied); its null is the holdout patients' best
+  slices, so it compares like with like;
 - `patches` (`copy_patches`): the mean over a 4 x 4 tiling of each tile's best correlation within 2 px, each
   tile shifted on its own: a copy under a smooth warp is a shifted copy tile by tile;
 - `smoothed` (`copy_smoothing_px` > 0): the small-transform search of `robust` on slices blurred by that many
@@ -27,8 +31,8 @@ cross-fitted: each fold judged by the tau of the other fold.
 
 Confirmed copies: a patient whose score exceeds the (1 - CONFIRM_ALPHA / n_synthetic) quantile of the
 null (at its upper confidence bound) and every real holdout patient's score, in a confirming part (robust,
-patches, smoothed, warped or masks): an honest cohort has any such patient with probability about CONFIRM_ALPHA per
-part (at most 5 x CONFIRM_ALPHA in all, union bound). One fails the release.
+best_slice, patches, smoothed, warped or masks): an honest cohort has any such patient with probability about
+CONFIRM_ALPHA per part (at most 6 x CONFIRM_ALPHA in all, union bound). One fails the release.
 
 Closer to train (closer.py): the share of synthetic patients closer to the whole training set than to
 holdout, in balanced subsamples; an honest generator gives 0.5.
@@ -62,14 +66,14 @@ CLOSER_ALPHA = 0.05  # one-sided error of each bound of the closer-to-train shar
 MATCH_SIZE = 32  # slices are matched at this side (copies are exact at any resolution)
 FIGURE_PATIENTS, FIGURE_SLICES = 4, 8
 # parts whose matches are shown and can confirm a copy
-CONFIRMING_PARTS = ("robust", "patches", "smoothed", "warped", "masks")
+CONFIRMING_PARTS = ("robust", "best_slice", "patches", "smoothed", "warped", "masks")
 
 
 @dataclass
 class Part:
     """One view's per-patient copy scores: synthetic and (the null) holdout, and each synthetic slice's match."""
     label: str
-    synthetic: np.ndarray  # (n_synthetic,) median best similarity per patient
+    synthetic: np.ndarray  # (n_synthetic,) per patient the median (best_slice: the max) of its slices' scores
     holdout: np.ndarray  # (n_holdout,)
     slice_scores: np.ndarray  # (synthetic slices,) best similarity
     slice_match: np.ndarray  # (synthetic slices,) index of the best training slice
@@ -82,9 +86,9 @@ def feature_spaces(ctx: AuditContext) -> list[str]:
     return list(ctx.option("feature_spaces"))
 
 
-def _median_per_patient(values: np.ndarray, split) -> np.ndarray:
+def _per_patient(values: np.ndarray, split, how: str = "median") -> np.ndarray:
     codes, patients = split.subject_codes()
-    return _median_where(values, codes, len(patients))
+    return per_patient(values, codes, len(patients), how)
 
 
 def small_rotations(ctx: AuditContext) -> tuple[float, ...]:
@@ -134,10 +138,11 @@ def _search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray], queries: di
     return out
 
 
-def _part(ctx: AuditContext, label: str, found: dict[str, dict], view: str = "robust") -> Part:
-    """A part from `_search`'s per-slice figures of one view (robust or patches) over every slice."""
+def _part(ctx: AuditContext, label: str, found: dict[str, dict], view: str = "robust", how: str = "median") -> Part:
+    """A part from `_search`'s per-slice figures of one view (robust, patches or smoothed) over every slice, each
+    patient scored by the `how` ("median" or "max") of its slices."""
     syn, hold = found["synthetic"][view], found["holdout"][view]
-    return Part(label, _median_per_patient(syn[0], ctx.synthetic), _median_per_patient(hold[0], ctx.holdout), *syn)
+    return Part(label, _per_patient(syn[0], ctx.synthetic, how), _per_patient(hold[0], ctx.holdout, how), *syn)
 
 
 def _median_where(values: np.ndarray, codes: np.ndarray, n_patients: int) -> np.ndarray:
@@ -180,7 +185,8 @@ def _mask_part(ctx: AuditContext) -> Part | None:
 def copy_parts(ctx: AuditContext) -> list[Part]:
     """The pixel-level copy views, each on its own candidate patients: `robust`, per slice the better of the
     small-transform search (shifts, small rotations, a flip) and, with `copy_registration`, the registered search
-    (any angle, either handedness, zooms up to `copy_max_zoom`); with `copy_patches`, `patches` (each tile of the
+    (any angle, either handedness, zooms up to `copy_max_zoom`); with `copy_best_slice`, `best_slice` (the same
+    search, each patient scored by its best slice: a few copied slices); with `copy_patches`, `patches` (each tile of the
     slice matched on its own: copies under a smooth warp); with `copy_smoothing_px`, `smoothed` (the small search
     on blurred slices: copies under strong noise); with `copy_warp`, `warped` (a deformable registration: copies
     under an elastic warp); with `audit_masks`, `masks`: the label maps as images
@@ -190,6 +196,8 @@ def copy_parts(ctx: AuditContext) -> list[Part]:
                     {s: (getattr(ctx, s).images, getattr(ctx, s).subject_codes()[0]) for s in ("synthetic", "holdout")},
                     with_patches, smoothing)
     parts = [_part(ctx, "robust", found)]
+    if ctx.option("copy_best_slice"):
+        parts.append(_part(ctx, "best_slice", found, how="max"))
     if with_patches:
         parts.append(_part(ctx, "patches", found, "patches"))
     if smoothing > 0:
@@ -211,7 +219,7 @@ def _warped_part(ctx: AuditContext) -> Part:
     syn, match = warped_similarity(split("synthetic"), reference, patients, MATCH_SIZE,
                                    desc=bar and bar.format("synthetic"))
     hold, _ = warped_similarity(split("holdout"), reference, patients, MATCH_SIZE, desc=bar and bar.format("holdout"))
-    return Part("warped", _median_per_patient(syn, ctx.synthetic), _median_per_patient(hold, ctx.holdout), syn, match)
+    return Part("warped", _per_patient(syn, ctx.synthetic), _per_patient(hold, ctx.holdout), syn, match)
 
 
 def transform_text(transform) -> str:
@@ -232,7 +240,7 @@ def vector_part(label: str, train: np.ndarray, synthetic: np.ndarray, holdout: n
     index = index or NeighbourIndex(train, metric="ip", batch_size=ctx.option("nn_batch_size"))
     sim_s, id_s = index.search(synthetic, 1)
     sim_h, _ = index.search(holdout, 1)
-    return Part(label, _median_per_patient(sim_s[:, 0], ctx.synthetic), _median_per_patient(sim_h[:, 0], ctx.holdout),
+    return Part(label, _per_patient(sim_s[:, 0], ctx.synthetic), _per_patient(sim_h[:, 0], ctx.holdout),
                 sim_s[:, 0].astype(np.float64), id_s[:, 0])
 
 
@@ -332,7 +340,9 @@ def matches_figure(ctx: AuditContext, part: Part, order: list[int], title: str, 
     shown = {"cmap": "gray"} if what == "images" else {"cmap": "viridis", "vmin": 0, "vmax": 3,
                                                        "interpolation": "nearest"}
     for r, patient in enumerate(order):
-        slices = np.flatnonzero((syn_codes == patient) & (part.slice_match >= 0))[:FIGURE_SLICES]
+        slices = np.flatnonzero((syn_codes == patient) & (part.slice_match >= 0))
+        # its best matches first: a patient with a few copied slices shows them
+        slices = slices[np.argsort(-part.slice_scores[slices], kind="stable")][:FIGURE_SLICES]
         for c, s in enumerate(slices):
             t = int(part.slice_match[s])
             turned = transform_text(None if part.slice_transform is None else part.slice_transform[s])
@@ -388,6 +398,9 @@ class NNMemorisation(Auditor):
                high=1.5),
         Option("copy_registered_patients", int, 3, "training patients the registered search tries per synthetic "
                "patient (its candidates vote under any rotation, so one more than the small search)", low=1, high=100),
+        Option("copy_best_slice", bool, True, "also score each patient by its best-matching slice (a `best_slice` "
+               "part, calibrated on the holdout's best slices and gated like the others): a few copied slices inside "
+               "an otherwise new patient"),
         Option("copy_patches", bool, True, "also match each 7 x 7-px tile of a slice on its own (a `patches` part, "
                "calibrated and gated like the others): copies under a smooth warp"),
         Option("copy_smoothing_px", float, 1.0, "also search the slices blurred by this Gaussian sd (px at 32 px; a "
@@ -484,7 +497,8 @@ class NNMemorisation(Auditor):
         when not given."""
         if parts is None:
             defaults = {o.name: o.default for o in cls.options}
-            parts = (1 + int(defaults["copy_patches"]) + int(defaults["copy_smoothing_px"] > 0)
+            parts = (1 + int(defaults["copy_best_slice"]) + int(defaults["copy_patches"])
+                     + int(defaults["copy_smoothing_px"] > 0)
                      + int(defaults["copy_warp"]) + int(defaults["audit_masks"]))
         each = confirm_pass_probability(int(sizes.synthetic), int(sizes.holdout), CONFIRM_ALPHA, 1.0 - TAU_ALPHA)
         return {"honest_pass_probability": max(0.0, 1.0 - parts * (1.0 - each)), "smallest_detectable": 1,

@@ -43,6 +43,22 @@ def perturbed_copies(slices: SliceSet, seed: int = 0, prefix: str = "copy-", max
                     subject_meta={prefix + k: v for k, v in slices.subject_meta.items()})
 
 
+def with_copied_slices(fresh: SliceSet, source: SliceSet, every: int, prefix: str) -> SliceSet:
+    """Each fresh patient with every `every`-th slice (and its label map) replaced by the slice of the same rank of
+    one source patient, patient for patient."""
+    parts = []
+    for j, (f_id, s_id) in enumerate(zip(fresh.subjects, source.subjects)):
+        f, s = fresh.for_subjects([f_id]), source.for_subjects([s_id])
+        copied = np.arange(len(f)) % every == 0
+        copied &= np.arange(len(f)) < len(s)
+        images, labels = f.images.copy(), f.labels.copy()
+        images[copied], labels[copied] = s.images[np.flatnonzero(copied)], s.labels[np.flatnonzero(copied)]
+        parts.append(SliceSet(images=images, labels=labels, subject_ids=np.full(len(f), f"{prefix}{j}"),
+                              vendors=f.vendors, phases=f.phases, slice_pos=f.slice_pos, slice_index=f.slice_index,
+                              has_label=f.has_label, spacing_mm=f.spacing_mm))
+    return SliceSet.concat(parts)
+
+
 @pytest.fixture(scope="session")
 def phantom_slices():
     """Real patients (24 of one phantom seed, split 12 train / 12 holdout) and 30 new patients of another seed."""
@@ -88,3 +104,10 @@ def _part_alone_confirms(audit, train, holdout, synthetic, copies: set, part: st
 def part_alone_confirms():
     """`part_alone_confirms(audit, train, holdout, synthetic, copies, part, switch_off, at_least, **options)`."""
     return _part_alone_confirms
+
+
+@pytest.fixture
+def slice_copies():
+    """`slice_copies(fresh, source, every, prefix)` -> each fresh patient with every `every`-th slice copied from
+    one source patient."""
+    return with_copied_slices

@@ -146,11 +146,11 @@ def test_plan_matches_a_seeded_simulation_of_the_rule():
     sim = np.mean(stats.beta.ppf(0.95, k + 1, 100 - k) <= 0.70)
     assert closer["honest_pass_probability"] == pytest.approx(sim, abs=0.01)
     assert plan["privacy.confirmed_copies"]["smallest_detectable"] == 1
-    # robust, patches, smoothed, warped and masks: five parts, each failing an honest cohort with the rule's own
-    # chance at these sizes (union bound)
+    # robust, best_slice, patches, smoothed, warped and masks: six parts, each failing an honest cohort with the
+    # rule's own chance at these sizes (union bound)
     each = confirm_pass_probability(100, 100, CONFIRM_ALPHA, 1.0 - TAU_ALPHA)
     assert 0.99 < each < 1.0
-    assert plan["privacy.confirmed_copies"]["honest_pass_probability"] == pytest.approx(1.0 - 5 * (1.0 - each))
+    assert plan["privacy.confirmed_copies"]["honest_pass_probability"] == pytest.approx(1.0 - 6 * (1.0 - each))
     assert auditor._plan_confirmed(CohortSizes(100, 100, 100), 1)["honest_pass_probability"] == pytest.approx(each)
     assert auditor.plan(CohortSizes(20, 20, 20), {})["privacy.near_copy_rate"]["honest_pass_probability"] < 0.5
 
@@ -297,3 +297,24 @@ def test_confirm_pass_probability_matches_the_rule_run_on_simulated_honest_cohor
     plan = confirm_pass_probability(n_syn, n_hold, CONFIRM_ALPHA, 1.0 - TAU_ALPHA)
     assert plan == pytest.approx(1.0 - confirmed / reps, abs=0.005)  # ~4 standard errors of the simulation
     assert confirm_pass_probability(n_syn, 2, CONFIRM_ALPHA, 1.0 - TAU_ALPHA) == 1.0  # no null: nothing confirmed
+
+
+def test_a_quarter_of_a_patients_slices_copied_is_confirmed_by_the_best_slice_part(phantom_slices, slice_copies,
+                                                                                    part_alone_confirms):
+    """New patients with every fourth slice replaced by a training patient's: the median slice of such a patient is
+    new, so no median-scored part confirms it; its best slice is a verbatim training slice, and the best_slice part
+    (calibrated on the holdout patients' best slices) confirms every one of them, and nothing else."""
+    train, holdout, new = phantom_slices
+    mixed = slice_copies(new.for_subjects(new.subjects[-4:]), train.for_subjects(train.subjects[:4]), 4, "q-")
+    synthetic = SliceSet.concat([new.for_subjects(new.subjects[:20]), mixed])
+    part_alone_confirms(_run, train, holdout, synthetic, set(mixed.subjects), "best_slice", {"copy_best_slice": False},
+                        4, copy_registration=False, copy_patches=False, copy_warp=False)
+
+
+def test_new_patients_are_not_confirmed_by_the_best_slice_part(phantom_slices):
+    train, holdout, new = phantom_slices
+    checks, result = _run(train, holdout, new, copy_registration=False, copy_patches=False, copy_warp=False)
+    best = result.metrics["near_copies"]["best_slice"]
+    assert best["confirmed"] == [] and checks["privacy.confirmed_copies"].verdict is Verdict.PASS
+    # the part scores each patient by its best slice: never below its median slice's score
+    assert best["holdout_median_score"] >= result.metrics["near_copies"]["robust"]["holdout_median_score"]

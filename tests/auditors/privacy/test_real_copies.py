@@ -60,3 +60,17 @@ def test_on_the_phantom_the_holdout_under_new_names_fails(phantom_slices):
     renamed = replace(holdout, subject_ids=np.char.add("syn-", holdout.subject_ids.astype(str)))
     result = audit(train, holdout, renamed)
     assert result.checks[0].verdict == Verdict.FAIL and result.checks[0].estimate == len(holdout.subjects)
+
+
+def test_a_few_slices_of_a_holdout_patient_are_a_copy_too(blobs, slice_copies):
+    """Synthetic patients with one slice in four taken verbatim from a holdout patient: their median slice is new,
+    their best slice is a holdout slice; confirmed by the best-slice score only."""
+    train, holdout = blobs(20, slices=8, seed=1, prefix="t"), blobs(20, slices=8, seed=2, prefix="h")
+    fresh = blobs(20, slices=8, seed=3, prefix="s")
+    mixed = slice_copies(fresh.for_subjects(fresh.subjects[-3:]), holdout.for_subjects(holdout.subjects[:3]),
+                                4, "mix-")
+    synthetic = SliceSet.concat([fresh.for_subjects(fresh.subjects[:17]), mixed])
+    result = audit(train, holdout, synthetic)
+    assert result.checks[0].verdict == Verdict.FAIL and result.checks[0].estimate == 3
+    parts = result.metrics["holdout"]["parts"]
+    assert parts["robust"]["confirmed"] == [] and set(parts["best_slice"]["confirmed"]) == set(mixed.subjects)

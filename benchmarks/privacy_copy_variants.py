@@ -5,6 +5,8 @@ of which K (default 10) are replaced by copies of training patients under one al
 altered with the images (nearest neighbour). 32 px, default options and thresholds, no generator.
 
     python benchmarks/privacy_copy_variants.py [VARIANT ...] [--seed 0] [--copies 10]
+    (`quarter` / `oneslice`: a quarter of, or one of, a new patient's slices copied; `quarter:CHANGE`: the copied
+    slices altered by one of the whole-patient changes, e.g. `quarter:rot20+gamma+noise`)
     (one JSON line per variant; no variant: all of them)
 
 Measured figures: docs/privacy-checks.md ("Registered search").
@@ -146,10 +148,13 @@ def synthetic_cohort(name: str, train: SliceSet, fresh: SliceSet, k: int, rng) -
             parts += [_rows(t, np.arange(len(t)) % 2 == 0, f"mix-{j}"),
                       _rows(f, np.arange(len(f)) % 2 == 1, f"mix-{j}", str(t.vendors[0]))]
         return SliceSet.concat([honest] + parts)
-    if name in ("quarter", "oneslice"):  # a share of a fresh patient's slices replaced by a training patient's
+    if name.split(":")[0] in ("quarter", "oneslice"):
+        # a share of a fresh patient's slices replaced by a training patient's ("quarter:CHANGE": altered by CHANGE)
+        name, _, change = name.partition(":")
+        source = altered(source, CHANGES[change](rng)) if change else source
         parts = []
         for j in range(k):
-            t = train.for_subjects([train.subjects[j]])
+            t = source.for_subjects([source.subjects[j]])
             f = fresh.for_subjects([fresh.subjects[len(fresh.subjects) - k + j]])
             n = min(len(t), len(f))
             copied = (np.arange(n) % 4 == 0) if name == "quarter" else (np.arange(n) == n // 2)
@@ -175,7 +180,8 @@ def main() -> None:
                     help="an audit option, as the CLI's --option (repeatable)")
     args = ap.parse_args()
     options = parse_options(None, None, args.option)
-    unknown = [v for v in args.variants if v not in VARIANTS]
+    unknown = [v for v in args.variants if v not in VARIANTS and not (
+        v.partition(":")[0] in ("quarter", "oneslice") and v.partition(":")[2] in CHANGES)]
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     train, hold, fresh = cohorts(args.seed, 0, 100)

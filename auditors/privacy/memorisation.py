@@ -10,7 +10,7 @@ taking the worst (an intersection-union test: adding a part can only make the ga
 - `best_slice` (`copy_best_slice`): the same search, scored by the patient's BEST slice instead of its median
   one: a few training slices inside an otherwise new patient are real patients' images released all the same
   (a median over the slices does not see a quarter of them copied); its null is the holdout patients' best
-  slices, so it compares like with like;
+  slices, so it compares like with like (`smoothed_best_slice`: the same for the `smoothed` view below);
 - `patches` (`copy_patches`): the mean over a 4 x 4 tiling of each tile's best correlation within 2 px, each
   tile shifted on its own: a copy under a smooth warp is a shifted copy tile by tile;
 - `smoothed` (`copy_smoothing_px` > 0): the small-transform search of `robust` on slices blurred by that many
@@ -31,8 +31,8 @@ cross-fitted: each fold judged by the tau of the other fold.
 
 Confirmed copies: a patient whose score exceeds the (1 - CONFIRM_ALPHA / n_synthetic) quantile of the
 null (at its upper confidence bound) and every real holdout patient's score, in a confirming part (robust,
-best_slice, patches, smoothed, warped or masks): an honest cohort has any such patient with probability about
-CONFIRM_ALPHA per part (at most 6 x CONFIRM_ALPHA in all, union bound). One fails the release.
+best_slice, patches, smoothed, smoothed_best_slice, warped or masks): an honest cohort has any such patient with
+probability about CONFIRM_ALPHA per part (at most 7 x CONFIRM_ALPHA in all, union bound). One fails the release.
 
 Closer to train (closer.py): the share of synthetic patients closer to the whole training set than to
 holdout, in balanced subsamples; an honest generator gives 0.5.
@@ -66,7 +66,7 @@ CLOSER_ALPHA = 0.05  # one-sided error of each bound of the closer-to-train shar
 MATCH_SIZE = 32  # slices are matched at this side (copies are exact at any resolution)
 FIGURE_PATIENTS, FIGURE_SLICES = 4, 8
 # parts whose matches are shown and can confirm a copy
-CONFIRMING_PARTS = ("robust", "best_slice", "patches", "smoothed", "warped", "masks")
+CONFIRMING_PARTS = ("robust", "best_slice", "patches", "smoothed", "smoothed_best_slice", "warped", "masks")
 
 
 @dataclass
@@ -186,7 +186,8 @@ def copy_parts(ctx: AuditContext) -> list[Part]:
     """The pixel-level copy views, each on its own candidate patients: `robust`, per slice the better of the
     small-transform search (shifts, small rotations, a flip) and, with `copy_registration`, the registered search
     (any angle, either handedness, zooms up to `copy_max_zoom`); with `copy_best_slice`, `best_slice` (the same
-    search, each patient scored by its best slice: a few copied slices); with `copy_patches`, `patches` (each tile of the
+    search, each patient scored by its best slice: a few copied slices; with `copy_smoothing_px` also
+    `smoothed_best_slice`); with `copy_patches`, `patches` (each tile of the
     slice matched on its own: copies under a smooth warp); with `copy_smoothing_px`, `smoothed` (the small search
     on blurred slices: copies under strong noise); with `copy_warp`, `warped` (a deformable registration: copies
     under an elastic warp); with `audit_masks`, `masks`: the label maps as images
@@ -196,12 +197,15 @@ def copy_parts(ctx: AuditContext) -> list[Part]:
                     {s: (getattr(ctx, s).images, getattr(ctx, s).subject_codes()[0]) for s in ("synthetic", "holdout")},
                     with_patches, smoothing)
     parts = [_part(ctx, "robust", found)]
-    if ctx.option("copy_best_slice"):
+    best_slice = ctx.option("copy_best_slice")
+    if best_slice:
         parts.append(_part(ctx, "best_slice", found, how="max"))
     if with_patches:
         parts.append(_part(ctx, "patches", found, "patches"))
     if smoothing > 0:
         parts.append(_part(ctx, "smoothed", found, "smoothed"))
+        if best_slice:
+            parts.append(_part(ctx, "smoothed_best_slice", found, "smoothed", how="max"))
     if ctx.option("copy_warp"):
         parts.append(_warped_part(ctx))
     masks = _mask_part(ctx) if ctx.option("audit_masks") else None
@@ -497,8 +501,8 @@ class NNMemorisation(Auditor):
         when not given."""
         if parts is None:
             defaults = {o.name: o.default for o in cls.options}
-            parts = (1 + int(defaults["copy_best_slice"]) + int(defaults["copy_patches"])
-                     + int(defaults["copy_smoothing_px"] > 0)
+            views = 1 + int(defaults["copy_smoothing_px"] > 0)  # robust and smoothed, each also by its best slice
+            parts = (views * (1 + int(defaults["copy_best_slice"])) + int(defaults["copy_patches"])
                      + int(defaults["copy_warp"]) + int(defaults["audit_masks"]))
         each = confirm_pass_probability(int(sizes.synthetic), int(sizes.holdout), CONFIRM_ALPHA, 1.0 - TAU_ALPHA)
         return {"honest_pass_probability": max(0.0, 1.0 - parts * (1.0 - each)), "smallest_detectable": 1,

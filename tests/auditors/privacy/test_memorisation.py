@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -146,11 +148,11 @@ def test_plan_matches_a_seeded_simulation_of_the_rule():
     sim = np.mean(stats.beta.ppf(0.95, k + 1, 100 - k) <= 0.70)
     assert closer["honest_pass_probability"] == pytest.approx(sim, abs=0.01)
     assert plan["privacy.confirmed_copies"]["smallest_detectable"] == 1
-    # robust, best_slice, patches, smoothed, warped and masks: six parts, each failing an honest cohort with the
-    # rule's own chance at these sizes (union bound)
+    # robust, best_slice, patches, smoothed, smoothed_best_slice, warped and masks: seven parts, each failing an
+    # honest cohort with the rule's own chance at these sizes (union bound)
     each = confirm_pass_probability(100, 100, CONFIRM_ALPHA, 1.0 - TAU_ALPHA)
     assert 0.99 < each < 1.0
-    assert plan["privacy.confirmed_copies"]["honest_pass_probability"] == pytest.approx(1.0 - 6 * (1.0 - each))
+    assert plan["privacy.confirmed_copies"]["honest_pass_probability"] == pytest.approx(1.0 - 7 * (1.0 - each))
     assert auditor._plan_confirmed(CohortSizes(100, 100, 100), 1)["honest_pass_probability"] == pytest.approx(each)
     assert auditor.plan(CohortSizes(20, 20, 20), {})["privacy.near_copy_rate"]["honest_pass_probability"] < 0.5
 
@@ -250,8 +252,9 @@ def test_noisy_copies_of_training_images_are_confirmed_by_the_smoothed_part(phan
                      slice_index=source.slice_index, has_label=source.has_label, spacing_mm=source.spacing_mm)
     synthetic = SliceSet.concat([new.for_subjects(new.subjects[:20]), noisy])
     # of 4, 3 at least: a 12-patient holdout's bar
+    # copy_best_slice off: its blurred best slice confirms these whole copies too (a fourth one here)
     part_alone_confirms(_run, train, holdout, synthetic, set(noisy.subjects), "smoothed", {"copy_smoothing_px": 0.0}, 3,
-                        copy_registration=False, copy_patches=False, audit_masks=False)
+                        copy_registration=False, copy_patches=False, audit_masks=False, copy_best_slice=False)
 
 
 def _unannotated(slices, which):
@@ -318,3 +321,17 @@ def test_new_patients_are_not_confirmed_by_the_best_slice_part(phantom_slices):
     assert best["confirmed"] == [] and checks["privacy.confirmed_copies"].verdict is Verdict.PASS
     # the part scores each patient by its best slice: never below its median slice's score
     assert best["holdout_median_score"] >= result.metrics["near_copies"]["robust"]["holdout_median_score"]
+
+
+def test_noisy_copied_slices_are_confirmed_by_the_smoothed_best_slice_part(phantom_slices, slice_copies,
+                                                                           part_alone_confirms):
+    """Every fourth slice of new patients replaced by a training patient's under white noise of sd 0.1: neither the
+    median scores nor the full-resolution best slice confirm them; the best blurred slice does, and nothing else."""
+    train, holdout, new = phantom_slices
+    rng = np.random.default_rng(3)
+    source = train.for_subjects(train.subjects[:4])
+    noisy = replace(source, images=(source.images + rng.normal(0.0, 0.1, source.images.shape)).astype(np.float32))
+    mixed = slice_copies(new.for_subjects(new.subjects[-4:]), noisy, 4, "qn-")
+    synthetic = SliceSet.concat([new.for_subjects(new.subjects[:20]), mixed])
+    part_alone_confirms(_run, train, holdout, synthetic, set(mixed.subjects), "smoothed_best_slice",
+                        {"copy_best_slice": False}, 3, copy_registration=False, copy_patches=False, copy_warp=False)

@@ -73,7 +73,7 @@ CONFIRMING_PARTS = ("robust", "best_slice", "patches", "smoothed", "smoothed_bes
 class Part:
     """One view's per-patient copy scores: synthetic and (the null) holdout, and each synthetic slice's match."""
     label: str
-    synthetic: np.ndarray  # (n_synthetic,) per patient the median (best_slice: the max) of its slices' scores
+    synthetic: np.ndarray  # (n_synthetic,) per patient the median (the *best_slice parts: the max) of its slices' scores
     holdout: np.ndarray  # (n_holdout,)
     slice_scores: np.ndarray  # (synthetic slices,) best similarity
     slice_match: np.ndarray  # (synthetic slices,) index of the best training slice
@@ -402,9 +402,9 @@ class NNMemorisation(Auditor):
                high=1.5),
         Option("copy_registered_patients", int, 3, "training patients the registered search tries per synthetic "
                "patient (its candidates vote under any rotation, so one more than the small search)", low=1, high=100),
-        Option("copy_best_slice", bool, True, "also score each patient by its best-matching slice (a `best_slice` "
-               "part, calibrated on the holdout's best slices and gated like the others): a few copied slices inside "
-               "an otherwise new patient"),
+        Option("copy_best_slice", bool, True, "also score each patient by its best-matching slice (`best_slice` "
+               "and, with copy_smoothing_px, `smoothed_best_slice` parts, calibrated on the holdout's best slices and "
+               "gated like the others): a few copied slices inside an otherwise new patient"),
         Option("copy_patches", bool, True, "also match each 7 x 7-px tile of a slice on its own (a `patches` part, "
                "calibrated and gated like the others): copies under a smooth warp"),
         Option("copy_smoothing_px", float, 1.0, "also search the slices blurred by this Gaussian sd (px at 32 px; a "

@@ -148,7 +148,7 @@ def synthetic_cohort(name: str, train: SliceSet, fresh: SliceSet, k: int, rng) -
             parts += [_rows(t, np.arange(len(t)) % 2 == 0, f"mix-{j}"),
                       _rows(f, np.arange(len(f)) % 2 == 1, f"mix-{j}", str(t.vendors[0]))]
         return SliceSet.concat([honest] + parts)
-    if name.split(":")[0] in ("quarter", "oneslice"):
+    if name.partition(":")[0] in PARTIAL:
         # a share of a fresh patient's slices replaced by a training patient's ("quarter:CHANGE": altered by CHANGE)
         name, _, change = name.partition(":")
         source = altered(source, CHANGES[change](rng)) if change else source
@@ -168,7 +168,8 @@ def synthetic_cohort(name: str, train: SliceSet, fresh: SliceSet, k: int, rng) -
     raise ValueError(f"unknown variant {name!r}")
 
 
-VARIANTS = ("fresh", *CHANGES, "half", "quarter", "oneslice", "slicemix", *MASK_CHANGES, *IMAGE_CHANGES)
+PARTIAL = ("quarter", "oneslice")  # a share of a new patient's slices copied; "NAME:CHANGE" alters the copies
+VARIANTS = ("fresh", *CHANGES, "half", *PARTIAL, "slicemix", *MASK_CHANGES, *IMAGE_CHANGES)
 
 
 def main() -> None:
@@ -181,7 +182,7 @@ def main() -> None:
     args = ap.parse_args()
     options = parse_options(None, None, args.option)
     unknown = [v for v in args.variants if v not in VARIANTS and not (
-        v.partition(":")[0] in ("quarter", "oneslice") and v.partition(":")[2] in CHANGES)]
+        v.partition(":")[0] in PARTIAL and v.partition(":")[2] in CHANGES)]
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     train, hold, fresh = cohorts(args.seed, 0, 100)

@@ -66,19 +66,18 @@ class RealCopiesAuditor(Auditor):
 
     def run(self, ctx: AuditContext) -> AuditResult:
         syn_subjects = ctx.synthetic.subjects
-        metrics, confirmed, details = {}, {}, []
+        metrics, details = {}, []
+        folds = patient_folds(len(ctx.train.subjects), ctx.seed)  # the null is the training patients for every split
         for split in REFERENCES:
             reference = getattr(ctx, split, None)
             if reference is None or not len(reference.subjects):
                 continue
             syn = patient_scores(ctx.synthetic, reference, ctx)
             null = patient_scores(ctx.train, reference, ctx)  # real patients not in the reference split
-            folds = patient_folds(len(ctx.train.subjects), ctx.seed)
             for part in syn:
                 found = near_copies(Part(part, syn[part], null[part], syn[part], np.full(len(syn[part]), -1)),
                                     len(syn[part]), folds)
                 names = [syn_subjects[i] for i in found["confirmed"]]
-                confirmed[f"{split}.{part}"] = names
                 bar = found.get("confirm_threshold", float("nan"))
                 entry = metrics.setdefault(split, {"confirmed": [], "parts": {}})
                 entry["confirmed"] = sorted(set(entry["confirmed"]) | set(names))
@@ -91,7 +90,7 @@ class RealCopiesAuditor(Auditor):
                 details.append(f"{split} {part}: {len(names)} above {bar:.4f}"
                                + (f" ({', '.join(names[:5])}{'...' if len(names) > 5 else ''})" if names else "")
                                + (f" ({found['not_calibrated']}: not checked)" if "not_calibrated" in found else ""))
-        n = len({s for names in confirmed.values() for s in names})
+        n = len({s for m in metrics.values() for s in m["confirmed"]})
         unchecked = [split for split, m in metrics.items() if any(p["not_calibrated"] for p in m["parts"].values())]
         if unchecked and not n:  # a reference that could not be searched shows nothing: not shown safe
             need = (f"{len(ctx.train.subjects)} training patient(s) cannot calibrate the copy threshold for the "

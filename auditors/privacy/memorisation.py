@@ -97,8 +97,9 @@ def small_rotations(ctx: AuditContext) -> tuple[float, ...]:
     return (-angle, 0.0, angle) if angle > 0 else (0.0,)
 
 
-def _search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray], queries: dict[str, tuple[np.ndarray, np.ndarray]],
-            with_patches: bool, smoothing: float = 0.0) -> dict[str, dict]:
+def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
+                queries: dict[str, tuple[np.ndarray, np.ndarray]], with_patches: bool,
+                smoothing: float = 0.0) -> dict[str, dict]:
     """Per split (synthetic, holdout), from (images, patient codes) of the training slices and of each split's
     slices: each slice's best robust correlation to the training slices (the better of the small-transform search
     and, with `copy_registration`, the registered search), its match and transform, with `with_patches` the
@@ -139,7 +140,7 @@ def _search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray], queries: di
 
 
 def _part(ctx: AuditContext, label: str, found: dict[str, dict], view: str = "robust", how: str = "median") -> Part:
-    """A part from `_search`'s per-slice figures of one view (robust, patches or smoothed) over every slice, each
+    """A part from `copy_search`'s per-slice figures of one view (robust, patches or smoothed) over every slice, each
     patient scored by the `how` ("median" or "max") of its slices."""
     syn, hold = found["synthetic"][view], found["holdout"][view]
     return Part(label, _per_patient(syn[0], ctx.synthetic, how), _per_patient(hold[0], ctx.holdout, how), *syn)
@@ -170,7 +171,7 @@ def _mask_part(ctx: AuditContext) -> Part | None:
         sets[split] = (images, codes[rows[split]])
     if not len(rows["train"]):
         return None  # no training label map: nothing the masks could copy
-    found = _search(ctx, sets.pop("train"), sets, False)
+    found = copy_search(ctx, sets.pop("train"), sets, False)
     best, match, transform = found["synthetic"]["robust"]
     n_syn_slices = len(ctx.synthetic.images)
     scores, matches = np.full(n_syn_slices, np.nan), np.full(n_syn_slices, -1, dtype=np.int64)
@@ -193,7 +194,7 @@ def copy_parts(ctx: AuditContext) -> list[Part]:
     under an elastic warp); with `audit_masks`, `masks`: the label maps as images
     (mask_features.mask_images) under the same search as `robust`, a mask generator's copies turned or shifted."""
     with_patches, smoothing = ctx.option("copy_patches"), ctx.option("copy_smoothing_px")
-    found = _search(ctx, (ctx.train.images, ctx.train.subject_codes()[0]),
+    found = copy_search(ctx, (ctx.train.images, ctx.train.subject_codes()[0]),
                     {s: (getattr(ctx, s).images, getattr(ctx, s).subject_codes()[0]) for s in ("synthetic", "holdout")},
                     with_patches, smoothing)
     parts = [_part(ctx, "robust", found)]

@@ -6,8 +6,9 @@ other privacy check, because the copy search compares with the training patients
 patient reads as "closer to holdout", the safe side (measured 2026-12-05: 10 verbatim holdout patients among 100
 synthetic ones, 100 / 100 phantom patients at 32 px: near-copy rate, confirmed copies, closer-to-train and both
 attacks all PASS; a whole holdout renamed is caught by the attacks, AUC 1.0). Here each synthetic patient is also matched to the holdout patients, and to the
-test patients when there are some, with the copy search of `memorisation` (the small transforms: shifts, small
-rotations, a flip; a leaked split is copied as training data is), and confirmed as a copy by the same rule as the
+test patients when there are some, with the `robust` copy search of `memorisation` (shifts, small rotations, a
+flip and, with `copy_registration`, any turn, either handedness and zooms: a leaked split is copied as training
+data is), and confirmed as a copy by the same rule as the
 training copies (`near_copies`: above the upper confidence bound of the null's (1 - 0.01 / n) quantile and above
 every null patient), each patient scored by its median slice and, with `copy_best_slice`, by its best slice (a few
 copied slices inside an otherwise new patient). The null of a reference split is the training patients matched to
@@ -20,9 +21,8 @@ import numpy as np
 from auditors.base import AuditContext, AuditResult, Auditor, CohortSizes, register_auditor
 
 from .calibration import confirm_pass_probability, patient_folds
-from .memorisation import CONFIRM_ALPHA, MATCH_SIZE, TAU_ALPHA, NNMemorisation, Part, near_copies, small_rotations
+from .memorisation import CONFIRM_ALPHA, TAU_ALPHA, NNMemorisation, Part, copy_search, near_copies
 from .patients import per_patient
-from .robust_match import candidates, robust_similarity
 
 CHECK = "privacy.real_patient_copies"
 REFERENCES = ("holdout", "test")
@@ -30,16 +30,14 @@ REFERENCES = ("holdout", "test")
 
 def patient_scores(queries, reference, ctx: AuditContext) -> dict[str, np.ndarray]:
     """Per part (`robust`: the median over a patient's slices; with `copy_best_slice`, `best_slice`: the max), per
-    patient of `queries` (a SliceSet): its slices' best small-transform correlation to any slice of the `reference`
-    SliceSet (shifts up to `copy_max_shift`, rotations up to `copy_max_rotation`, a horizontal flip), the privacy
-    group's copy search."""
+    patient of `queries` (a SliceSet): its slices' best correlation to any slice of the `reference` SliceSet under
+    the `robust` search of `memorisation` (shifts up to `copy_max_shift`, rotations up to `copy_max_rotation`, a
+    horizontal flip and, with `copy_registration`, any rotation, either handedness and zooms up to
+    `copy_max_zoom`): a leaked split is copied, turned or not, as training data is."""
     codes, subjects = queries.subject_codes()
     ref_codes, _ = reference.subject_codes()
-    cand = candidates(queries.images, codes, reference.images, ref_codes,
-                      patients=ctx.option("copy_candidate_patients"), size=MATCH_SIZE)
-    best, _ = robust_similarity(queries.images, reference.images, cand, size=MATCH_SIZE,
-                                max_shift=ctx.option("copy_max_shift"),
-                                rotations=small_rotations(ctx))
+    found = copy_search(ctx, (reference.images, ref_codes), {"queries": (queries.images, codes)}, with_patches=False)
+    best = found["queries"]["robust"][0]
     scores = {"robust": per_patient(best, codes, len(subjects), "median")}
     if ctx.option("copy_best_slice"):
         scores["best_slice"] = per_patient(best, codes, len(subjects), "max")

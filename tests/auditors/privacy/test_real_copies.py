@@ -74,3 +74,26 @@ def test_a_few_slices_of_a_holdout_patient_are_a_copy_too(blobs, slice_copies):
     assert result.checks[0].verdict == Verdict.FAIL and result.checks[0].estimate == 3
     parts = result.metrics["holdout"]["parts"]
     assert parts["robust"]["confirmed"] == [] and set(parts["best_slice"]["confirmed"]) == set(mixed.subjects)
+
+
+def test_turned_holdout_copies_are_found_by_the_registered_search(blobs):
+    """Holdout patients turned by 40 degrees: beyond the small search's rotations, confirmed only when the registered
+    search (`copy_registration`, default on) tries any turn, as for training copies."""
+    from dataclasses import replace
+
+    from scipy import ndimage
+
+    train, holdout = blobs(20, slices=4, size=32, seed=1, prefix="t"), blobs(20, slices=4, size=32, seed=2, prefix="h")
+    source = holdout.for_subjects(holdout.subjects[:3])
+    turned = replace(source, images=np.stack([ndimage.rotate(x, 40.0, reshape=False, order=1, mode="nearest")
+                                              for x in source.images]).astype(np.float32),
+                     subject_ids=np.char.add("leak-", source.subject_ids.astype(str)))
+    synthetic = SliceSet.concat([blobs(17, slices=4, size=32, seed=3, prefix="s"), turned])
+
+    def run(**options):
+        return RealCopiesAuditor().run(AuditContext(train=train, holdout=holdout, synthetic=synthetic, seed=0,
+                                                    quiet=True, options=options))
+
+    found = run()
+    assert found.checks[0].verdict == Verdict.FAIL and set(found.metrics["holdout"]["confirmed"]) == set(turned.subjects)
+    assert run(copy_registration=False).checks[0].estimate == 0

@@ -143,6 +143,28 @@ def test_registered_search_finds_copies_the_small_search_misses(blobs, name):
     assert np.median(small) < np.median(best) - 0.05  # the small-transform search alone does not see them
 
 
+def test_turned_slices_from_many_patients_have_their_sources_among_the_registered_candidates(blobs):
+    """Each synthetic patient's slices copied turned by 20 degrees from as many different reference patients: no
+    patient wins the registered vote, and only each slice's own nearest neighbours (under any turn of the spectrum
+    bank) bring its source into the registered search."""
+    from auditors.privacy.robust_match import registered_similarity, transformed_candidates
+    s = blobs(12, slices=4, size=32, seed=3, noise=0.01)
+    ref_codes, _ = s.subject_codes()
+    picks = np.arange(0, len(s.images), 4) + np.arange(12) % 4  # one slice of each of the 12 patients
+    turned = np.stack([ndimage.rotate(s.images[i], 20.0, reshape=False, order=1, mode="nearest") for i in picks])
+    codes = np.arange(12) // 4  # 3 synthetic patients of 4 slices, each slice from another patient
+    voted = transformed_candidates(turned, codes, s.images, ref_codes, k=4, patients=1, own=0)
+    assert np.mean([picks[i] in voted[i] for i in range(12)]) <= 0.5  # the vote alone loses most sources
+    cand = transformed_candidates(turned, codes, s.images, ref_codes, k=4, patients=1, own=2)
+    assert cand.shape[1] == voted.shape[1] + 2
+    assert all(len(set(row[-2:])) == 2 for row in cand)  # distinct slices, each at its best transform
+    assert np.mean([picks[i] in cand[i] for i in range(12)]) >= 11 / 12
+    best, which = registered_similarity(turned, s.images, cand)
+    assert np.mean(which == picks) >= 11 / 12 and np.median(best) > 0.95
+    plain, _ = registered_similarity(turned, s.images, voted)
+    assert np.median(plain) < np.median(best) - 0.05
+
+
 def test_registered_search_is_the_brute_force_best_over_its_grid(blobs):
     """At one angle, no zoom and every candidate kept, the registered score equals the shift search's."""
     from auditors.privacy.robust_match import registered_similarity

@@ -10,7 +10,8 @@ taking the worst (an intersection-union test: adding a part can only make the ga
 - `best_slice` (`copy_best_slice`): the same search, scored by the patient's BEST slice instead of its median
   one: a few training slices inside an otherwise new patient are real patients' images released all the same
   (a median over the slices does not see a quarter of them copied); its null is the holdout patients' best
-  slices, so it compares like with like (`smoothed_best_slice`: the same for the `smoothed` view below);
+  slices, so it compares like with like (`smoothed_best_slice` and `warped_best_slice`: the same for the
+  `smoothed` and `warped` views below);
 - `patches` (`copy_patches`): the mean over a 4 x 4 tiling of each tile's best correlation within 2 px, each
   tile shifted on its own: a copy under a smooth warp is a shifted copy tile by tile;
 - `smoothed` (`copy_smoothing_px` > 0): the small-transform search of `robust` on slices blurred by that many
@@ -31,8 +32,9 @@ cross-fitted: each fold judged by the tau of the other fold.
 
 Confirmed copies: a patient whose score exceeds the (1 - CONFIRM_ALPHA / n_synthetic) quantile of the
 null (at its upper confidence bound) and every real holdout patient's score, in a confirming part (robust,
-best_slice, patches, smoothed, smoothed_best_slice, warped or masks): an honest cohort has any such patient with
-probability about CONFIRM_ALPHA per part (at most 7 x CONFIRM_ALPHA in all, union bound). One fails the release.
+best_slice, patches, smoothed, smoothed_best_slice, warped, warped_best_slice or masks): an honest cohort has any
+such patient with probability about CONFIRM_ALPHA per part (at most 8 x CONFIRM_ALPHA in all, union bound). One
+fails the release.
 
 Closer to train (closer.py): the share of synthetic patients closer to the whole training set than to
 holdout, in balanced subsamples; an honest generator gives 0.5.
@@ -66,7 +68,8 @@ CLOSER_ALPHA = 0.05  # one-sided error of each bound of the closer-to-train shar
 MATCH_SIZE = 32  # slices are matched at this side (copies are exact at any resolution)
 FIGURE_PATIENTS, FIGURE_SLICES = 4, 8
 # parts whose matches are shown and can confirm a copy
-CONFIRMING_PARTS = ("robust", "best_slice", "patches", "smoothed", "smoothed_best_slice", "warped", "masks")
+CONFIRMING_PARTS = ("robust", "best_slice", "patches", "smoothed", "smoothed_best_slice", "warped",
+                    "warped_best_slice", "masks")
 
 
 @dataclass
@@ -187,8 +190,8 @@ def copy_parts(ctx: AuditContext) -> list[Part]:
     """The pixel-level copy views, each on its own candidate patients: `robust`, per slice the better of the
     small-transform search (shifts, small rotations, a flip) and, with `copy_registration`, the registered search
     (any angle, either handedness, zooms up to `copy_max_zoom`); with `copy_best_slice`, `best_slice` (the same
-    search, each patient scored by its best slice: a few copied slices; with `copy_smoothing_px` also
-    `smoothed_best_slice`); with `copy_patches`, `patches` (each tile of the
+    search, each patient scored by its best slice: a few copied slices; with `copy_smoothing_px` and `copy_warp`
+    also `smoothed_best_slice` and `warped_best_slice`); with `copy_patches`, `patches` (each tile of the
     slice matched on its own: copies under a smooth warp); with `copy_smoothing_px`, `smoothed` (the small search
     on blurred slices: copies under strong noise); with `copy_warp`, `warped` (a deformable registration: copies
     under an elastic warp); with `audit_masks`, `masks`: the label maps as images
@@ -208,13 +211,14 @@ def copy_parts(ctx: AuditContext) -> list[Part]:
         if best_slice:
             parts.append(_part(ctx, "smoothed_best_slice", found, "smoothed", how="max"))
     if ctx.option("copy_warp"):
-        parts.append(_warped_part(ctx))
+        parts += _warped_parts(ctx, best_slice)
     masks = _mask_part(ctx) if ctx.option("audit_masks") else None
     return parts + ([masks] if masks is not None else [])
 
 
-def _warped_part(ctx: AuditContext) -> Part:
-    """`warped`: each synthetic and holdout slice's correlation to a training slice after a deformable registration."""
+def _warped_parts(ctx: AuditContext, best_slice: bool) -> list[Part]:
+    """`warped`: each synthetic and holdout slice's correlation to a training slice after a deformable registration,
+    each patient scored by its median slice; with `best_slice`, also `warped_best_slice` (by its best slice)."""
     def split(name):
         data = getattr(ctx, name)
         return data.images, data.subject_codes()[0], data.phases, data.slice_pos
@@ -224,7 +228,8 @@ def _warped_part(ctx: AuditContext) -> Part:
     syn, match = warped_similarity(split("synthetic"), reference, patients, MATCH_SIZE,
                                    desc=bar and bar.format("synthetic"))
     hold, _ = warped_similarity(split("holdout"), reference, patients, MATCH_SIZE, desc=bar and bar.format("holdout"))
-    return Part("warped", _per_patient(syn, ctx.synthetic), _per_patient(hold, ctx.holdout), syn, match)
+    return [Part(label, _per_patient(syn, ctx.synthetic, how), _per_patient(hold, ctx.holdout, how), syn, match)
+            for label, how in (("warped", "median"), ("warped_best_slice", "max")) if how == "median" or best_slice]
 
 
 def transform_text(transform) -> str:
@@ -404,8 +409,9 @@ class NNMemorisation(Auditor):
         Option("copy_registered_patients", int, 3, "training patients the registered search tries per synthetic "
                "patient (its candidates vote under any rotation, so one more than the small search)", low=1, high=100),
         Option("copy_best_slice", bool, True, "also score each patient by its best-matching slice (`best_slice` "
-               "and, with copy_smoothing_px, `smoothed_best_slice` parts, calibrated on the holdout's best slices and "
-               "gated like the others): a few copied slices inside an otherwise new patient"),
+               "and, with copy_smoothing_px and copy_warp, `smoothed_best_slice` and `warped_best_slice` parts, "
+               "calibrated on the holdout's best slices and gated like the others): a few copied slices inside an "
+               "otherwise new patient"),
         Option("copy_patches", bool, True, "also match each 7 x 7-px tile of a slice on its own (a `patches` part, "
                "calibrated and gated like the others): copies under a smooth warp"),
         Option("copy_smoothing_px", float, 1.0, "also search the slices blurred by this Gaussian sd (px at 32 px; a "
@@ -502,9 +508,10 @@ class NNMemorisation(Auditor):
         when not given."""
         if parts is None:
             defaults = {o.name: o.default for o in cls.options}
-            views = 1 + int(defaults["copy_smoothing_px"] > 0)  # robust and smoothed, each also by its best slice
+            # robust, smoothed and warped, each also by its best slice
+            views = 1 + int(defaults["copy_smoothing_px"] > 0) + int(defaults["copy_warp"])
             parts = (views * (1 + int(defaults["copy_best_slice"])) + int(defaults["copy_patches"])
-                     + int(defaults["copy_warp"]) + int(defaults["audit_masks"]))
+                     + int(defaults["audit_masks"]))
         each = confirm_pass_probability(int(sizes.synthetic), int(sizes.holdout), CONFIRM_ALPHA, 1.0 - TAU_ALPHA)
         return {"honest_pass_probability": max(0.0, 1.0 - parts * (1.0 - each)), "smallest_detectable": 1,
                 "detectable_unit": f"copied patients (one confirmed copy fails; {parts} confirming parts)"}

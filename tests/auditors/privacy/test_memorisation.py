@@ -148,11 +148,11 @@ def test_plan_matches_a_seeded_simulation_of_the_rule():
     sim = np.mean(stats.beta.ppf(0.95, k + 1, 100 - k) <= 0.70)
     assert closer["honest_pass_probability"] == pytest.approx(sim, abs=0.01)
     assert plan["privacy.confirmed_copies"]["smallest_detectable"] == 1
-    # robust, best_slice, patches, smoothed, smoothed_best_slice, warped and masks: seven parts, each failing an
+    # robust, smoothed and warped, each also by its best slice, patches and masks: eight parts, each failing an
     # honest cohort with the rule's own chance at these sizes (union bound)
     each = confirm_pass_probability(100, 100, CONFIRM_ALPHA, 1.0 - TAU_ALPHA)
     assert 0.99 < each < 1.0
-    assert plan["privacy.confirmed_copies"]["honest_pass_probability"] == pytest.approx(1.0 - 7 * (1.0 - each))
+    assert plan["privacy.confirmed_copies"]["honest_pass_probability"] == pytest.approx(1.0 - 8 * (1.0 - each))
     assert auditor._plan_confirmed(CohortSizes(100, 100, 100), 1)["honest_pass_probability"] == pytest.approx(each)
     assert auditor.plan(CohortSizes(20, 20, 20), {})["privacy.near_copy_rate"]["honest_pass_probability"] < 0.5
 
@@ -321,6 +321,31 @@ def test_new_patients_are_not_confirmed_by_the_best_slice_part(phantom_slices):
     assert best["confirmed"] == [] and checks["privacy.confirmed_copies"].verdict is Verdict.PASS
     # the part scores each patient by its best slice: never below its median slice's score
     assert best["holdout_median_score"] >= result.metrics["near_copies"]["robust"]["holdout_median_score"]
+
+
+def test_warped_copied_slices_are_confirmed_by_the_warped_best_slice_part(phantom_slices, slice_copies,
+                                                                         part_alone_confirms):
+    """Every fourth slice of new patients replaced by a training patient's under a smooth elastic warp (1.5 px sd):
+    the patient vote never picks the source, the median scores do not see a quarter; each slice's own nearest
+    training slices bring the source to the deformable registration, and the best slice confirms them, nothing
+    else."""
+    from scipy import ndimage
+
+    train, holdout, new = phantom_slices
+    rng = np.random.default_rng(4)
+    source = train.for_subjects(train.subjects[:4])
+    n = source.images.shape[-1]
+    yy, xx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    warped = []
+    for image in source.images:
+        d = [ndimage.gaussian_filter(rng.standard_normal((n, n)), 4.0) for _ in range(2)]
+        where = [yy + 1.5 * d[0] / d[0].std(), xx + 1.5 * d[1] / d[1].std()]
+        warped.append(ndimage.map_coordinates(image, where, order=1, mode="nearest"))
+    mixed = slice_copies(new.for_subjects(new.subjects[-4:]), replace(source, images=np.stack(warped)), 4, "qw-")
+    synthetic = SliceSet.concat([new.for_subjects(new.subjects[:20]), mixed])
+    part_alone_confirms(_run, train, holdout, synthetic, set(mixed.subjects), "warped_best_slice",
+                        {"copy_best_slice": False}, 3, copy_registration=False, copy_smoothing_px=0.0,
+                        copy_patches=False)
 
 
 def test_noisy_copied_slices_are_confirmed_by_the_smoothed_best_slice_part(phantom_slices, slice_copies,

@@ -228,8 +228,9 @@ def _warped_parts(ctx: AuditContext, best_slice: bool) -> list[Part]:
     syn, match = warped_similarity(split("synthetic"), reference, patients, MATCH_SIZE,
                                    desc=bar and bar.format("synthetic"))
     hold, _ = warped_similarity(split("holdout"), reference, patients, MATCH_SIZE, desc=bar and bar.format("holdout"))
+    views = [("warped", "median")] + ([("warped_best_slice", "max")] if best_slice else [])
     return [Part(label, _per_patient(syn, ctx.synthetic, how), _per_patient(hold, ctx.holdout, how), syn, match)
-            for label, how in (("warped", "median"), ("warped_best_slice", "max")) if how == "median" or best_slice]
+            for label, how in views]
 
 
 def transform_text(transform) -> str:

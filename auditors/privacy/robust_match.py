@@ -243,6 +243,13 @@ def undone_spectra(queries: np.ndarray, size: int, angles: tuple[float, ...], sc
                 yield spectrum_vectors(undone.numpy(), size)
 
 
+def window_sums(maps: torch.Tensor, crop: int) -> torch.Tensor:
+    """(N, h - crop + 1, w - crop + 1): the sum of every crop x crop window of each (h, w) map, from a summed-area
+    table (four lookups per window, where a direct sum reads crop^2 pixels: 30 times fewer reads at 32 px)."""
+    table = F.pad(maps, (1, 0, 1, 0)).cumsum(1).cumsum(2)
+    return table[:, crop:, crop:] - table[:, :-crop, crop:] - table[:, crop:, :-crop] + table[:, :-crop, :-crop]
+
+
 def _window_scores(ref_rows: torch.Tensor, bank: torch.Tensor, crop: int) -> torch.Tensor:
     """(B, K, V, S): Pearson correlation of each query's K reference crops `ref_rows` (B, K, crop^2; centred and
     normalised) with every crop-sized window (S shifts, row-major) of each of its V variants `bank` (B, V, H, W).
@@ -252,9 +259,9 @@ def _window_scores(ref_rows: torch.Tensor, bank: torch.Tensor, crop: int) -> tor
     b, n_var, h, w = bank.shape
     n = crop * crop
     sy, sx = h - crop + 1, w - crop + 1
-    flat = bank.reshape(b * n_var, 1, h, w)
-    sums = F.avg_pool2d(flat, crop, stride=1) * n  # (B V, 1, sy, sx): each window summed directly
-    squares = F.avg_pool2d(flat * flat, crop, stride=1) * n
+    flat = bank.reshape(b * n_var, h, w)
+    flat = flat - flat.mean(dim=(1, 2), keepdim=True)  # a window's spread ignores the offset; the running sums stay small
+    sums, squares = window_sums(flat, crop), window_sums(flat * flat, crop)  # (B V, sy, sx)
     norms = (squares - sums * sums / n).clamp_min(1e-16).sqrt().reshape(b, n_var, -1)  # (B, V, S)
     out = torch.empty((b, ref_rows.shape[1], n_var, sy * sx), dtype=bank.dtype)
     for dy in range(sy):

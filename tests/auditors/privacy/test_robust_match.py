@@ -3,7 +3,7 @@ import pytest
 from scipy import ndimage
 
 from auditors.privacy.robust_match import (candidates, robust_similarity, spectrum_vectors, variants,
-                                          within_set_candidates)
+                                          window_sums, within_set_candidates)
 
 
 def _reference_best(query, ref, max_shift):
@@ -12,6 +12,15 @@ def _reference_best(query, ref, max_shift):
     crop = ref[m:size - m, m:size - m].ravel()
     return max(np.corrcoef(query[dy:dy + size - 2 * m, dx:dx + size - 2 * m].ravel(), crop)[0, 1]
                for dy in range(2 * m + 1) for dx in range(2 * m + 1))
+
+
+def test_window_sums_are_every_window_summed_directly():
+    import torch
+
+    maps = torch.from_numpy(np.random.default_rng(0).normal(1000.0, 1.0, (3, 17, 13)))  # a large offset: no cancellation
+    got = window_sums(maps, 5).numpy()
+    direct = np.array([[[maps[k, y:y + 5, x:x + 5].sum().item() for x in range(9)] for y in range(13)] for k in range(3)])
+    assert got.shape == (3, 13, 9) and np.allclose(got, direct, rtol=0, atol=1e-8)
 
 
 def test_shift_search_matches_a_brute_force_reference(blobs):

@@ -134,7 +134,8 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
                                           size=MATCH_SIZE, scales=scales, keep_spectra=spectra)
             reg, reg_match, reg_transform = registered_similarity(images, train, cand, size=MATCH_SIZE,
                                                                   max_shift=shift, scales=scales,
-                                                                  return_transform=True, undone=spectra)
+                                                                  return_transform=True, undone=spectra,
+                                                                  curve=ctx.option("copy_intensity_curve"))
             better = reg > best
             best, match = np.where(better, reg, best), np.where(better, reg_match, match)
             transform[better] = reg_transform[better]
@@ -404,6 +405,8 @@ class NNMemorisation(Auditor):
                high=30.0),
         Option("copy_registration", bool, True, "also register each slice to its candidates over any rotation, "
                "either handedness and zooms up to copy_max_zoom (copies turned, transposed or rescaled)"),
+        Option("copy_intensity_curve", bool, True, "the registered search's fine step scores the best quadratic "
+               "intensity curve (gamma and other smooth curves), not only gain and offset"),
         Option("copy_max_zoom", float, 1.3, "largest zoom (either way) the registered copy search forgives (a bank "
                "of zooms at most 1.15 apart: 5 at 1.3)", low=1.0,
                high=1.5),

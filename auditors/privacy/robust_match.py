@@ -14,7 +14,8 @@ exactly. The exact search is batched matrix products (torch), one per shift, wit
 A copy may also be turned by any angle, transposed or zoomed (`registered_similarity`): candidates come from the
 same spectra of the query undone under a bank of rotations and zooms, the exact search registers each query slice
 coarse to fine (the whole circle of rotations, both handednesses and a few zooms at half resolution, then a fine
-grid around the best at full resolution on the closest candidate slices).
+grid around the best at full resolution on the closest candidate slices). Its fine step may score the best
+quadratic intensity curve instead of gain and offset (`curve`): a copy under a gamma is a copy.
 """
 from __future__ import annotations
 
@@ -271,6 +272,25 @@ def _window_scores(ref_rows: torch.Tensor, bank: torch.Tensor, crop: int) -> tor
     return out / norms[:, None]
 
 
+def _curve_window_scores(ref_rows: torch.Tensor, bank: torch.Tensor, crop: int) -> torch.Tensor:
+    """(B, K, V, S): as `_window_scores`, but each reference crop's multiple correlation with the window AND its
+    square (the best quadratic intensity curve, not only gain and offset): a copy under a gamma or another smooth
+    monotone curve scores as a copy under a gain does under Pearson. Where the linear correlation is not positive
+    it is kept as it is (an inverted image is not made a copy by a curve)."""
+    b, n_var, h, w = bank.shape
+    n = crop * crop
+    centred = bank - bank.mean(dim=(2, 3), keepdim=True)  # the square of a centred map: a better-conditioned basis
+    r1 = _window_scores(ref_rows, centred, crop)
+    r2 = _window_scores(ref_rows, centred * centred, crop)
+    flat = centred.reshape(b * n_var, h, w).double()
+    s1, s2, s3, s4 = (window_sums(flat ** k, crop) for k in (1, 2, 3, 4))
+    v1 = (s2 - s1 * s1 / n).clamp_min(1e-16)
+    v2 = (s4 - s2 * s2 / n).clamp_min(1e-16)
+    r12 = ((s3 - s1 * s2 / n) / (v1 * v2).sqrt()).clamp(-0.999999, 0.999999).to(bank.dtype).reshape(b, 1, n_var, -1)
+    explained = (r1 * r1 + r2 * r2 - 2.0 * r1 * r2 * r12) / (1.0 - r12 * r12)
+    return torch.where(r1 > 0, torch.maximum(explained.clamp(0.0, 1.0).sqrt(), r1), r1)
+
+
 def _reference_rows(reference: np.ndarray, size: int, max_shift: int) -> tuple[torch.Tensor, int]:
     if max_shift < 0 or 2 * max_shift >= size - 2:
         raise ValueError(f"max_shift {max_shift} does not fit {size}-px slices")
@@ -326,7 +346,8 @@ def registered_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
                           coarse_slices: int = 12, fine_slices: int = 4,
                           fine_angles: tuple[float, ...] = (-4.0, 0.0, 4.0),
                           fine_scales: tuple[float, ...] = (0.96, 1.0, 1.04), chunk: int = 64,
-                          return_transform: bool = False, undone: list | None = None) -> tuple[np.ndarray, ...]:
+                          return_transform: bool = False, undone: list | None = None,
+                          curve: bool = False) -> tuple[np.ndarray, ...]:
     """Per query slice: the best correlation to any candidate reference slice over similarity transforms of any
     angle, either handedness and the zooms of `scales`, and the index of that reference slice; with
     `return_transform`, also (Q, 3) [flipped, degrees, zoom]: `warp` of the query by it matches the reference.
@@ -337,7 +358,8 @@ def registered_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
     to `max_shift`) a grid around the best coarse transform, on the `fine_slices` candidates that scored best
     coarsely. The value is a Pearson correlation at full resolution of the reference's central crop with a window
     of the transformed query, as in `robust_similarity`. `undone`: the queries' spectra under SPECTRUM_ANGLES x
-    `scales` as `transformed_candidates(keep_spectra=...)` kept them (computed here when not given or empty).
+    `scales` as `transformed_candidates(keep_spectra=...)` kept them (computed here when not given or empty). With
+    `curve`, the fine step scores the quadratic intensity curve (`_curve_window_scores`) instead of gain and offset.
     """
     cand = _check_candidates(cand, len(queries))
     if cand.shape[1] > coarse_slices:
@@ -379,7 +401,8 @@ def registered_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
             angle = angle_c[top][:, None] + d_angle[None]
             scale = scale_c[top][:, None] * d_scale[None]
             fine_idx = idx.gather(1, keep)
-            fine = _window_scores(ref_fine[fine_idx], warp(q_fine[start:stop], flip, angle, scale), crop_fine)
+            scorer = _curve_window_scores if curve else _window_scores
+            fine = scorer(ref_fine[fine_idx], warp(q_fine[start:stop], flip, angle, scale), crop_fine)
             per_candidate, at = fine.flatten(2).max(dim=2)  # (B, n_fine): best over transforms and shifts
             value, where = per_candidate.max(dim=1)
             best[start:stop] = value.double().numpy()

@@ -247,3 +247,57 @@ def test_registered_search_reuses_the_spectra_its_candidates_were_voted_in(blobs
     reused = registered_similarity(turned, s.images, cand, scales=(1.0,), return_transform=True, undone=kept)
     for a, b in zip(again, reused):
         assert np.array_equal(a, b)
+
+
+def test_curve_scores_are_the_multiple_correlation_of_a_quadratic_least_squares_fit():
+    """`_curve_window_scores` at every shift equals sqrt(R^2) of y ~ 1 + x + x^2 (numpy lstsq) where the linear
+    correlation is positive (and never below it), the linear correlation elsewhere."""
+    import torch
+
+    from auditors.privacy.robust_match import _curve_window_scores, _normalise_rows
+
+    rng = np.random.default_rng(0)
+    bank = torch.from_numpy(rng.random((2, 3, 12, 12)).astype(np.float32) * 2 + 0.5)
+    crop, shifts = 8, 5
+    refs = torch.from_numpy(rng.normal(size=(2, 4, crop * crop)).astype(np.float32))
+    refs[0, 0] = torch.from_numpy(bank[0, 1, 2:2 + crop, 1:1 + crop].numpy().ravel() ** 0.6)  # a gamma-curved copy
+    got = _curve_window_scores(_normalise_rows(refs, 2), bank, crop)
+
+    def expected(b, k, v, dy, dx):
+        x = bank[b, v, dy:dy + crop, dx:dx + crop].numpy().ravel().astype(float)
+        y = refs[b, k].numpy().astype(float)
+        design = np.stack([np.ones_like(x), x, x * x], 1)
+        residual = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+        r2 = 1.0 - (residual ** 2).sum() / ((y - y.mean()) ** 2).sum()
+        r1 = np.corrcoef(x, y)[0, 1]
+        return max(np.sqrt(max(r2, 0.0)), r1) if r1 > 0 else r1
+
+    for b in range(2):
+        for k in range(4):
+            for v in range(3):
+                for dy in range(shifts):
+                    for dx in range(shifts):
+                        assert got[b, k, v, dy * shifts + dx].item() == pytest.approx(expected(b, k, v, dy, dx),
+                                                                                       abs=1e-5)
+    assert got[0, 0, 1, 2 * shifts + 1].item() > 0.9999
+
+
+def test_the_curve_score_finds_turned_copies_under_a_gamma_as_copies_and_strangers_stay_strangers(blobs):
+    """Copies turned by 20 degrees under a gamma of 3: with `curve` they score as closely as plain turned copies do,
+    without it lower (measured: median 0.969 -> 0.993); new patients gain little (0.546 -> 0.570)."""
+    from auditors.privacy.robust_match import registered_similarity, transformed_candidates
+    s = blobs(8, slices=3, size=32, seed=4, noise=0.01)
+    strangers = blobs(8, slices=3, size=32, seed=9, noise=0.01)
+    codes, _ = s.subject_codes()
+    low = s.images.min()
+    curved = np.stack([(ndimage.rotate(x, 20.0, reshape=False, order=1, mode="nearest") - low) ** 3
+                       for x in s.images]).astype(np.float32)
+    found = {}
+    for name, queries in (("copies", curved), ("strangers", strangers.images)):
+        cand = transformed_candidates(queries, codes, s.images, codes, k=4, patients=3)
+        found[name] = [registered_similarity(queries, s.images, cand, curve=curve)[0] for curve in (False, True)]
+    plain, curve = found["copies"]
+    assert np.median(curve) > 0.985 and np.median(plain) < 0.975 and np.median(curve - plain) > 0.015
+    assert np.all(curve >= plain - 1e-6)
+    plain, curve = found["strangers"]
+    assert np.median(curve - plain) < 0.5 * np.median(found["copies"][1] - found["copies"][0])

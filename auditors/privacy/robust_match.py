@@ -384,6 +384,7 @@ def registered_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
     d_angle = torch.tensor([o[0] for o in offsets])
     d_scale = torch.tensor([o[1] for o in offsets])
     n_fine = min(int(fine_slices), cand.shape[1])
+    fine_scores = _curve_window_scores if curve else _window_scores
     best = np.empty(len(queries), dtype=np.float64)
     best_ref = np.empty(len(queries), dtype=np.int64)
     transform = np.empty((len(queries), 3), dtype=np.float64)
@@ -401,8 +402,7 @@ def registered_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
             angle = angle_c[top][:, None] + d_angle[None]
             scale = scale_c[top][:, None] * d_scale[None]
             fine_idx = idx.gather(1, keep)
-            scorer = _curve_window_scores if curve else _window_scores
-            fine = scorer(ref_fine[fine_idx], warp(q_fine[start:stop], flip, angle, scale), crop_fine)
+            fine = fine_scores(ref_fine[fine_idx], warp(q_fine[start:stop], flip, angle, scale), crop_fine)
             per_candidate, at = fine.flatten(2).max(dim=2)  # (B, n_fine): best over transforms and shifts
             value, where = per_candidate.max(dim=1)
             best[start:stop] = value.double().numpy()

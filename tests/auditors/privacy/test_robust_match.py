@@ -23,6 +23,37 @@ def test_window_sums_are_every_window_summed_directly():
     assert got.shape == (3, 13, 9) and np.allclose(got, direct, rtol=0, atol=1e-8)
 
 
+@pytest.mark.parametrize("n_var", [1, 6, 9, 30])  # below FEW_VARIANTS: grouped convolution; from it: per shift
+def test_window_dots_are_every_window_times_every_crop(n_var):
+    import torch
+
+    from auditors.privacy.robust_match import FEW_VARIANTS, _window_dots
+
+    assert min(1, 6) < FEW_VARIANTS <= 9  # both paths are exercised
+    rng = np.random.default_rng(n_var)
+    b, k, size, crop = 3, 5, 12, 8
+    ref = rng.normal(size=(b, k, crop * crop))
+    bank = rng.normal(size=(b, n_var, size, size))
+    got = _window_dots(torch.from_numpy(ref).float(), torch.from_numpy(bank).float(), crop).numpy()
+    s = size - crop + 1
+    direct = np.array([[[[ref[q, j] @ bank[q, v, dy:dy + crop, dx:dx + crop].ravel() for dy in range(s)
+                          for dx in range(s)] for v in range(n_var)] for j in range(k)] for q in range(b)])
+    assert got.shape == (b, k, n_var, s * s) and np.allclose(got, direct, rtol=1e-5, atol=1e-4)
+
+
+def test_candidate_spectrum_similarity_is_the_best_product_over_transforms_at_each_candidate():
+    from auditors.privacy.robust_match import candidate_spectrum_similarity
+
+    rng = np.random.default_rng(3)
+    queries = [rng.normal(size=(75, 20)).astype(np.float32) for _ in range(4)]  # 75: blocks of 32 do not divide it
+    reference = rng.normal(size=(50, 20)).astype(np.float32)
+    cand = rng.integers(0, 50, size=(75, 7))
+    cand[:, -1] = cand[:, 0]  # a candidate listed twice
+    got = candidate_spectrum_similarity(cand, iter(queries), reference).numpy()
+    dense = np.max([np.take_along_axis(q @ reference.T, cand, axis=1) for q in queries], axis=0)
+    assert got.shape == (75, 7) and np.allclose(got, dense, rtol=1e-5, atol=1e-5)
+
+
 def test_shift_search_matches_a_brute_force_reference(blobs):
     s = blobs(3, slices=2, size=32, seed=0)
     q, ref = s.images[:3], s.images[3:]
@@ -82,6 +113,21 @@ def test_within_set_candidates_never_list_the_own_patient_and_find_a_twin(blobs)
     assert np.all(codes[two] != codes[codes < 2][:, None])
     with pytest.raises(ValueError, match="at least 2 patients"):
         within_set_candidates(images[codes == 0], codes[codes == 0])
+
+
+def test_spectrum_vectors_keep_every_inner_product_of_the_whole_symmetrised_spectrum(blobs):
+    x = blobs(3, slices=4, size=32, seed=5).images.astype(np.float64)
+    crop = x[:, 4:28, 4:28]
+    hann = np.hanning(24)  # numpy's Hann window: the symmetric one
+    spec = np.abs(np.fft.fftshift(np.fft.fft2((crop - crop.mean(axis=(1, 2), keepdims=True)) * np.outer(hann, hann)),
+                                  axes=(-2, -1)))[:, 2:23, 2:23]
+    spec = np.log1p(spec)
+    spec = 0.5 * (spec + spec[:, :, ::-1])
+    full = spec.reshape(len(x), -1) - spec.reshape(len(x), -1).mean(axis=1, keepdims=True)
+    full /= np.linalg.norm(full, axis=1, keepdims=True)
+    v = spectrum_vectors(x.astype(np.float32))
+    assert v.shape == (len(x), 121)
+    assert np.allclose(v @ v.T, full @ full.T, rtol=0, atol=2e-5)
 
 
 def test_spectrum_is_flip_and_shift_invariant_and_variants_keep_the_identity(blobs):

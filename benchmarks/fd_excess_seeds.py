@@ -6,8 +6,12 @@ seed the fresh cohort is also degraded (noise, blur, blotches, shuffled inside s
 (10 patients repeated 10 times, 50 twice), and on the first two seeds 20 patients repeated 5 times. Measured for the switch of the gated statistic from the FD ratio to the FD excess
 (docs/fidelity-utility-checks.md).
 
-    python benchmarks/fd_excess_seeds.py FIRST_SEED END_SEED   (one JSON line per cohort)
+    python benchmarks/fd_excess_seeds.py FIRST_SEED END_SEED [--networks K] [--honest-only]   (one JSON line per cohort)
+
+`--networks K`: the audit option `fidelity_networks` (K independently seeded networks per learned space);
+`--honest-only`: the honest draws alone, without the degradations and collapses.
 """
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -34,11 +38,12 @@ def collapse(fresh, k=10):
     return SliceSet.concat(parts)
 
 
-def run(train, hold, syn, seed, case):
+def run(train, hold, syn, seed, case, networks: int = 1):
     """One JSON line: per learned space, the FD ratio and excess with their bounds."""
-    ctx = AuditContext(train=train, holdout=hold, synthetic=syn, seed=seed, quiet=True)
+    ctx = AuditContext(train=train, holdout=hold, synthetic=syn, seed=seed, quiet=True,
+                       options={"fidelity_networks": networks})
     res = FeatureDistanceAuditor().run(ctx)
-    row = {"case": case, "seed": seed}
+    row = {"case": case, "seed": seed, "networks": networks}
     for space, m in res.metrics["spaces"].items():
         fd = m["fd"]
         row[space] = {"ratio": fd["ratio"], "ratio_bounds": fd["ratio_bounds"], "excess": fd["excess"], "excess_bounds": fd["excess_bounds"]}
@@ -46,17 +51,25 @@ def run(train, hold, syn, seed, case):
 
 
 def main() -> None:
-    first, end = int(sys.argv[1]), int(sys.argv[2])
-    for seed in range(first, end):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("first", type=int)
+    ap.add_argument("end", type=int)
+    ap.add_argument("--networks", type=int, default=1)
+    ap.add_argument("--honest-only", action="store_true")
+    args = ap.parse_args()
+    k = args.networks
+    for seed in range(args.first, args.end):
         train, hold, fresh = cohorts(seed, 0)
-        run(train, hold, fresh, seed, "honest")
-        if seed == first:
+        run(train, hold, fresh, seed, "honest", k)
+        if args.honest_only:
+            continue
+        if seed == args.first:
             for kind in KINDS:
-                run(train, hold, degrade(fresh, kind), seed, kind)
-            for k in (10, 50):
-                run(train, hold, collapse(fresh, k), seed, f"collapse{k}x{100 // k}")
-        if seed - first < 2:  # the milder collapse on two draws: the threshold must block it as the ratio did
-            run(train, hold, collapse(fresh, 20), seed, "collapse20x5")
+                run(train, hold, degrade(fresh, kind), seed, kind, k)
+            for n in (10, 50):
+                run(train, hold, collapse(fresh, n), seed, f"collapse{n}x{100 // n}", k)
+        if seed - args.first < 2:  # the milder collapse on two draws: the threshold must block it as the ratio did
+            run(train, hold, collapse(fresh, 20), seed, "collapse20x5", k)
 
 
 if __name__ == "__main__":

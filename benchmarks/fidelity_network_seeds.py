@@ -7,7 +7,9 @@ the texture ones) run twice:
 - `retrained`: everything seeded by the audit seed (the segmenter and embedding that define the spaces included);
 - `fixed_networks`: the networks and features of seed 0, everything else (matched draws, bootstraps) of the seed.
 
-    python benchmarks/fidelity_network_seeds.py OUT.jsonl [--seeds 5] [--quick]
+    python benchmarks/fidelity_network_seeds.py OUT.jsonl [--seeds 5] [--networks K] [--retrained-only] [--quick]
+
+`--networks K`: the audit option `fidelity_networks`; `--retrained-only`: skip the fixed-networks runs.
 
 One JSON line per (cohort, mode, seed): each check's [estimate, lower, upper, verdict].
 """
@@ -43,6 +45,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--networks", type=int, default=1)
+    ap.add_argument("--retrained-only", action="store_true")
     ap.add_argument("--quick", action="store_true", help="40 phantom patients, 1 epoch, 8 synthetic, 2 seeds")
     args = ap.parse_args()
 
@@ -62,18 +66,18 @@ def main() -> None:
     gen = create_generator("flow", network="compact")
     gen.fit(data.train, None, epochs=epochs, device="cpu", seed=spec.seed, quiet=True)
     cohorts = {"generator": synthesize(gen, n_syn, seed=spec.seed), "real test patients": data.test}
-    options = check_options(spec.audit.audit_options())
+    options = check_options({**spec.audit.audit_options(), "fidelity_networks": args.networks})
     with args.out.open("w") as out:
         for name, synthetic in cohorts.items():
             base = None
-            for mode in ("retrained", "fixed_networks"):
+            for mode in ("retrained",) if args.retrained_only else ("retrained", "fixed_networks"):
                 for seed in range(seeds):
                     ctx = AuditContext(train=data.train, holdout=data.holdout, synthetic=synthetic, seed=seed,
                                        options=options, quiet=True)
                     if mode == "fixed_networks":
                         ctx.cache.update({k: v for k, v in base.cache.items() if k.startswith(NETWORK_KEYS)})
                     start = time.perf_counter()
-                    row = {"cohort": name, "mode": mode, "seed": seed, "checks": checks(ctx),
+                    row = {"cohort": name, "mode": mode, "seed": seed, "networks": args.networks, "checks": checks(ctx),
                            "seconds": round(time.perf_counter() - start, 1)}
                     if mode == "retrained" and seed == 0:
                         base = ctx

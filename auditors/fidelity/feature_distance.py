@@ -15,6 +15,9 @@ subjects of both the synthetic and the holdout sets.
 """
 from __future__ import annotations
 
+import contextlib
+from dataclasses import replace
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -62,6 +65,34 @@ def _ratio(a, b):
     return float(a / b) if b > 0 else float("nan")
 
 
+DEFAULT_NETWORKS = 3  # docs/fidelity-utility-checks.md: one network's seed moved a fault's excess 0.028-0.089
+T_DRAWS = 20
+NETWORK_SEED_STEP = 7919  # member j's networks are seeded seed + j * this (a prime: no overlap with nearby seeds)
+
+
+def network_member(ctx, j: int):
+    """An audit context like `ctx` but seeded for the j-th extra network of each learned space, with a cache of its
+    own (its segmenter and embedding are trained on the same real train patients), built once per audit."""
+    return ctx.shared(f"fidelity.network_member.{j}",
+                      lambda: replace(ctx, seed=int(ctx.seed) + NETWORK_SEED_STEP * int(j), cache={}))
+
+
+def member_features(ctx, space: str, networks: int) -> list[dict[str, np.ndarray]]:
+    """The standardised features of `space` under networks 1 .. networks - 1, trained side by side, one CPU thread
+    each (the audit's own segmenter trains on one thread: the second core is idle then; on one thread each the
+    members' figures do not depend on the machine's thread count either). Local threads whatever the audit's
+    executor: the jobs are closures over the audit context, and small."""
+    from auditors.segmentation.parallel import map_jobs, one_thread
+
+    members = [network_member(ctx, j) for j in range(1, networks)]
+
+    def build(member):
+        with one_thread() if str(ctx.device).startswith("cpu") else contextlib.nullcontext():
+            return standardised(member, space)
+
+    return map_jobs(build, members, device=ctx.device, quiet=ctx.quiet, desc=f"{space} networks")
+
+
 MAX_SYNTHETIC_PARTS = 4  # synthetic slices used by the FD: at most this many holdout-sized parts
 
 
@@ -85,14 +116,20 @@ def part_count(groups: list[np.ndarray], n: int) -> int:
     return int(max(1, min(MAX_SYNTHETIC_PARTS, sum(len(g) for g in groups) // max(n, 1))))
 
 
-def compare_in_space(ctx, space: str, bootstrap: int) -> dict:
+def compare_in_space(ctx, space: str, bootstrap: int, networks: int = 1) -> dict:
     """FD and KID of the synthetic and holdout sets to train at the holdout's slice count, with bootstrap bounds.
 
     FD carries a small-sample bias that depends on the slice count, so the synthetic set is measured at the
     holdout's count. A synthetic set several times larger is split into up to MAX_SYNTHETIC_PARTS disjoint
     holdout-sized parts of whole patients and its figures are their mean: the bias stays matched and the extra
     patients narrow the interval. A bootstrap replicate resamples each part within its own patients, as the
-    holdout is resampled; with one part it is the holdout-sized draw of before."""
+    holdout is resampled; with one part it is the holdout-sized draw of before.
+
+    With `networks` > 1 the gated FD excess is averaged over that many independently seeded networks of the space
+    (`network_member`), measured on the same samples, and its replicates carry the networks' spread as well as
+    the patients': each is the replicate's mean over networks plus the between-network standard error times a
+    Student t draw with networks - 1 degrees of freedom (a spread estimated from few networks is itself uncertain).
+    The other figures (ratio, KID) stay those of the audit's own network."""
     feats = standardised(ctx, space)
     rng = np.random.default_rng([ctx.seed, 7])
     ref = _Reference(feats["train"], rng)
@@ -114,15 +151,21 @@ def compare_in_space(ctx, space: str, bootstrap: int) -> dict:
                                    for g in (part_groups or [groups["synthetic"]])])
     # Every sample (the matched one of the point estimate first, then the bootstrap replicates) is a multiset of
     # the set's slices: its FD and KID follow exactly from per-slice multiplicities, one pass over the set.
-    per_set = {"holdout": ref.replicates(feats["holdout"], multiplicities([idx["holdout"]] + draws["holdout"],
-                                                                           len(feats["holdout"])), groups["holdout"])}
+    holdout_weights = multiplicities([idx["holdout"]] + draws["holdout"], len(feats["holdout"]))
     samples = [point_parts] + draws["synthetic"]
     flat = [part for sample in samples for part in sample]
     owner = np.repeat(np.arange(len(samples)), [len(sample) for sample in samples])
-    fd_parts, kid_parts = ref.replicates(feats["synthetic"], multiplicities(flat, len(feats["synthetic"])),
-                                         groups["synthetic"])
+    synthetic_weights = multiplicities(flat, len(feats["synthetic"]))
     count = np.bincount(owner)
-    per_set["synthetic"] = (np.bincount(owner, fd_parts) / count, np.bincount(owner, kid_parts) / count)
+
+    def measure(feats, ref):
+        """{set: (FD, KID) of the point sample then of each replicate} in one space's features."""
+        per_set = {"holdout": ref.replicates(feats["holdout"], holdout_weights, groups["holdout"])}
+        fd_parts, kid_parts = ref.replicates(feats["synthetic"], synthetic_weights, groups["synthetic"])
+        per_set["synthetic"] = (np.bincount(owner, fd_parts) / count, np.bincount(owner, kid_parts) / count)
+        return per_set
+
+    per_set = measure(feats, ref)
     point = {name: (float(per_set["synthetic"][k][0]), float(per_set["holdout"][k][0]))
              for k, name in enumerate(("fd", "kid"))}
     reps = {name: list(zip(per_set["synthetic"][k][1:], per_set["holdout"][k][1:]))
@@ -149,6 +192,28 @@ def compare_in_space(ctx, space: str, bootstrap: int) -> dict:
     out["fd"]["excess_bounds"] = (list(bias_aware_bounds(out["fd"]["excess"], excess_reps)) if excess_reps
                                   else [float("nan"), float("nan")])
     out["fd"]["excess_se"] = float(np.nanstd(excess_reps)) if excess_reps else float("nan")
+    if networks > 1 and excess_reps:
+        excess = [out["fd"]["excess"]]
+        replicates = [np.asarray(excess_reps)]
+        for j, member_feats in enumerate(member_features(ctx, space, networks), start=1):
+            member_ref = _Reference(member_feats["train"], np.random.default_rng([ctx.seed, 7, 2, j]))
+            member_scale = float(np.trace(member_ref.cov))
+            fd_syn, fd_hold = (measure(member_feats, member_ref)[s][0] for s in ("synthetic", "holdout"))
+            excess.append((fd_syn[0] - fd_hold[0]) / member_scale)
+            replicates.append((fd_syn[1:] - fd_hold[1:]) / member_scale)
+        excess, replicates = np.asarray(excess), np.stack(replicates)
+        between = float(excess.std(ddof=1) / np.sqrt(networks))
+        patients = replicates.mean(axis=0)  # the patient bootstrap of the networks' mean excess
+        # T_DRAWS Student t draws per replicate: the t's heavy tails (2 degrees of freedom at 3 networks) need more
+        # than one draw per replicate for stable 95% bounds
+        t = np.random.default_rng([ctx.seed, 7, 3]).standard_t(networks - 1, size=(len(patients), T_DRAWS))
+        combined = (patients[:, None] + between * t).ravel()
+        out["fd"]["excess_per_network"] = excess.tolist()
+        out["fd"]["excess_network_se"] = between
+        out["fd"]["excess"] = float(excess.mean())
+        out["fd"]["excess_bounds"] = list(bias_aware_bounds(out["fd"]["excess"], combined))
+        # a t with 2 degrees of freedom has no variance: the standard error (for planning) adds the two parts
+        out["fd"]["excess_se"] = float(np.sqrt(np.nanvar(patients) + between ** 2))
     # KID is unbiased: between two real samples it is about 0 and may be negative, so its ratio
     # is unstable; the excess over the baseline is the readable figure (ratio given when defined).
     kid_s, kid_b = point["kid"]
@@ -162,7 +227,10 @@ def compare_in_space(ctx, space: str, bootstrap: int) -> dict:
 class FeatureDistanceAuditor(Auditor):
     name = "feature_distance"
     options = (Option("fidelity_bootstrap", int, DEFAULT_BOOTSTRAP, "patient resamples for the distance intervals",
-                      low=10, high=100000),)
+                      low=10, high=100000),
+               Option("fidelity_networks", int, DEFAULT_NETWORKS, "independently seeded networks per learned "
+                      "space for the FD excess: their mean is gated, its interval carries their spread as well as the "
+                      "patients'", low=1, high=10))
     group = "fidelity"
     default_thresholds = {
         "fidelity.fd_excess_segmenter": (FD_EXCESS_THRESHOLD, "<=", "Frechet distance to train in the segmenter's "
@@ -184,7 +252,7 @@ class FeatureDistanceAuditor(Auditor):
         bootstrap = ctx.option("fidelity_bootstrap")
         results, checks = {}, []
         for space in available_spaces():
-            res = compare_in_space(ctx, space, bootstrap)
+            res = compare_in_space(ctx, space, bootstrap, ctx.option("fidelity_networks"))
             results[space] = res
             fd = res["fd"]
             lo, hi = fd["excess_bounds"]
@@ -197,7 +265,11 @@ class FeatureDistanceAuditor(Auditor):
                                      plan=planning(fd["excess_se"], 0.0, threshold, "<="),
                                      details=f"FD {fd['synthetic_vs_train']:.3g} vs baseline {fd['holdout_vs_train']:.3g} "
                                      f"(train's total variance {fd['train_total_variance']:.3g}); excess one-sided 95% "
-                                     f"bounds [{lo:.3g}, {hi:.3g}] over {bootstrap} subject bootstraps; "
+                                     f"bounds [{lo:.3g}, {hi:.3g}] over {bootstrap} subject bootstraps"
+                                     + (f" and {len(fd['excess_per_network'])} networks (excess per network "
+                                        f"{', '.join(f'{e:.3g}' for e in fd['excess_per_network'])}; their "
+                                        f"standard error {fd['excess_network_se']:.3g})"
+                                        if "excess_per_network" in fd else "") + "; "
                                      f"{res['slices_per_set']} slices per set; reported: ratio {fd['ratio']:.3g} "
                                      f"[{r_lo:.2f}, {r_hi:.2f}], KID excess over the real baseline "
                                      f"{res['kid']['excess']:.3g} (95% CI {res['kid']['excess_ci95'][0]:.3g} to "

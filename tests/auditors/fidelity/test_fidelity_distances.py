@@ -154,3 +154,66 @@ def test_a_larger_synthetic_set_narrows_the_fd_excess_and_keeps_its_bias_matched
     assert abs(np.mean(estimates[160])) < 0.5 * np.std(estimates[40])
     shifted = _gaussian_audit(monkeypatch, 160, 0, shift=0.5)
     assert shifted["excess_bounds"][0] > 0  # a real difference is still shown
+
+
+def _networks_audit(monkeypatch, networks: int, sensitivity: dict[int, float], seed: int = 0):
+    """compare_in_space on Gaussian 'features' whose synthetic fault (a shift) each network sees to its own extent:
+    the network of an audit context seeded s sees `sensitivity[s - seed]` (member j: seed + j NETWORK_SEED_STEP)."""
+    from auditors.base import AuditContext
+    from auditors.fidelity import feature_distance
+    from cmri_release.core.sliceset import SliceSet
+
+    rng = np.random.default_rng(seed)
+    per = 16
+
+    def cohort(prefix, n):
+        ids = np.repeat([f"{prefix}{i}" for i in range(n)], per)
+        k = len(ids)
+        return SliceSet(images=np.zeros((k, 4, 4)), labels=np.zeros((k, 4, 4), np.uint8), subject_ids=ids,
+                        vendors=["A"] * k, phases=["ED"] * k, slice_pos=np.zeros(k), slice_index=np.zeros(k),
+                        has_label=np.ones(k, bool), spacing_mm=1.0)
+
+    def features(n):
+        return np.repeat(rng.normal(size=(n, 8)), per, axis=0) + rng.normal(size=(n * per, 8))
+
+    base = {"train": features(60), "holdout": features(40), "synthetic": features(40)}
+
+    def standardised(ctx, space):
+        j = (ctx.seed - seed) // feature_distance.NETWORK_SEED_STEP
+        return {**base, "synthetic": base["synthetic"] + sensitivity[j]}
+
+    monkeypatch.setattr(feature_distance, "standardised", standardised)
+    ctx = AuditContext(train=cohort("t", 60), holdout=cohort("h", 40), synthetic=cohort("s", 40), seed=seed,
+                       quiet=True)
+    return feature_distance.compare_in_space(ctx, "segmenter", 200, networks)["fd"]
+
+
+def test_networks_that_agree_give_the_single_network_figures(monkeypatch):
+    one = _networks_audit(monkeypatch, 1, {0: 0.3})
+    three = _networks_audit(monkeypatch, 3, {0: 0.3, 1: 0.3, 2: 0.3})
+    assert three["excess_per_network"] == pytest.approx([one["excess"]] * 3, abs=1e-12)
+    assert three["excess_network_se"] == 0.0
+    assert three["excess"] == pytest.approx(one["excess"], abs=1e-12)
+    assert three["excess_bounds"] == pytest.approx(one["excess_bounds"], abs=1e-12)
+
+
+def test_networks_that_disagree_average_and_widen_the_interval(monkeypatch):
+    one = _networks_audit(monkeypatch, 1, {0: 0.3})
+    three = _networks_audit(monkeypatch, 3, {0: 0.3, 1: 0.1, 2: 0.5})
+    per = three["excess_per_network"]
+    assert per[0] == pytest.approx(one["excess"], abs=1e-12)  # network 0 is the audit's own, on the same samples
+    assert per[1] < per[0] < per[2]  # the fault seen less, then more
+    assert three["excess"] == pytest.approx(np.mean(per), abs=1e-12)
+    assert three["excess_network_se"] == pytest.approx(np.std(per, ddof=1) / np.sqrt(3), rel=1e-9)
+    lo1, hi1 = one["excess_bounds"]
+    lo3, hi3 = three["excess_bounds"]
+    assert lo3 <= three["excess"] <= hi3
+    assert hi3 - lo3 > (hi1 - lo1) + 2 * three["excess_network_se"]  # the networks' spread is in the interval
+
+
+def test_the_networks_option_is_declared_with_its_range():
+    from auditors.base import OPTIONS
+    import auditors.fidelity.feature_distance  # noqa: F401  (registers the option)
+
+    option = OPTIONS["fidelity_networks"]
+    assert option.default == 3 and option.low == 1 and option.high == 10

@@ -114,14 +114,15 @@ def test_bias_aware_bounds_contain_the_estimate_and_never_narrow_the_percentile_
 
 
 def test_planned_figures_match_the_honest_draws_they_were_measured_on():
-    """The plan's honest pass chance at 100/100 agrees with the recorded honest draws, threshold by threshold."""
+    """The plan's honest pass chance at 100/100 agrees with the recorded honest draws (at the default
+    fidelity_networks, 3), threshold by threshold."""
     import json
     from pathlib import Path
 
     from auditors.fidelity.resampling import planned
 
     root = Path(__file__).resolve().parents[3] / "benchmarks"
-    draws = [json.loads(line) for line in (root / "fd_excess_seeds_0_20.jsonl").read_text().splitlines()]
+    draws = [json.loads(line) for line in (root / "fd_excess_seeds_0_20_networks3.jsonl").read_text().splitlines()]
     for space in ("segmenter", "embedding"):
         uppers = np.array([d[space]["excess_bounds"][1] for d in draws if d["case"] == "honest"])
         for threshold in (0.02, 0.025, 0.03):

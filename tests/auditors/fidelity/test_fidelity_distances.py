@@ -114,29 +114,32 @@ def test_synthetic_parts_are_disjoint_whole_subject_samples():
     assert part_count(groups, 40) == 1  # smaller than the holdout: one part, as before
 
 
+def _cohort(prefix: str, n: int, per: int):
+    """n patients of `per` blank slices each: the ids and splits compare_in_space reads, with features patched in."""
+    from cmri_release.core.sliceset import SliceSet
+
+    ids = np.repeat([f"{prefix}{i}" for i in range(n)], per)
+    k = len(ids)
+    return SliceSet(images=np.zeros((k, 4, 4)), labels=np.zeros((k, 4, 4), np.uint8), subject_ids=ids,
+                    vendors=["A"] * k, phases=["ED"] * k, slice_pos=np.zeros(k), slice_index=np.zeros(k),
+                    has_label=np.ones(k, bool), spacing_mm=1.0)
+
+
 def _gaussian_audit(monkeypatch, n_syn: int, seed: int, shift: float = 0.0):
     """compare_in_space on Gaussian 'features' (16 slices per patient, 8 dimensions), no network."""
     from auditors.base import AuditContext
     from auditors.fidelity import feature_distance
-    from cmri_release.core.sliceset import SliceSet
 
     rng = np.random.default_rng(seed)
     per = 16
-
-    def cohort(prefix, n):
-        ids = np.repeat([f"{prefix}{i}" for i in range(n)], per)
-        k = len(ids)
-        return SliceSet(images=np.zeros((k, 4, 4)), labels=np.zeros((k, 4, 4), np.uint8), subject_ids=ids,
-                        vendors=["A"] * k, phases=["ED"] * k, slice_pos=np.zeros(k), slice_index=np.zeros(k),
-                        has_label=np.ones(k, bool), spacing_mm=1.0)
 
     def features(n, offset=0.0):  # a patient effect plus slice noise
         return (np.repeat(rng.normal(size=(n, 8)), per, axis=0) + rng.normal(size=(n * per, 8)) + offset)
 
     feats = {"train": features(60), "holdout": features(40), "synthetic": features(n_syn, shift)}
     monkeypatch.setattr(feature_distance, "standardised", lambda ctx, space: feats)
-    ctx = AuditContext(train=cohort("t", 60), holdout=cohort("h", 40), synthetic=cohort("s", n_syn), seed=seed,
-                       quiet=True)
+    ctx = AuditContext(train=_cohort("t", 60, per), holdout=_cohort("h", 40, per),
+                       synthetic=_cohort("s", n_syn, per), seed=seed, quiet=True)
     return feature_distance.compare_in_space(ctx, "segmenter", 100)["fd"]
 
 
@@ -158,20 +161,12 @@ def test_a_larger_synthetic_set_narrows_the_fd_excess_and_keeps_its_bias_matched
 
 def _networks_audit(monkeypatch, networks: int, sensitivity: dict[int, float], seed: int = 0):
     """compare_in_space on Gaussian 'features' whose synthetic fault (a shift) each network sees to its own extent:
-    the network of an audit context seeded s sees `sensitivity[s - seed]` (member j: seed + j NETWORK_SEED_STEP)."""
+    network j (the audit context seeded seed + j NETWORK_SEED_STEP) sees `sensitivity[j]`."""
     from auditors.base import AuditContext
     from auditors.fidelity import feature_distance
-    from cmri_release.core.sliceset import SliceSet
 
     rng = np.random.default_rng(seed)
     per = 16
-
-    def cohort(prefix, n):
-        ids = np.repeat([f"{prefix}{i}" for i in range(n)], per)
-        k = len(ids)
-        return SliceSet(images=np.zeros((k, 4, 4)), labels=np.zeros((k, 4, 4), np.uint8), subject_ids=ids,
-                        vendors=["A"] * k, phases=["ED"] * k, slice_pos=np.zeros(k), slice_index=np.zeros(k),
-                        has_label=np.ones(k, bool), spacing_mm=1.0)
 
     def features(n):
         return np.repeat(rng.normal(size=(n, 8)), per, axis=0) + rng.normal(size=(n * per, 8))
@@ -183,8 +178,8 @@ def _networks_audit(monkeypatch, networks: int, sensitivity: dict[int, float], s
         return {**base, "synthetic": base["synthetic"] + sensitivity[j]}
 
     monkeypatch.setattr(feature_distance, "standardised", standardised)
-    ctx = AuditContext(train=cohort("t", 60), holdout=cohort("h", 40), synthetic=cohort("s", 40), seed=seed,
-                       quiet=True)
+    ctx = AuditContext(train=_cohort("t", 60, per), holdout=_cohort("h", 40, per),
+                       synthetic=_cohort("s", 40, per), seed=seed, quiet=True)
     return feature_distance.compare_in_space(ctx, "segmenter", 200, networks)["fd"]
 
 

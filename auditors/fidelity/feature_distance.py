@@ -128,8 +128,9 @@ def compare_in_space(ctx, space: str, bootstrap: int, networks: int = 1) -> dict
     With `networks` > 1 the gated FD excess is averaged over that many independently seeded networks of the space
     (`network_member`), measured on the same samples, and its replicates carry the networks' spread as well as
     the patients': each is the replicate's mean over networks plus the between-network standard error times a
-    Student t draw with networks - 1 degrees of freedom (a spread estimated from few networks is itself uncertain).
-    The other figures (ratio, KID) stay those of the audit's own network."""
+    Student t draw with networks - 1 degrees of freedom (a spread estimated from few networks is itself uncertain);
+    the lower bound is never below the smallest of the networks' own lower bounds (a fault that every network shows
+    is shown). The other figures (ratio, KID) stay those of the audit's own network."""
     feats = standardised(ctx, space)
     rng = np.random.default_rng([ctx.seed, 7])
     ref = _Reference(feats["train"], rng)
@@ -211,7 +212,12 @@ def compare_in_space(ctx, space: str, bootstrap: int, networks: int = 1) -> dict
         out["fd"]["excess_per_network"] = excess.tolist()
         out["fd"]["excess_network_se"] = between
         out["fd"]["excess"] = float(excess.mean())
-        out["fd"]["excess_bounds"] = list(bias_aware_bounds(out["fd"]["excess"], combined))
+        lower, upper = bias_aware_bounds(out["fd"]["excess"], combined)
+        # Networks that all show a fault disagree only on how large it is, and the t term can then reach below the
+        # threshold for a fault every network sees far above it: the lower bound is at least the smallest of the
+        # networks' own lower bounds (only the FAIL side moves; the upper bound, which a pass needs, does not)
+        own_lower = min(bias_aware_bounds(e, r)[0] for e, r in zip(excess, replicates))
+        out["fd"]["excess_bounds"] = [float(max(lower, own_lower)) if np.isfinite(own_lower) else lower, upper]
         # a t with 2 degrees of freedom has no variance: the standard error (for planning) adds the two parts
         out["fd"]["excess_se"] = float(np.sqrt(np.nanvar(patients) + between ** 2))
     # KID is unbiased: between two real samples it is about 0 and may be negative, so its ratio

@@ -212,3 +212,14 @@ def test_the_networks_option_is_declared_with_its_range():
 
     option = OPTIONS["fidelity_networks"]
     assert option.default == 3 and option.low == 1 and option.high == 10
+
+
+def test_a_fault_every_network_shows_stays_shown_however_much_they_disagree_on_its_size(monkeypatch):
+    one = _networks_audit(monkeypatch, 1, {0: 1.0})  # the smallest of the three views of the fault
+    three = _networks_audit(monkeypatch, 3, {0: 3.0, 1: 1.0, 2: 6.0})
+    per = three["excess_per_network"]
+    se = three["excess_network_se"]
+    assert min(per) > 0.5 and se > 0.3 * min(per)  # large everywhere, sizes far apart
+    lo, hi = three["excess_bounds"]
+    assert one["excess_bounds"][0] > 0.03
+    assert lo >= one["excess_bounds"][0] - 1e-12 and lo <= three["excess"] <= hi  # at least the weakest network's

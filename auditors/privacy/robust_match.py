@@ -108,8 +108,8 @@ def _normalise_rows(x: torch.Tensor, dim: int) -> torch.Tensor:
 def _quadrant_weights(f: int) -> torch.Tensor:
     """(f + 1, f + 1): how many points of the (2f + 1)^2 frequency grid each point (ky, kx >= 0) stands for under
     the reflections ky -> -ky and kx -> -kx: 4 inside the quadrant, 2 on an axis, 1 at the origin."""
-    k = torch.arange(f + 1)
-    return (torch.where(k > 0, 2.0, 1.0)[:, None] * torch.where(k > 0, 2.0, 1.0)[None, :])
+    per_axis = torch.where(torch.arange(f + 1) > 0, 2.0, 1.0)  # +-k for k > 0, the axis itself once
+    return per_axis[:, None] * per_axis[None, :]
 
 
 def spectrum_vectors(images: np.ndarray, size: int = 32, margin: int = 4, fmax: int = 10) -> np.ndarray:

@@ -6,6 +6,7 @@ import pytest
 
 from auditors.base import AuditContext, Verdict, auditors_in
 from auditors.fidelity.degradations import degrade
+from auditors.fidelity.feature_distance import DEFAULT_NETWORKS, network_member
 from auditors.fidelity.mask_consistency import MaskConsistencyAuditor
 from auditors.runner import run_auditors, verdict
 
@@ -15,19 +16,27 @@ KINDS = ("good", "shuffled_labels", "mode_collapse", "noise")
 DEGRADATIONS = ("noise", "blur", "blotches", "shuffle")  # auditors.fidelity.degradations
 
 
+def _real_only(cache: dict) -> dict:
+    return {k: v for k, v in cache.items() if "synthetic" not in k and not k.startswith("fidelity.")}
+
+
 @pytest.fixture(scope="module")
 def audits(heart_splits, make_faulty):
     """kind -> {check name: Check}, {auditor: AuditResult}; the real-data models are trained once."""
-    shared, out = {}, {}
+    shared, members, out = {}, {}, {}
     for kind in KINDS + tuple(f"degraded_{d}" for d in DEGRADATIONS):
         syn = degrade(heart_splits["synthetic"], kind.split("_", 1)[1]) if kind.startswith("degraded_") else \
             make_faulty(kind, heart_splits["synthetic"])
         ctx = AuditContext(train=heart_splits["train"], holdout=heart_splits["holdout"],
                            synthetic=syn, test=heart_splits["test"], options=OPTIONS, quiet=True)
-        # What depends only on real data is reused; anything computed from the synthetic set is not.
-        ctx.cache.update({k: v for k, v in shared.items() if "synthetic" not in k and not k.startswith("fidelity.")})
+        # What depends only on real data is reused (the audit's networks and the FD's extra networks);
+        # anything computed from the synthetic set is not.
+        ctx.cache.update(_real_only(shared))
+        for j, member_cache in members.items():
+            network_member(ctx, j).cache.update(member_cache)
         results = run_auditors(ctx, ["fidelity"])
         shared.update(ctx.cache)
+        members = {j: _real_only(network_member(ctx, j).cache) for j in range(1, DEFAULT_NETWORKS)}
         out[kind] = ({c.name: c for r in results for c in r.checks}, {r.auditor: r for r in results})
     return out
 

@@ -4,7 +4,8 @@
 of which K (default 10) are replaced by copies of training patients under one alteration; the label maps are
 altered with the images (nearest neighbour). 32 px, default options and thresholds, no generator.
 
-    python benchmarks/privacy_copy_variants.py [VARIANT ...] [--seed 0] [--copies 10]
+    python benchmarks/privacy_copy_variants.py [VARIANT ...] [--seed 0] [--copies 10] [--source train|holdout]
+        [--auditor NAME]
     (`quarter` / `oneslice`: a quarter of, or one of, a new patient's slices copied; `quarter:CHANGE`: the copied
     slices altered by one of the whole-patient changes, e.g. `quarter:rot20+gamma+noise`; `blend0.5` / `blend0.7`:
     two training patients averaged slice by slice, the first with that weight)
@@ -27,6 +28,9 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from auditors.base import AuditContext  # noqa: E402
+from auditors.runner import run_auditors  # noqa: E402
+from auditors.runner import verdict as run_verdict  # noqa: E402
 from cmri_release.audit import run_audit  # noqa: E402
 from cmri_release.commands.audit_cmd import parse_options  # noqa: E402
 from cmri_release.core.sliceset import SliceSet  # noqa: E402
@@ -191,6 +195,10 @@ def main() -> None:
     ap.add_argument("variants", nargs="*", help=f"any of {', '.join(VARIANTS)} (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--copies", type=int, default=10)
+    ap.add_argument("--source", choices=("train", "holdout"), default="train",
+                    help="whose patients are copied: training patients (the copy search's job) or holdout patients "
+                         "(real patients the generator never saw: `privacy.real_patient_copies`' job)")
+    ap.add_argument("--auditor", default=None, help="run this privacy auditor alone (e.g. real_copies), not the group")
     ap.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                     help="an audit option, as the CLI's --option (repeatable)")
     args = ap.parse_args()
@@ -201,16 +209,24 @@ def main() -> None:
         ap.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     train, hold, fresh = cohorts(args.seed, 0, 100)
     for name in args.variants or VARIANTS:
-        synthetic = synthetic_cohort(name, train, fresh, args.copies, np.random.default_rng([args.seed, 1]))
+        source = train if args.source == "train" else hold
+        synthetic = synthetic_cohort(name, source, fresh, args.copies, np.random.default_rng([args.seed, 1]))
         start = time.time()
-        report = run_audit(train, hold, synthetic, groups=["privacy"], seed=args.seed, quiet=True,
-                           options=options)
-        confirmed = [m for r in report.results for m in r.metrics.get("confirmed_copies", [])]
-        print(json.dumps({"variant": name, "seed": args.seed, "options": options, "copies": 0 if name == "fresh" else args.copies,
-                          "verdict": str(getattr(report.verdict, "value", report.verdict)),
+        if args.auditor:
+            results = run_auditors(AuditContext(train=train, holdout=hold, synthetic=synthetic, seed=args.seed,
+                                                quiet=True, options=options), ["privacy"], names=[args.auditor])
+            checks, result_verdict = [c for r in results for c in r.checks], run_verdict(results)
+        else:
+            report = run_audit(train, hold, synthetic, groups=["privacy"], seed=args.seed, quiet=True,
+                               options=options)
+            results, checks, result_verdict = report.results, report.checks, report.verdict
+        confirmed = [m for r in results for m in r.metrics.get("confirmed_copies", [])]
+        print(json.dumps({"variant": name, "source": args.source, "seed": args.seed, "options": options,
+                          "auditor": args.auditor, "copies": 0 if name == "fresh" else args.copies,
+                          "verdict": str(getattr(result_verdict, "value", result_verdict)),
                           "confirmed": len(confirmed), "wall_s": round(time.time() - start, 1),
                           "checks": {c.name: [str(getattr(c.verdict, "value", c.verdict)), c.estimate, c.lower, c.upper]
-                                     for c in report.checks}},
+                                     for c in checks}},
                          default=lambda v: None if v is None else round(float(v), 4)), flush=True)
 
 

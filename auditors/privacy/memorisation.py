@@ -150,7 +150,7 @@ def _part(ctx: AuditContext, label: str, found: dict[str, dict], view: str = "ro
     return Part(label, _per_patient(syn[0], ctx.synthetic, how), _per_patient(hold[0], ctx.holdout, how), *syn)
 
 
-def _median_where(values: np.ndarray, codes: np.ndarray, n_patients: int) -> np.ndarray:
+def median_where(values: np.ndarray, codes: np.ndarray, n_patients: int) -> np.ndarray:
     """Per patient the median of its listed slices; NaN for a patient with none."""
     out = np.full(n_patients, np.nan)
     present, remapped = np.unique(codes, return_inverse=True)
@@ -183,8 +183,8 @@ def _mask_part(ctx: AuditContext) -> Part | None:
     scores[rows["synthetic"]], turned[rows["synthetic"]] = best, transform
     matches[rows["synthetic"]] = rows["train"][match]  # back to indices of the whole training split
     hold = found["holdout"]["robust"][0]
-    return Part("masks", _median_where(best, sets["synthetic"][1], len(ctx.synthetic.subjects)),
-                _median_where(hold, sets["holdout"][1], len(ctx.holdout.subjects)), scores, matches, turned)
+    return Part("masks", median_where(best, sets["synthetic"][1], len(ctx.synthetic.subjects)),
+                median_where(hold, sets["holdout"][1], len(ctx.holdout.subjects)), scores, matches, turned)
 
 
 def copy_parts(ctx: AuditContext) -> list[Part]:

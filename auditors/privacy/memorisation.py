@@ -159,6 +159,14 @@ def median_where(values: np.ndarray, codes: np.ndarray, n_patients: int) -> np.n
     return out
 
 
+def annotated_mask_images(ctx: AuditContext, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a split's annotated slices and their label maps as images (mask_features.mask_images), computed
+    once per audit."""
+    data = getattr(ctx, split)
+    rows = np.flatnonzero(data.has_label)
+    return rows, ctx.shared(f"mask_images.{split}", lambda: mask_images(data.labels[rows], MATCH_SIZE))
+
+
 def _mask_part(ctx: AuditContext) -> Part | None:
     """`masks`: the annotated slices' label maps as images (mask_features.mask_images) under the `robust` search.
     Only annotated slices take part: an unannotated real slice has no map to resemble (scored, it would sink the
@@ -167,12 +175,8 @@ def _mask_part(ctx: AuditContext) -> Part | None:
     annotated (there is no map to copy)."""
     rows, sets = {}, {}
     for split in ("train", "synthetic", "holdout"):
-        data = getattr(ctx, split)
-        rows[split] = np.flatnonzero(data.has_label)
-        codes, _ = data.subject_codes()
-        images = ctx.shared(f"mask_images.{split}",
-                            lambda d=data, r=rows[split]: mask_images(d.labels[r], MATCH_SIZE))
-        sets[split] = (images, codes[rows[split]])
+        rows[split], images = annotated_mask_images(ctx, split)
+        sets[split] = (images, getattr(ctx, split).subject_codes()[0][rows[split]])
     if not len(rows["train"]):
         return None  # no training label map: nothing the masks could copy
     found = copy_search(ctx, sets.pop("train"), sets, False)

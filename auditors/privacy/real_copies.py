@@ -23,11 +23,10 @@ import numpy as np
 from auditors.base import AuditContext, AuditResult, Auditor, CohortSizes, register_auditor
 
 from .calibration import confirm_pass_probability, patient_folds
-from .mask_features import mask_images
-from .memorisation import (CONFIRM_ALPHA, MATCH_SIZE, TAU_ALPHA, NNMemorisation, Part, copy_search, median_where,
-                           near_copies)
-from .warp_match import warped_similarity
+from .memorisation import (CONFIRM_ALPHA, MATCH_SIZE, TAU_ALPHA, NNMemorisation, Part, annotated_mask_images,
+                           copy_search, median_where, near_copies)
 from .patients import per_patient
+from .warp_match import warped_similarity
 
 CHECK = "privacy.real_patient_copies"
 REFERENCES = ("holdout", "test")
@@ -38,9 +37,9 @@ def _split_tuple(slices) -> tuple:
     return slices.images, slices.subject_codes()[0], slices.phases, slices.slice_pos
 
 
-def patient_scores(queries, reference, ctx: AuditContext) -> dict[str, np.ndarray]:
-    """Per part, per patient of `queries` (a SliceSet): its slices' best correlation to any slice of the `reference`
-    SliceSet, each patient scored by its median slice (`robust`, `smoothed`, `warped`) and, with `copy_best_slice`, by
+def patient_scores(query_split: str, reference_split: str, ctx: AuditContext) -> dict[str, np.ndarray]:
+    """Per part, per patient of the split `query_split`: its slices' best correlation to any slice of the split
+    `reference_split`, each patient scored by its median slice (`robust`, `smoothed`, `warped`) and, with `copy_best_slice`, by
     its best slice under `robust` (`best_slice`). The views are those of `memorisation`:
     `robust` the small-transform search (shifts up to `copy_max_shift`, rotations up to `copy_max_rotation`, a
     horizontal flip) and, with `copy_registration`, the registered search (any turn, either handedness, zooms up to
@@ -48,6 +47,7 @@ def patient_scores(queries, reference, ctx: AuditContext) -> dict[str, np.ndarra
     `copy_warp`, the deformable registration (copies under an elastic warp). A leaked split is copied, bent or
     noised as training data is: measured 2026-12-06, 10 holdout patients warped by 1.5 px among 100 synthetic ones
     passed this check when it had the `robust` view only."""
+    queries, reference = getattr(ctx, query_split), getattr(ctx, reference_split)
     codes, subjects = queries.subject_codes()
     ref_codes, _ = reference.subject_codes()
     smoothing = float(ctx.option("copy_smoothing_px"))
@@ -65,22 +65,21 @@ def patient_scores(queries, reference, ctx: AuditContext) -> dict[str, np.ndarra
         # bound), and a leaked split brings whole patients; partial bent or noised copies are the training search's
         scores["best_slice"] = per_patient(views["robust"], codes, len(subjects), "max")
     if ctx.option("audit_masks") and reference.has_label.any():  # no reference label map: nothing to copy
-        scores["masks"] = _mask_scores(queries, reference, ctx)
+        scores["masks"] = _mask_scores(query_split, reference_split, ctx)
     return scores
 
 
-def _mask_scores(queries, reference, ctx: AuditContext) -> np.ndarray:
+def _mask_scores(query_split: str, reference_split: str, ctx: AuditContext) -> np.ndarray:
     """`masks`: per patient of `queries`, the median over its annotated slices of their label maps' best `robust`
     correlation to the `reference` split's label maps (NaN for a patient without one: never confirmed, not in the
     null), as `memorisation`'s masks part: real data under new names brings its label maps along, which no image
     noise hides (measured 2026-12-06: holdout copies under noise of sd 0.2 were found by no image view)."""
-    codes, subjects = queries.subject_codes()
-    ref_codes, _ = reference.subject_codes()
-    rows, ref_rows = np.flatnonzero(queries.has_label), np.flatnonzero(reference.has_label)
+    codes, subjects = getattr(ctx, query_split).subject_codes()
+    ref_codes, _ = getattr(ctx, reference_split).subject_codes()
+    (rows, images), (ref_rows, ref_images) = (annotated_mask_images(ctx, s) for s in (query_split, reference_split))
     if not len(rows):
         return np.full(len(subjects), np.nan)
-    found = copy_search(ctx, (mask_images(reference.labels[ref_rows], MATCH_SIZE), ref_codes[ref_rows]),
-                        {"queries": (mask_images(queries.labels[rows], MATCH_SIZE), codes[rows])}, with_patches=False)
+    found = copy_search(ctx, (ref_images, ref_codes[ref_rows]), {"queries": (images, codes[rows])}, with_patches=False)
     return median_where(found["queries"]["robust"][0], codes[rows], len(subjects))
 
 
@@ -123,8 +122,8 @@ class RealCopiesAuditor(Auditor):
             reference = getattr(ctx, split, None)
             if reference is None or not len(reference.subjects):
                 continue
-            syn = patient_scores(ctx.synthetic, reference, ctx)
-            null = patient_scores(ctx.train, reference, ctx)  # real patients not in the reference split
+            syn = patient_scores("synthetic", split, ctx)
+            null = patient_scores("train", split, ctx)  # real patients not in the reference split
             for part in syn:
                 found = near_copies(Part(part, syn[part], null[part], syn[part], np.full(len(syn[part]), -1)),
                                     len(syn[part]), folds)

@@ -52,6 +52,7 @@ def cohorts(tmp_path_factory):
             for name, seed in (("train", 31), ("holdout", 32), ("synthetic", 33), ("test", 34))}
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine; CI runs it
 def test_audit_under_ray_gives_the_local_verdict(cohorts, tmp_path):
     pytest.importorskip("ray")
     docs, codes = {}, {}

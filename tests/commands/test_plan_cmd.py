@@ -1,4 +1,5 @@
 """`cmri-release plan`: per check, the honest pass chance and the smallest leak caught, from Auditor.plan."""
+import pytest
 from click.testing import CliRunner
 
 from auditors.base import CohortSizes
@@ -48,6 +49,7 @@ def test_plan_refuses_bad_input(tmp_path):
     assert "Traceback" not in typo.output
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine; CI runs it
 def test_plan_prints_the_gate_figure_and_a_recommendation_as_text_and_json():
     import json
 

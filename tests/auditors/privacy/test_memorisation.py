@@ -177,6 +177,7 @@ def _turned(slices, change, prefix):
                     slice_index=slices.slice_index, has_label=slices.has_label, spacing_mm=slices.spacing_mm)
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine; CI runs it
 def test_copies_turned_transposed_or_zoomed_are_confirmed_by_the_registered_search(phantom_slices):
     """Phantom patients copied under a quarter turn, a transpose, a 20-degree turn and a 1.3 zoom (the default
     `copy_max_zoom`, outside the old three-zoom bank): the small search confirms none of them; the registered search
@@ -208,6 +209,7 @@ def test_transform_text_says_how_a_copy_was_turned():
     assert transform_text(np.full(3, np.nan)) == "" and transform_text(None) == ""
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine; CI runs it
 def test_label_maps_copied_under_a_shift_or_a_turn_are_confirmed_by_the_masks_part(phantom_slices):
     """A mask generator that memorised: training patients' label maps, shifted by 2 px or turned by 20 degrees,
     under new patients' images. The images match nothing, the masks part confirms the copies and nothing else."""
@@ -266,6 +268,7 @@ def _unannotated(slices, which):
                     has_label=slices.has_label & ~which, spacing_mm=slices.spacing_mm)
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine; CI runs it
 def test_only_annotated_slices_enter_the_masks_part(phantom_slices):
     """Unannotated real slices have no map to resemble: scored as empty maps they would sink the null and flag
     every synthetic patient. Half the holdout's slices unannotated: the masks part matches the fully annotated

@@ -107,6 +107,7 @@ def _audit_with(train, holdout, synthetic, **options):
                                                 options=options))
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine; CI runs it
 def test_warped_holdout_copies_are_found_by_the_deformable_search(phantom_slices):
     """Holdout patients bent by a smooth warp of 1.5 px rms among new patients (measured on 100 / 100 / 100 phantom
     patients: 10 such copies passed this check when it had the rigid and registered searches only): confirmed by the

@@ -92,6 +92,7 @@ def _audit(train, holdout, synthetic, **options):
     return {c.name: c for c in result.checks}, result
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine; CI runs it
 def test_elastically_warped_copies_are_confirmed_by_the_warped_part_only(phantom_slices, part_alone_confirms):
     """Six training patients bent by a smooth warp of 1.5 px rms (image and label maps), among 24 new patients: no
     other part confirms any of them; the deformable search confirms them (5 of 6 at least, a 12-patient holdout's

@@ -1,10 +1,11 @@
 """How much training the default generator needs before the gate's discriminator stops telling its slices apart.
 
     python benchmarks/bench_generator_realism.py OUT.json [--epochs 2,4,8,16] [--synthetic 30] [--quick]
+        [--generator flow|ddpm|vae|gan]
 
 The demo's real cohort (the default spec's phantom, 100 train / 99 holdout patients at 32 px, split as the release
 splits it) is built once; the default `flow` generator (compact network, Heun 8) is trained for each budget in
-epochs with the demo's seed, synthesises `--synthetic` patients from its mask generator, and the audit's own
+epochs with the demo's seed (or another registered generator with `--generator`), synthesises `--synthetic` patients from its mask generator, and the audit's own
 discriminator (`auditors.fidelity.discriminator`: texture features standardised per vendor, gradient-boosted
 trees, 5 folds by patient) scores them against the real holdout. Beside each budget: its training seconds, and
 the same AUC after the noise top-up (white noise per vendor restoring the training slices' residual variance in
@@ -81,6 +82,7 @@ def main() -> None:
     ap.add_argument("--epochs", default="2,4,8,16")
     ap.add_argument("--synthetic", type=int, default=30)
     ap.add_argument("--quick", action="store_true", help="40 phantom patients, 1 epoch, 6 synthetic")
+    ap.add_argument("--generator", default="flow", help="a registered generator, compact network (default: flow)")
     args = ap.parse_args()
     from dataclasses import replace
 
@@ -100,12 +102,12 @@ def main() -> None:
     rows = [{"case": "real test patients (baseline)", **discriminator_auc(data.train, data.holdout, data.test)}]
     print(json.dumps(rows[-1]), flush=True)
     for e in epochs:
-        gen = create_generator("flow", network="compact")
+        gen = create_generator(args.generator, network="compact")
         start = time.perf_counter()
         gen.fit(data.train, None, epochs=e, device="cpu", seed=spec.seed, quiet=True)
         train_s = time.perf_counter() - start
         syn = synthesize(gen, n_syn, seed=spec.seed)
-        rows.append({"case": f"flow, {e} epochs", "epochs": e, "train_s": round(train_s, 1),
+        rows.append({"case": f"{args.generator}, {e} epochs", "epochs": e, "train_s": round(train_s, 1),
                      **discriminator_auc(data.train, data.holdout, syn),
                      "auc_with_noise_top_up": discriminator_auc(data.train, data.holdout,
                                                                 noise_top_up(data.train, syn))["auc"]})

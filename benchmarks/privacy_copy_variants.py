@@ -8,7 +8,7 @@ altered with the images (nearest neighbour). 32 px, default options and threshol
         [--auditor NAME]
     (`quarter` / `oneslice`: a quarter of, or one of, a new patient's slices copied; `quarter:CHANGE`: the copied
     slices altered by one of the whole-patient changes, e.g. `quarter:rot20+gamma+noise`; `blend0.5` / `blend0.7`:
-    two training patients averaged slice by slice, the first with that weight)
+    two training patients averaged slice by slice, the first with that weight; `blend3`: three, in equal thirds)
     (one JSON line per variant; no variant: all of them)
 
 Measured figures: docs/privacy-checks.md ("Registered search").
@@ -167,16 +167,14 @@ def synthetic_cohort(name: str, train: SliceSet, fresh: SliceSet, k: int, rng) -
                       _rows(f, np.pad(~copied, (0, len(f) - n), constant_values=True), f"part-{j}",
                             str(t.vendors[0]))]
         return SliceSet.concat([honest] + parts)
-    if name in BLENDS:  # a generator that interpolates: each slice a weighted mean of two training patients'
-        weight, parts = BLENDS[name], []
+    if name in BLENDS:  # a generator that interpolates: each slice a weighted mean of training patients'
+        weights, parts = BLENDS[name], []
         for j in range(k):
-            a = train.for_subjects([train.subjects[j]])
-            b = train.for_subjects([train.subjects[k + j]])
-            n = min(len(a), len(b))
-            keep = np.arange(len(a)) < n
-            mixed = _rows(a, keep, f"blend-{j}")
-            parts.append(replace(mixed, images=(weight * a.images[:n] + (1.0 - weight) * b.images[:n]).astype(
-                np.float32)))
+            parents = [train.for_subjects([train.subjects[m * k + j]]) for m in range(len(weights))]
+            n = min(len(p) for p in parents)
+            mixed = _rows(parents[0], np.arange(len(parents[0])) < n, f"blend-{j}")
+            image = sum(w * p.images[:n] for w, p in zip(weights, parents))
+            parts.append(replace(mixed, images=image.astype(np.float32)))
         return SliceSet.concat([honest] + parts)
     if name == "slicemix":  # k synthetic patients, each slice copied from any of k training patients
         ids = np.array([f"mix-{i % k}" for i in rng.permutation(len(source))])
@@ -185,8 +183,8 @@ def synthetic_cohort(name: str, train: SliceSet, fresh: SliceSet, k: int, rng) -
 
 
 PARTIAL = ("quarter", "oneslice")  # a share of a new patient's slices copied; "NAME:CHANGE" alters the copies
-# two training patients blended slice by slice (same rank), the first one's weight; label maps of the first
-BLENDS = {"blend0.5": 0.5, "blend0.7": 0.7}
+# training patients blended slice by slice (same rank) with these weights; label maps of the first
+BLENDS = {"blend0.5": (0.5, 0.5), "blend0.7": (0.7, 0.3), "blend3": (1 / 3, 1 / 3, 1 / 3)}
 VARIANTS = ("fresh", *CHANGES, "half", *PARTIAL, *BLENDS, "slicemix", *MASK_CHANGES, *IMAGE_CHANGES)
 
 

@@ -24,7 +24,7 @@ from auditors.base import AuditContext, AuditResult, Auditor, CohortSizes, regis
 
 from .calibration import confirm_pass_probability, patient_folds
 from .memorisation import (CONFIRM_ALPHA, MATCH_SIZE, TAU_ALPHA, NNMemorisation, Part, annotated_mask_images,
-                           copy_search, median_where, near_copies)
+                           blend_slices, copy_search, median_where, near_copies)
 from .patients import per_patient
 from .warp_match import warped_similarity
 
@@ -52,7 +52,7 @@ def patient_scores(query_split: str, reference_split: str, ctx: AuditContext) ->
     ref_codes, _ = reference.subject_codes()
     smoothing = float(ctx.option("copy_smoothing_px"))
     found = copy_search(ctx, (reference.images, ref_codes), {"queries": (queries.images, codes)},
-                        with_patches=False, smoothing=smoothing)["queries"]
+                        with_patches=False, smoothing=smoothing, blend_slices=blend_slices(ctx))["queries"]
     views = {"robust": found["robust"][0]}
     if smoothing > 0:
         views["smoothed"] = found["smoothed"][0]

@@ -54,11 +54,14 @@ def span_correlation(query: np.ndarray, reference: np.ndarray, k: int, chunk: in
     return score, idx
 
 
-def blend_similarity(queries: np.ndarray, reference: np.ndarray, k: int = 8, size: int = 32
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def blend_similarity(queries: np.ndarray, reference: np.ndarray, k: int = 8, size: int = 32,
+                     reference_detail: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per query slice: the multiple correlation of its fine detail with the fine detail of its k nearest reference
-    slices, and its nearest reference slice (the blend's strongest parent)."""
+    slices, and its nearest reference slice (the blend's strongest parent). `reference_detail`: the reference's
+    `fine_detail`, when the caller searches several query sets against one reference."""
     if not len(queries) or not len(reference):
         return np.full(len(queries), np.nan), np.full(len(queries), -1, dtype=np.int64)
-    score, idx = span_correlation(fine_detail(queries, size), fine_detail(reference, size), k)
+    if reference_detail is None:
+        reference_detail = fine_detail(reference, size)
+    score, idx = span_correlation(fine_detail(queries, size), reference_detail, k)
     return score, idx[:, 0].astype(np.int64)

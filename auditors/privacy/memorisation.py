@@ -56,9 +56,9 @@ from .closer import closer_scores, patient_max_similarity
 from .mask_features import mask_images, mask_vectors
 from .neighbours import NeighbourIndex, index_for
 from .patients import per_patient
+from .blend_match import blend_similarity, fine_detail
 from .robust_match import (blurred, candidates, patch_similarity, registered_similarity, robust_similarity,
                            transformed_candidates, zoom_bank)
-from .blend_match import blend_similarity
 from .warp_match import warped_similarity
 
 COPY_LEVEL = 0.99  # a real new patient is a near copy 1% of the time
@@ -120,6 +120,7 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
     scales = zoom_bank(zoom)
     rotations = small_rotations(ctx)
     train_blurred = blurred(train, smoothing, MATCH_SIZE) if smoothing > 0 else None  # once for every split
+    train_detail = fine_detail(train, MATCH_SIZE) if blend_slices else None  # likewise
     out = {}
     for split, (images, codes) in queries.items():
         if not len(images):  # e.g. a split without annotated slices in the masks part
@@ -147,7 +148,7 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
             best, match = np.where(better, reg, best), np.where(better, reg_match, match)
             transform[better] = reg_transform[better]
         if blend_slices:
-            mixed, parent = blend_similarity(images, train, blend_slices, MATCH_SIZE)
+            mixed, parent = blend_similarity(images, train, blend_slices, MATCH_SIZE, reference_detail=train_detail)
             better = mixed > best
             best, match = np.where(better, mixed, best), np.where(better, parent, match)
             transform[better] = np.nan

@@ -21,9 +21,9 @@ import numpy as np
 
 from .neighbours import NeighbourIndex
 from .robust_match import _as_tensor, blurred
+# the fine detail and the edge left out, as the warped score's: a slice minus its blur by FINE_PX, MARGIN px in
+from .warp_match import FINE_PX, MARGIN
 
-FINE_PX = 0.7  # the fine detail: a slice minus its blur by this sd (px at 32 px), as warp_match's score
-MARGIN = 3  # px left out at each edge (the blur's extended borders)
 CHUNK = 2048  # queries solved at once (memory: k x D doubles each)
 
 

@@ -101,8 +101,12 @@ def warp(images: torch.Tensor, flip: torch.Tensor, angle: torch.Tensor, scale: t
 
 
 def _normalise_rows(x: torch.Tensor, dim: int) -> torch.Tensor:
-    x = x - x.mean(dim=dim, keepdim=True)
-    return x / x.norm(dim=dim, keepdim=True).clamp_min(1e-8)
+    """Rows centred and scaled to unit norm; a flat row (its spread at the level of rounding of its values: a
+    padded border) becomes zeros, not its rounding error blown up to a unit pattern that correlates by chance."""
+    centred = x - x.mean(dim=dim, keepdim=True)
+    norm = centred.norm(dim=dim, keepdim=True)
+    flat = norm <= 1e-5 * x.norm(dim=dim, keepdim=True)
+    return torch.where(flat, 0.0, centred / norm.clamp_min(1e-30))
 
 
 def _quadrant_weights(f: int) -> torch.Tensor:
@@ -266,6 +270,8 @@ def window_sums(maps: torch.Tensor, crop: int) -> torch.Tensor:
     return table[:, crop:, crop:] - table[:, :-crop, crop:] - table[:, crop:, :-crop] + table[:, :-crop, :-crop]
 
 
+# a window whose variance is below this share of its whole slice's is flat (a padded border): it scores 0
+FLAT_WINDOW = 1e-4
 FEW_VARIANTS = 8  # below this many variants per query, one grouped convolution beats a product per shift
 
 
@@ -300,10 +306,16 @@ def _window_scores(ref_rows: torch.Tensor, bank: torch.Tensor, crop: int) -> tor
     b, n_var, h, w = bank.shape
     n = crop * crop
     flat = bank.reshape(b * n_var, h, w)
-    flat = flat - flat.mean(dim=(1, 2), keepdim=True)  # a window's spread ignores the offset; the running sums stay small
+    # a window's spread ignores the offset; in doubles, because float32 running sums over a flat window (a border
+    # padded with one value) left a spread of rounding error, and dots divided by it gave "correlations" of 25
+    flat = (flat - flat.mean(dim=(1, 2), keepdim=True)).double()
     sums, squares = window_sums(flat, crop), window_sums(flat * flat, crop)  # (B V, sy, sx)
-    norms = (squares - sums * sums / n).clamp_min(1e-16).sqrt().reshape(b, n_var, -1)  # (B, V, S)
-    return _window_dots(ref_rows, bank, crop) / norms[:, None]
+    spread = (squares - sums * sums / n).reshape(b, n_var, -1)  # (B, V, S): n x the window's variance
+    level = flat.pow(2).mean(dim=(1, 2)).reshape(b, n_var, 1)  # the whole map's variance
+    informative = spread > FLAT_WINDOW * n * level
+    norms = torch.where(informative, spread, 1.0).sqrt().to(bank.dtype)
+    scores = (_window_dots(ref_rows, bank, crop) / norms[:, None]).clamp(-1.0, 1.0)
+    return torch.where(informative[:, None], scores, 0.0)  # a flat window resembles nothing
 
 
 def _curve_window_scores(ref_rows: torch.Tensor, bank: torch.Tensor, crop: int) -> torch.Tensor:

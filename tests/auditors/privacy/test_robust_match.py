@@ -347,3 +347,37 @@ def test_the_curve_score_finds_turned_copies_under_a_gamma_as_copies_and_strange
     assert np.all(curve >= plain - 1e-6)
     plain, curve = found["strangers"]
     assert np.median(curve - plain) < 0.5 * np.median(found["copies"][1] - found["copies"][0])
+
+
+def test_flat_windows_score_zero_and_no_score_exceeds_one(blobs):
+    """A border padded with one value (a crop beyond the scanner's field of view, an edge-extended shift) holds
+    flat windows: they score 0, as the brute force with flat tiles counted 0, and no score of any search leaves
+    [-1, 1] (float32 running sums once gave such a tile a "correlation" of 25 and confirmed a stranger)."""
+    from auditors.privacy.robust_match import patch_similarity, registered_similarity
+    s = blobs(6, slices=2, size=32, seed=9)
+    padded = s.images.copy()
+    padded[:, :12, :12] = padded[:, 12:13, 12:13]  # each slice's corner flat at its own value
+    q, ref = padded[:4], padded[4:]
+    cand = np.tile(np.arange(len(ref)), (len(q), 1))
+
+    def tile_score(query, r, grid=4, m=2):
+        tile = (32 - 2 * m) // grid
+        total = 0.0
+        for gy in range(grid):
+            for gx in range(grid):
+                y0, x0 = m + gy * tile, m + gx * tile
+                crop = r[y0:y0 + tile, x0:x0 + tile].ravel()
+                best = 0.0 if np.ptp(crop) == 0 else max(
+                    0.0 if np.ptp(w) == 0 else np.corrcoef(w, crop)[0, 1]
+                    for w in (query[y0 - m + dy:y0 - m + dy + tile, x0 - m + dx:x0 - m + dx + tile].ravel()
+                              for dy in range(2 * m + 1) for dx in range(2 * m + 1)))
+                total += best
+        return total / grid ** 2
+
+    patches, _ = patch_similarity(q, ref, cand)
+    expected = np.array([[tile_score(q[i], r) for r in ref] for i in range(len(q))]).max(axis=1)
+    assert np.allclose(patches, expected, atol=1e-5)
+    small, _ = robust_similarity(q, ref, cand)
+    turned = registered_similarity(q, ref, cand, scales=(1.0,), curve=True)[0]
+    for scores in (patches, small, turned):
+        assert np.all(np.abs(scores) <= 1.0 + 1e-6)

@@ -8,7 +8,9 @@ altered with the images (nearest neighbour). 32 px, default options and threshol
         [--auditor NAME]
     (`quarter` / `oneslice`: a quarter of, or one of, a new patient's slices copied; `quarter:CHANGE`: the copied
     slices altered by one of the whole-patient changes, e.g. `quarter:rot20+gamma+noise`; `blend0.5` / `blend0.7`:
-    two training patients averaged slice by slice, the first with that weight; `blend3`: three, in equal thirds)
+    two training patients averaged slice by slice, the first with that weight; `blend3`: three, in equal thirds;
+    `shift3.5` / `shift5` / `shift8`: moved by (3.5, -2.5) / (5, -4) / (8, -6) px, edges extended; `crops5`: each slice moved on its own by up
+    to 5 px per axis, a memorised random crop)
     (one JSON line per variant; no variant: all of them)
 
 Measured figures: docs/privacy-checks.md ("Registered search").
@@ -65,6 +67,19 @@ def _elastic(sd_px, rng):
     return change
 
 
+def _shifted(dy, dx):
+    return _geometric(lambda x, order: ndimage.shift(x, (dy, dx), order=order, mode="nearest"))
+
+
+def _random_crops(max_px, rng):
+    """Each slice shifted on its own by whole pixels drawn from -max_px..max_px per axis (a random-crop augmentation
+    that a generator memorised)."""
+    def change(image, label):
+        dy, dx = rng.integers(-max_px, max_px + 1, 2)
+        return _shifted(int(dy), int(dx))(image, label)
+    return change
+
+
 def _restyled(image, label):
     """Per-structure contrast changes: cavities x 0.75, myocardium x 1.4, everything else to the power 0.8."""
     clipped = np.clip(image, 0.0, None)
@@ -75,6 +90,8 @@ CHANGES = {
     "rot10": lambda rng: _rotated(10.0), "rot20": lambda rng: _rotated(20.0),
     "rot90": lambda rng: _geometric(lambda x, order: np.rot90(x).copy()),
     "transpose": lambda rng: _geometric(lambda x, order: x.T.copy()),
+    "shift3.5": lambda rng: _shifted(3.5, -2.5), "shift5": lambda rng: _shifted(5, -4), "shift8": lambda rng: _shifted(8, -6),
+    "crops5": lambda rng: _random_crops(5, rng),
     "zoom1.15": lambda rng: _zoomed(1.15), "elastic0.7": lambda rng: _elastic(0.7, rng),
     "elastic1.5": lambda rng: _elastic(1.5, rng), "elastic2.5": lambda rng: _elastic(2.5, rng),
     "blur1+noise": lambda rng: (lambda image, label: (ndimage.gaussian_filter(image, 1.0)

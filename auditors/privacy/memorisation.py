@@ -6,7 +6,8 @@ taking the worst (an intersection-union test: adding a part can only make the ga
 
 - `robust`: the best Pearson correlation over shifts of up to `copy_max_shift` px, rotations up to
   `copy_max_rotation` degrees and a horizontal flip, and (`copy_registration`) over rotations by any angle,
-  either handedness and zooms up to `copy_max_zoom` (robust_match.py); correlation ignores gain and offset;
+  either handedness and zooms up to `copy_max_zoom` (robust_match.py), and (`copy_max_translation`) over
+  translations of up to that many px on the overlap (translate_match.py); correlation ignores gain and offset;
 - `best_slice` (`copy_best_slice`): the same search, scored by the patient's BEST slice instead of its median
   one: a few training slices inside an otherwise new patient are real patients' images released all the same
   (a median over the slices does not see a quarter of them copied); its null is the holdout patients' best
@@ -57,6 +58,7 @@ from .mask_features import mask_images, mask_vectors
 from .neighbours import NeighbourIndex, index_for
 from .patients import per_patient
 from .blend_match import blend_similarity, fine_detail
+from .translate_match import translated_similarity
 from .robust_match import (blurred, candidates, patch_similarity, registered_similarity, robust_similarity,
                            transformed_candidates, zoom_bank)
 from .warp_match import warped_similarity
@@ -106,11 +108,12 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
                 smoothing: float = 0.0, blend_slices: int = 0) -> dict[str, dict]:
     """Per split (synthetic, holdout), from (images, patient codes) of the training slices and of each split's
     slices: each slice's best robust correlation to the training slices (the best of the small-transform search,
-    with `copy_registration` the registered search and with `blend_slices` > 0 the blend fit on that many training
-    slices: blend_match.py), its match and transform, with `with_patches` the patches similarity and with
-    `smoothing` > 0 the small-transform search on slices blurred by that sd (px).
+    with `copy_registration` the registered search, with `copy_max_translation` the search over translations of
+    that many px (translate_match.py) and with `blend_slices` > 0 the blend fit on that many training slices:
+    blend_match.py), its match and transform, with `with_patches` the patches similarity and with
+    `smoothing` > 0 the small-transform search (and the translations) on slices blurred by that sd (px).
 
-    The blend fit joins `robust` rather than making a part of its own: the part's bar is fitted on the holdout's
+    The blend fit and the translations join `robust` rather than making parts of their own: the part's bar is fitted on the holdout's
     scores of the same best-of statistic, so the blend costs no extra test (a new part would lower the plan's
     union bound on an honest pass), and a real new patient's slice is almost always matched better by the
     whole-slice search than by the fine-detail fit (measured: its median fine-detail R 0.63)."""
@@ -119,6 +122,7 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
     zoom = ctx.option("copy_max_zoom")
     scales = zoom_bank(zoom)
     rotations = small_rotations(ctx)
+    translation = ctx.option("copy_max_translation")
     train_blurred = blurred(train, smoothing, MATCH_SIZE) if smoothing > 0 else None  # once for every split
     train_detail = fine_detail(train, MATCH_SIZE) if blend_slices else None  # likewise
     out = {}
@@ -132,8 +136,9 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
                           size=MATCH_SIZE)
         tiles = patch_similarity(images, train, cand, size=MATCH_SIZE) if with_patches else None
         best, match = robust_similarity(images, train, cand, size=MATCH_SIZE, max_shift=shift, rotations=rotations)
-        smoothed = robust_similarity(blurred(images, smoothing, MATCH_SIZE), train_blurred, cand, size=MATCH_SIZE,
-                                     max_shift=shift, rotations=rotations) if smoothing > 0 else None
+        query_blurred = blurred(images, smoothing, MATCH_SIZE) if smoothing > 0 else None
+        smoothed = robust_similarity(query_blurred, train_blurred, cand, size=MATCH_SIZE, max_shift=shift,
+                                     rotations=rotations) if smoothing > 0 else None
         transform = np.full((len(best), 3), np.nan)
         if ctx.option("copy_registration"):
             spectra = []  # the candidates' vote keeps its spectra for the registered search's prefilter
@@ -147,6 +152,17 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
             better = reg > best
             best, match = np.where(better, reg, best), np.where(better, reg_match, match)
             transform[better] = reg_transform[better]
+        if translation:
+            far = candidates(images, codes, train, tr_codes, patients=ctx.option("copy_candidate_patients"),
+                             size=MATCH_SIZE, margin=0, window="tukey")
+            moved, moved_match = translated_similarity(images, train, far, MATCH_SIZE, translation)
+            better = moved > best
+            best, match = np.where(better, moved, best), np.where(better, moved_match, match)
+            transform[better] = np.nan
+            if smoothed is not None:  # moved by a fraction of a pixel too (interpolated: a blur) and under noise
+                moved, moved_match = translated_similarity(query_blurred, train_blurred, far, MATCH_SIZE, translation)
+                better = moved > smoothed[0]
+                smoothed = (np.where(better, moved, smoothed[0]), np.where(better, moved_match, smoothed[1]))
         if blend_slices:
             mixed, parent = blend_similarity(images, train, blend_slices, MATCH_SIZE, reference_detail=train_detail)
             better = mixed > best
@@ -424,6 +440,9 @@ class NNMemorisation(Auditor):
     }
     options = (
         Option("copy_max_shift", int, 3, "largest shift (pixels at 32 px) the copy matcher forgives", low=0, high=8),
+        Option("copy_max_translation", int, 8, "the `robust` view also correlates each slice with candidates found "
+               "in a shift-tolerant spectrum space over translations up to this many px (at 32 px) on their overlap "
+               "(the better score counts): copies moved beyond copy_max_shift; 0: off", low=0, high=8),
         Option("copy_max_rotation", float, 5.0, "largest rotation (degrees) the copy matcher forgives", low=0.0,
                high=30.0),
         Option("copy_registration", bool, True, "also register each slice to its candidates over any rotation, "

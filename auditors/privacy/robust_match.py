@@ -24,11 +24,12 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
+from scipy import ndimage, signal
 
 from .neighbours import NeighbourIndex
 
 FLIPS = ("none", "h", "v")
+TUKEY_ALPHA = 0.3  # the share of the slice a "tukey" spectrum window tapers
 ZOOM_STEP = 1.15  # zooms of the bank at most this far apart: the fine grid (+-4%) and the correlation cover between
 
 
@@ -116,7 +117,8 @@ def _quadrant_weights(f: int) -> torch.Tensor:
     return per_axis[:, None] * per_axis[None, :]
 
 
-def spectrum_vectors(images: np.ndarray, size: int = 32, margin: int = 4, fmax: int = 10) -> np.ndarray:
+def spectrum_vectors(images: np.ndarray, size: int = 32, margin: int = 4, fmax: int = 10,
+                     window: str = "hann") -> np.ndarray:
     """Log-magnitude Fourier spectra of the Hann-windowed central crops, symmetrised over flips: a space where a
     shift leaves a slice where it was and a flip changes nothing, but a patient's fine texture still shows (a
     coarse, blurred space cannot tell phantom patients apart: the right patient is among 16 candidates only 40%
@@ -125,11 +127,19 @@ def spectrum_vectors(images: np.ndarray, size: int = 32, margin: int = 4, fmax: 
     The symmetrised spectrum is the same in all four quadrants (|F| of a real slice is point-symmetric, and the
     flip mirrors it), so each vector keeps one quadrant, each point weighted by the square root of how many points
     it stands for: every inner product, hence every search, is that of the whole (2 fmax + 1)^2 grid, with a
-    quarter of the numbers ((fmax + 1)^2: 121 instead of 441)."""
+    quarter of the numbers ((fmax + 1)^2: 121 instead of 441).
+
+    `window="tukey"` (with margin 0: the whole slice, flat over its middle 70%) is the space of slices moved far
+    (translate_match.py): a shift of 5 px changes a Hann-windowed central crop, not this."""
     x = _as_tensor(images, size)[:, margin:size - margin, margin:size - margin]
     crop = x.shape[-1]
-    window = torch.hann_window(crop, periodic=False, dtype=x.dtype)
-    x = (x - x.mean(dim=(1, 2), keepdim=True)) * (window[:, None] * window[None, :])
+    if window == "hann":
+        taper = torch.hann_window(crop, periodic=False, dtype=x.dtype)
+    elif window == "tukey":
+        taper = torch.as_tensor(signal.windows.tukey(crop, TUKEY_ALPHA), dtype=x.dtype)
+    else:
+        raise ValueError(f"window must be 'hann' or 'tukey', got {window!r}")
+    x = (x - x.mean(dim=(1, 2), keepdim=True)) * (taper[:, None] * taper[None, :])
     spec = torch.fft.fftshift(torch.fft.fft2(x).abs(), dim=(-2, -1))
     c, f = crop // 2, min(fmax, crop // 2 - 1)
     spec = torch.log1p(spec[:, c - f:c + f + 1, c - f:c + f + 1])
@@ -163,16 +173,19 @@ def _chosen_slices(votes: np.ndarray, query_codes: np.ndarray, reference_codes: 
 
 
 def candidates(queries: np.ndarray, query_codes: np.ndarray, reference: np.ndarray, reference_codes: np.ndarray,
-               k: int = 16, patients: int = 2, size: int = 32, own: int = 4) -> np.ndarray:
+               k: int = 16, patients: int = 2, size: int = 32, own: int = 4, margin: int = 4,
+               window: str = "hann") -> np.ndarray:
     """(Q, C) reference slice indices worth the exact search: every slice of the `patients` reference patients
     that a query patient's slices vote for most (each slice votes for the patients of its k nearest reference
     slices in the spectrum space), and the slice's own `own` nearest reference slices. Copies come as patients, so
     one patient's slices outvote a slice's noise; a patient assembled from slices of many patients (each slice a
-    copy) outvotes nothing, and its slices' own neighbours find them."""
+    copy) outvotes nothing, and its slices' own neighbours find them. `margin`, `window`: the spectrum space
+    (`spectrum_vectors`)."""
     query_codes = np.asarray(query_codes, dtype=np.int64)
     reference_codes = np.asarray(reference_codes, dtype=np.int64)
     n_query, n_ref = int(query_codes.max()) + 1, int(reference_codes.max()) + 1
-    _, ids = NeighbourIndex(spectrum_vectors(reference, size)).search(spectrum_vectors(queries, size), k)
+    spectra = [spectrum_vectors(x, size, margin=margin, window=window) for x in (reference, queries)]
+    _, ids = NeighbourIndex(spectra[0]).search(spectra[1], k)
     chosen = _chosen_slices(_patient_votes(ids, query_codes, reference_codes, n_query, n_ref), query_codes,
                             reference_codes, patients)
     return np.concatenate([chosen, ids[:, :min(own, ids.shape[1])]], axis=1) if own > 0 else chosen
@@ -306,16 +319,16 @@ def _window_scores(ref_rows: torch.Tensor, bank: torch.Tensor, crop: int) -> tor
     b, n_var, h, w = bank.shape
     n = crop * crop
     flat = bank.reshape(b * n_var, h, w)
-    # a window's spread ignores the offset; in doubles, because float32 running sums over a flat window (a border
-    # padded with one value) left a spread of rounding error, and dots divided by it gave "correlations" of 25
-    flat = (flat - flat.mean(dim=(1, 2), keepdim=True)).double()
+    # a window's spread ignores the offset. On a flat window (a border padded with one value) the running sums leave
+    # a spread of rounding error (~1e-7 of the squared window mean), and dots divided by it gave "correlations" of
+    # 25: a window below FLAT_WINDOW of its map's variance is scored 0 (with centred maps the rounding stays far below)
+    flat = flat - flat.mean(dim=(1, 2), keepdim=True)
     sums, squares = window_sums(flat, crop), window_sums(flat * flat, crop)  # (B V, sy, sx)
     spread = (squares - sums * sums / n).reshape(b, n_var, -1)  # (B, V, S): n x the window's variance
     level = flat.pow(2).mean(dim=(1, 2)).reshape(b, n_var, 1)  # the whole map's variance
     informative = spread > FLAT_WINDOW * n * level
-    norms = torch.where(informative, spread, 1.0).sqrt().to(bank.dtype)
-    scores = (_window_dots(ref_rows, bank, crop) / norms[:, None]).clamp(-1.0, 1.0)
-    return torch.where(informative[:, None], scores, 0.0)  # a flat window resembles nothing
+    norms = torch.where(informative, spread.clamp_min(0.0).sqrt(), math.inf)  # a flat window resembles nothing: 0
+    return (_window_dots(ref_rows, bank, crop) / norms[:, None]).clamp_(-1.0, 1.0)
 
 
 def _curve_window_scores(ref_rows: torch.Tensor, bank: torch.Tensor, crop: int) -> torch.Tensor:

@@ -103,6 +103,13 @@ def small_rotations(ctx: AuditContext) -> tuple[float, ...]:
     return (-angle, 0.0, angle) if angle > 0 else (0.0,)
 
 
+def better_of(current: tuple[np.ndarray, np.ndarray], found: tuple[np.ndarray, np.ndarray]
+              ) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """Per slice, of two (scores, matches): the better score and its match, and where `found` was the better."""
+    better = found[0] > current[0]
+    return (np.where(better, found[0], current[0]), np.where(better, found[1], current[1])), better
+
+
 def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
                 queries: dict[str, tuple[np.ndarray, np.ndarray]], with_patches: bool,
                 smoothing: float = 0.0, blend_slices: int = 0) -> dict[str, dict]:
@@ -113,9 +120,9 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
     blend_match.py), its match and transform, with `with_patches` the patches similarity and with
     `smoothing` > 0 the small-transform search (and the translations) on slices blurred by that sd (px).
 
-    The blend fit and the translations join `robust` rather than making parts of their own: the part's bar is fitted on the holdout's
-    scores of the same best-of statistic, so the blend costs no extra test (a new part would lower the plan's
-    union bound on an honest pass), and a real new patient's slice is almost always matched better by the
+    The blend fit and the translations join `robust` rather than making parts of their own: the part's bar is
+    fitted on the holdout's scores of the same best-of statistic, so they cost no extra test (a new part would
+    lower the plan's union bound on an honest pass), and a real new patient's slice is almost always matched better by the
     whole-slice search than by the fine-detail fit (measured: its median fine-detail R 0.63)."""
     train, tr_codes = train
     shift = ctx.option("copy_max_shift")
@@ -149,24 +156,20 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
                                                                   max_shift=shift, scales=scales,
                                                                   return_transform=True, undone=spectra,
                                                                   curve=ctx.option("copy_intensity_curve"))
-            better = reg > best
-            best, match = np.where(better, reg, best), np.where(better, reg_match, match)
+            (best, match), better = better_of((best, match), (reg, reg_match))
             transform[better] = reg_transform[better]
         if translation:
             far = candidates(images, codes, train, tr_codes, patients=ctx.option("copy_candidate_patients"),
                              size=MATCH_SIZE, margin=0, window="tukey")
-            moved, moved_match = translated_similarity(images, train, far, MATCH_SIZE, translation)
-            better = moved > best
-            best, match = np.where(better, moved, best), np.where(better, moved_match, match)
+            (best, match), better = better_of((best, match), translated_similarity(images, train, far, MATCH_SIZE,
+                                                                                   translation))
             transform[better] = np.nan
             if smoothed is not None:  # moved by a fraction of a pixel too (interpolated: a blur) and under noise
-                moved, moved_match = translated_similarity(query_blurred, train_blurred, far, MATCH_SIZE, translation)
-                better = moved > smoothed[0]
-                smoothed = (np.where(better, moved, smoothed[0]), np.where(better, moved_match, smoothed[1]))
+                smoothed, _ = better_of(smoothed, translated_similarity(query_blurred, train_blurred, far, MATCH_SIZE,
+                                                                        translation))
         if blend_slices:
-            mixed, parent = blend_similarity(images, train, blend_slices, MATCH_SIZE, reference_detail=train_detail)
-            better = mixed > best
-            best, match = np.where(better, mixed, best), np.where(better, parent, match)
+            (best, match), better = better_of((best, match), blend_similarity(
+                images, train, blend_slices, MATCH_SIZE, reference_detail=train_detail))
             transform[better] = np.nan
         out[split] = {"robust": (best, match, transform), "patches": tiles, "smoothed": smoothed}
     return out

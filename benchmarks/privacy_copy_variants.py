@@ -10,7 +10,8 @@ altered with the images (nearest neighbour). 32 px, default options and threshol
     slices altered by one of the whole-patient changes, e.g. `quarter:rot20+gamma+noise`; `blend0.5` / `blend0.7`:
     two training patients averaged slice by slice, the first with that weight; `blend3`: three, in equal thirds;
     `shift3.5` / `shift5` / `shift8`: moved by (3.5, -2.5) / (5, -4) / (8, -6) px, edges extended; `crops5`: each slice moved on its own by up
-    to 5 px per axis, a memorised random crop)
+    to 5 px per axis, a memorised random crop; `rot10+shift5` / `rot6+shift6` / `rot15+shift4`: turned, then moved
+    by (5, -4) / (-6, 3) / (4, 4) px)
     (one JSON line per variant; no variant: all of them)
 
 Measured figures: docs/privacy-checks.md ("Registered search").
@@ -80,6 +81,11 @@ def _random_crops(max_px, rng):
     return change
 
 
+def _then(first, second):
+    """Two changes, one after the other."""
+    return lambda image, label: second(*first(image, label))
+
+
 def _restyled(image, label):
     """Per-structure contrast changes: cavities x 0.75, myocardium x 1.4, everything else to the power 0.8."""
     clipped = np.clip(image, 0.0, None)
@@ -92,6 +98,10 @@ CHANGES = {
     "transpose": lambda rng: _geometric(lambda x, order: x.T.copy()),
     "shift3.5": lambda rng: _shifted(3.5, -2.5), "shift5": lambda rng: _shifted(5, -4), "shift8": lambda rng: _shifted(8, -6),
     "crops5": lambda rng: _random_crops(5, rng),
+    # a turn and a move beyond the small search's 3 px together
+    "rot10+shift5": lambda rng: _then(_rotated(10.0), _shifted(5, -4)),
+    "rot6+shift6": lambda rng: _then(_rotated(-6.0), _shifted(-6, 3)),
+    "rot15+shift4": lambda rng: _then(_rotated(15.0), _shifted(4, 4)),
     "zoom1.15": lambda rng: _zoomed(1.15), "elastic0.7": lambda rng: _elastic(0.7, rng),
     "elastic1.5": lambda rng: _elastic(1.5, rng), "elastic2.5": lambda rng: _elastic(2.5, rng),
     "blur1+noise": lambda rng: (lambda image, label: (ndimage.gaussian_filter(image, 1.0)

@@ -58,7 +58,7 @@ from .mask_features import mask_images, mask_vectors
 from .neighbours import NeighbourIndex, index_for
 from .patients import per_patient
 from .blend_match import blend_similarity, fine_detail
-from .translate_match import translated_similarity
+from .translate_match import ANGLE_STEP, moved_candidates, translated_similarity, translation_angles
 from .robust_match import (blurred, candidates, patch_similarity, registered_similarity, robust_similarity,
                            transformed_candidates, zoom_bank)
 from .warp_match import warped_similarity
@@ -159,14 +159,23 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
             (best, match), better = better_of((best, match), (reg, reg_match))
             transform[better] = reg_transform[better]
         if translation:
-            far = candidates(images, codes, train, tr_codes, patients=ctx.option("copy_candidate_patients"),
-                             size=MATCH_SIZE, margin=0, window="tukey")
-            (best, match), better = better_of((best, match), translated_similarity(images, train, far, MATCH_SIZE,
-                                                                                   translation))
+            patients = ctx.option("copy_candidate_patients")
+            far = candidates(images, codes, train, tr_codes, patients=patients, size=MATCH_SIZE, margin=0,
+                             window="tukey")
+            turns = translation_angles(ctx.option("copy_translation_max_rotation"))
+            turned = {}
+            if len(turns) > 1:  # turned as well as moved: a direct search finds what the spectra miss
+                moved, turn = moved_candidates(images, codes, train, tr_codes, turns, min(translation, 6),
+                                               patients=patients, size=MATCH_SIZE,
+                                               ivf_lists=ctx.option("nn_ivf_lists"), nprobe=ctx.option("nn_nprobe"))
+                turned = dict(turn=turn, turned_from=far.shape[1], nudge=ANGLE_STEP / 2)
+                far = np.concatenate([far, moved], axis=1)
+            (best, match), better = better_of((best, match), translated_similarity(
+                images, train, far, MATCH_SIZE, translation, **turned))
             transform[better] = np.nan
             if smoothed is not None:  # moved by a fraction of a pixel too (interpolated: a blur) and under noise
-                smoothed, _ = better_of(smoothed, translated_similarity(query_blurred, train_blurred, far, MATCH_SIZE,
-                                                                        translation))
+                smoothed, _ = better_of(smoothed, translated_similarity(
+                    query_blurred, train_blurred, far, MATCH_SIZE, translation, **turned))
         if blend_slices:
             (best, match), better = better_of((best, match), blend_similarity(
                 images, train, blend_slices, MATCH_SIZE, reference_detail=train_detail))
@@ -446,6 +455,9 @@ class NNMemorisation(Auditor):
         Option("copy_max_translation", int, 8, "the `robust` view also correlates each slice with candidates found "
                "in a shift-tolerant spectrum space over translations up to this many px (at 32 px) on their overlap "
                "(the better score counts): copies moved beyond copy_max_shift; 0: off", low=0, high=8),
+        Option("copy_translation_max_rotation", float, 15.0, "the translation search also looks for copies turned "
+               "by up to this angle either way and moved beyond copy_max_shift (a direct search over turns 5 degrees "
+               "apart finds their candidates); 0: moves only", low=0.0, high=45.0),
         Option("copy_max_rotation", float, 5.0, "largest rotation (degrees) the copy matcher forgives", low=0.0,
                high=30.0),
         Option("copy_registration", bool, True, "also register each slice to its candidates over any rotation, "

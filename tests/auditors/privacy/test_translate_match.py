@@ -1,7 +1,7 @@
-"""Copies moved far: the overlap correlation agrees with np.corrcoef on the overlap at every translation, the
-shift-tolerant spectrum space lists the sources of slices moved by 5 px where the small search's space does not,
-and with the translations the memorisation auditor's `robust` view confirms training patients moved by 5 px that
-every part missed before."""
+"""Copies moved far: the overlap correlation agrees with np.corrcoef on the overlap at every translation (and with a
+query support), the shift-tolerant spectrum space lists the sources of slices moved by 5 px where the small search's
+space does not, the direct search lists the sources of slices turned and moved, and the memorisation auditor
+confirms training patients moved by 5 px, or turned by 10 degrees and moved, that every part missed before."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +12,8 @@ from scipy import ndimage
 from auditors.base import AuditContext
 from auditors.privacy.memorisation import NNMemorisation
 from auditors.privacy.robust_match import candidates
-from auditors.privacy.translate_match import overlap_correlation, translated_similarity
+from auditors.privacy.translate_match import (moved_candidates, overlap_correlation, translated_similarity,
+                                              translation_angles, turned)
 from cmri_release.core.sliceset import SliceSet
 
 
@@ -46,6 +47,45 @@ def test_overlap_correlation_is_corrcoef_on_the_overlap_at_every_translation():
     assert np.all(got[2, 0] == 0.0)
 
 
+def _masked_reference(query: np.ndarray, support: np.ndarray, ref: np.ndarray, t: int) -> np.ndarray:
+    """Brute force with a query support: np.corrcoef over the overlap's pixels where the support is 1."""
+    h, w = ref.shape
+    out = []
+    for dy in range(-t, t + 1):
+        for dx in range(-t, t + 1):
+            pairs = [(query[y + dy, x + dx], ref[y, x]) for y in range(h) for x in range(w)
+                     if 0 <= y + dy < h and 0 <= x + dx < w and support[y + dy, x + dx]]
+            q, r = np.array(pairs).T
+            out.append(np.corrcoef(q, r)[0, 1])
+    return np.array(out)
+
+
+def test_overlap_correlation_counts_only_the_query_support():
+    rng = np.random.default_rng(1)
+    queries, refs = rng.normal(size=(2, 10, 10)), rng.normal(size=(2, 2, 10, 10))
+    support = (rng.random((2, 10, 10)) > 0.25).astype(np.float64)
+    queries_off = np.where(support > 0, queries, 1e3)  # what lies outside the support must not matter
+    got = overlap_correlation(torch.from_numpy(queries_off), torch.from_numpy(refs), 2,
+                              torch.from_numpy(support)).numpy()
+    for b in range(2):
+        for k in range(2):
+            assert np.allclose(got[b, k], _masked_reference(queries[b], support[b], refs[b, k], 2), atol=1e-6)
+    full = overlap_correlation(torch.from_numpy(queries), torch.from_numpy(refs), 2, torch.ones(2, 10, 10,
+                                                                                            dtype=torch.float64))
+    assert torch.allclose(full, overlap_correlation(torch.from_numpy(queries), torch.from_numpy(refs), 2))
+
+
+def test_turn_bank_and_support():
+    assert translation_angles(15.0) == (-15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 15.0)
+    assert translation_angles(0.0) == (0.0,) and translation_angles(7.0) == (-5.0, 0.0, 5.0)
+    images = torch.rand(2, 32, 32)
+    out, support = turned(images, torch.tensor([0.0, 30.0]))
+    assert torch.allclose(out[:, 0], images, atol=1e-5) and bool((support[:, 0] == 1).all())
+    # a turn by 30 degrees empties the corners: the support is the square turned inside (about 84% of its area)
+    assert 0.78 < float(support[0, 1].mean()) < 0.86 and float(support[0, 1, 16, 16]) == 1.0
+    assert float(support[0, 1, 0, 0]) == 0.0
+
+
 def _moved(images: np.ndarray, dy: float, dx: float) -> np.ndarray:
     return np.stack([ndimage.shift(x, (dy, dx), order=1, mode="nearest") for x in images]).astype(np.float32)
 
@@ -65,6 +105,37 @@ def test_slices_moved_by_five_px_are_found_with_their_sources_and_strangers_are_
     assert score[16:].max() < 0.9
     with pytest.raises(ValueError, match="max_translation"):
         translated_similarity(queries, s.images, near, max_translation=9)
+
+
+def _turned_and_moved(images: np.ndarray, degrees: float, dy: float, dx: float) -> np.ndarray:
+    return np.stack([ndimage.shift(ndimage.rotate(x, degrees, reshape=False, order=1, mode="nearest"), (dy, dx),
+                                   order=1, mode="nearest") for x in images]).astype(np.float32)
+
+
+def test_slices_turned_and_moved_are_found_by_the_direct_search(blobs):
+    """Turned by 10 degrees and moved by (5, -4) px: the direct search lists every source slice and the turn that undoes
+    it; the overlap correlation under that turn scores the copies far above the translations alone; strangers stay
+    low."""
+    s = blobs(12, slices=4, size=32, seed=3, noise=0.05)
+    codes, _ = s.subject_codes()
+    copies = _turned_and_moved(s.images[:16], 10.0, 5, -4)
+    strangers = blobs(4, slices=4, size=32, seed=4, noise=0.05).images
+    queries, q_codes = np.concatenate([copies, strangers]), np.repeat(np.arange(8), 4)
+    near, turn = moved_candidates(queries, q_codes, s.images, codes, translation_angles(15.0))
+    assert all(i in near[i] for i in range(16))
+    assert np.median(np.abs(turn[:16] - (-10.0))) <= 5.0  # the query turned back by about 10 degrees
+    many = blobs(40, slices=4, size=32, seed=5, noise=0.05)  # 160 slices: a FAISS IVF index of 4 lists, 1 visited
+    approximate, _ = moved_candidates(queries, q_codes, many.images, many.subject_codes()[0],
+                                      translation_angles(15.0), ivf_lists=4, nprobe=1)
+    assert approximate.min() >= 0 and approximate.max() < len(many.images)
+    plain, _ = translated_similarity(queries, s.images, near, max_translation=8)
+    score, source = translated_similarity(queries, s.images, near, max_translation=8, turn=turn, nudge=2.5)
+    assert np.array_equal(source[:16], np.arange(16))
+    assert np.all(score[:16] > 0.93) and np.all(score[:16] > plain[:16] + 0.05)  # two interpolations: not 1
+    assert score[16:].max() < 0.9
+    # no turn: the same as the translations alone
+    unturned, _ = translated_similarity(queries, s.images, near, turn=np.zeros(len(queries)))
+    assert np.allclose(unturned, plain, atol=1e-5)
 
 
 FAST = dict(copy_registration=False, copy_warp=False, audit_masks=False, feature_spaces=["pixels"], pixel_size=16)
@@ -93,3 +164,22 @@ def test_training_patients_moved_by_five_px_are_confirmed_by_the_robust_view(pha
     synthetic = SliceSet.concat([new.for_subjects(new.subjects[:24]), moved])
     part_alone_confirms(_audit, train, holdout, synthetic, set(moved.subjects), "robust",
                         {"copy_max_translation": 0}, 3, **FAST)
+
+
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine (the direct search's own test runs there)
+def test_training_patients_turned_and_moved_are_confirmed(phantom_slices, part_alone_confirms):
+    """Three training patients turned by 10 degrees and moved by (5, -4) px among 24 new patients: with moves only
+    (`copy_translation_max_rotation=0`) none is confirmed; with the direct search the release fails, on copies only
+    (at least 2 of the 3 at this 12-patient holdout, whose bar sits at its largest score)."""
+    train, holdout, new = phantom_slices
+    source = train.for_subjects(train.subjects[:3])
+    turned_moved = SliceSet(
+        images=_turned_and_moved(source.images, 10.0, 5, -4),
+        labels=np.stack([ndimage.shift(ndimage.rotate(x, 10.0, reshape=False, order=0, mode="nearest"), (5, -4),
+                                       order=0, mode="nearest") for x in source.labels]).astype(np.uint8),
+        subject_ids=np.char.add("turned-", source.subject_ids), vendors=source.vendors, phases=source.phases,
+        slice_pos=source.slice_pos, slice_index=source.slice_index, has_label=source.has_label,
+        spacing_mm=source.spacing_mm)
+    synthetic = SliceSet.concat([new.for_subjects(new.subjects[:24]), turned_moved])
+    part_alone_confirms(_audit, train, holdout, synthetic, set(turned_moved.subjects), "smoothed_best_slice",
+                        {"copy_translation_max_rotation": 0.0}, 2, **FAST)

@@ -112,13 +112,14 @@ def better_of(current: tuple[np.ndarray, np.ndarray], found: tuple[np.ndarray, n
 
 def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
                 queries: dict[str, tuple[np.ndarray, np.ndarray]], with_patches: bool,
-                smoothing: float = 0.0, blend_slices: int = 0) -> dict[str, dict]:
+                smoothing: float = 0.0, blend_slices: int = 0, turned_moves: bool = True) -> dict[str, dict]:
     """Per split (synthetic, holdout), from (images, patient codes) of the training slices and of each split's
     slices: each slice's best robust correlation to the training slices (the best of the small-transform search,
     with `copy_registration` the registered search, with `copy_max_translation` the search over translations of
     that many px (translate_match.py) and with `blend_slices` > 0 the blend fit on that many training slices:
     blend_match.py), its match and transform, with `with_patches` the patches similarity and with
-    `smoothing` > 0 the small-transform search (and the translations) on slices blurred by that sd (px).
+    `smoothing` > 0 the small-transform search (and the translations) on slices blurred by that sd (px). With
+    `turned_moves` and `copy_translation_max_rotation` > 0, the translations also turn (translate_match.py).
 
     The blend fit and the translations join `robust` rather than making parts of their own: the part's bar is
     fitted on the holdout's scores of the same best-of statistic, so they cost no extra test (a new part would
@@ -162,7 +163,7 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
             patients = ctx.option("copy_candidate_patients")
             far = candidates(images, codes, train, tr_codes, patients=patients, size=MATCH_SIZE, margin=0,
                              window="tukey")
-            turns = translation_angles(ctx.option("copy_translation_max_rotation"))
+            turns = translation_angles(ctx.option("copy_translation_max_rotation") if turned_moves else 0.0)
             turned = {}
             if len(turns) > 1:  # turned as well as moved: a direct search finds what the spectra miss
                 moved, turn = moved_candidates(images, codes, train, tr_codes, turns, min(translation, 6),
@@ -220,7 +221,8 @@ def _mask_part(ctx: AuditContext) -> Part | None:
         sets[split] = (images, getattr(ctx, split).subject_codes()[0][rows[split]])
     if not len(rows["train"]):
         return None  # no training label map: nothing the masks could copy
-    found = copy_search(ctx, sets.pop("train"), sets, False)
+    # label maps: moves, not the turned-and-moved search (half the audit's cost of it; the images carry it)
+    found = copy_search(ctx, sets.pop("train"), sets, False, turned_moves=False)
     best, match, transform = found["synthetic"]["robust"]
     n_syn_slices = len(ctx.synthetic.images)
     scores, matches = np.full(n_syn_slices, np.nan), np.full(n_syn_slices, -1, dtype=np.int64)

@@ -79,7 +79,8 @@ def _mask_scores(query_split: str, reference_split: str, ctx: AuditContext) -> n
     (rows, images), (ref_rows, ref_images) = (annotated_mask_images(ctx, s) for s in (query_split, reference_split))
     if not len(rows):
         return np.full(len(subjects), np.nan)
-    found = copy_search(ctx, (ref_images, ref_codes[ref_rows]), {"queries": (images, codes[rows])}, with_patches=False)
+    found = copy_search(ctx, (ref_images, ref_codes[ref_rows]), {"queries": (images, codes[rows])}, with_patches=False,
+                        turned_moves=False)  # label maps: as the memorisation auditor's masks part
     return median_where(found["queries"]["robust"][0], codes[rows], len(subjects))
 
 

@@ -34,6 +34,7 @@ def _audit(phantom_slices, embedder, synthetic):
     return verdict(results), {c.name: c for r in results for c in r.checks}, results
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine; CI runs it
 def test_copies_of_every_training_patient_fail(phantom_slices, embedder, copies):
     train, _, _ = phantom_slices
     result, checks, _ = _audit(phantom_slices, embedder, copies(train, seed=5))
@@ -56,6 +57,7 @@ def test_a_minority_of_copies_among_new_patients_fails(phantom_slices, embedder,
     assert 7 <= parts["robust"]["near_copies"] <= 11, {s: parts[s]["near_copies"] for s in parts}
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine; CI runs it
 def test_new_patients_from_the_same_population_pass(phantom_slices, embedder):
     _, _, new = phantom_slices
     result, checks, results = _audit(phantom_slices, embedder, new.for_subjects(new.subjects[:24]))

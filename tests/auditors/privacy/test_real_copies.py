@@ -126,6 +126,7 @@ def test_warped_holdout_copies_are_found_by_the_deformable_search(phantom_slices
     assert _audit_with(train, holdout, synthetic, copy_warp=False, audit_masks=False).checks[0].estimate == 0
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine; CI runs it
 def test_noisy_holdout_copies_are_found_by_the_smoothed_search(phantom_slices):
     """Holdout patients under strong white noise (sd 0.1 of the [0, 1] range): confirmed by the `smoothed` parts (the
     search on slices blurred by `copy_smoothing_px`), and by nothing when it is off."""

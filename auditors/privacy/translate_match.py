@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .neighbours import NeighbourIndex
 from .robust_match import (FLAT_WINDOW, _as_tensor, _best_candidate, _check_candidates, _chosen_slices,
-                           _normalise_rows, _patient_votes, _reference_rows, warp)
+                           _normalise_rows, _patient_votes, _reference_rows)
 
 ANGLE_STEP = 5.0  # degrees between the turns of the bank: at half size a 2.5-degree miss moves a corner < 0.4 px
 

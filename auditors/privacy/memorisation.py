@@ -50,6 +50,7 @@ from scipy import stats
 
 from auditors.base import AuditContext, AuditResult, Auditor, CohortSizes, Figure, Option, register_auditor, worst_case
 from auditors.features import features
+from cmri_release.core.sliceset import SliceSet
 
 from .calibration import (TailThreshold, confirm_pass_probability, cross_fitted_flags, fit_tail, pass_probability,
                           patient_folds, patients_to_decide, proportion_interval, smallest_detectable)
@@ -201,10 +202,11 @@ def median_where(values: np.ndarray, codes: np.ndarray, n_patients: int) -> np.n
     return out
 
 
-def annotated_mask_images(ctx: AuditContext, split: str) -> tuple[np.ndarray, np.ndarray]:
+def annotated_mask_images(ctx: AuditContext, split: str, data: SliceSet | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The rows of a split's annotated slices and their label maps as images (mask_features.mask_images), computed
-    once per audit."""
-    data = getattr(ctx, split)
+    once per audit. `data`: slices under the name `split` that are not one of the context's splits (e.g. the
+    holdout and test patients together)."""
+    data = getattr(ctx, split) if data is None else data
     rows = np.flatnonzero(data.has_label)
     return rows, ctx.shared(f"mask_images.{split}", lambda: mask_images(data.labels[rows], MATCH_SIZE))
 

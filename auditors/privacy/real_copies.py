@@ -13,14 +13,17 @@ blurred slices: strong noise), `warped` (a deformable registration: an elastic w
 `masks` (the label maps, which real data brings along), and confirmed as a copy by the same rule as the training
 copies (`near_copies`: above the upper confidence bound of the null's (1 - 0.01 / n) quantile and above every null
 patient), each patient scored by its median slice and, with `copy_best_slice`, by its best `robust` slice (a few
-copied slices inside an otherwise new patient). The null of a reference split is the training patients matched to it:
-real patients that are not in it, as the holdout is for the training patients. One confirmed copy fails.
+copied slices inside an otherwise new patient). The holdout and test patients are searched as one reference (one
+confirmation test per score, half the searches); its null is the training patients matched to it: real patients
+that are not in it, as the holdout is for the training patients. One confirmed copy fails; the report says which
+split each copy's best slice came from.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from auditors.base import AuditContext, AuditResult, Auditor, CohortSizes, register_auditor
+from cmri_release.core.sliceset import SliceSet
 
 from .calibration import confirm_pass_probability, patient_folds
 from .memorisation import (CONFIRM_ALPHA, MATCH_SIZE, TAU_ALPHA, NNMemorisation, Part, annotated_mask_images,
@@ -32,22 +35,40 @@ CHECK = "privacy.real_patient_copies"
 REFERENCES = ("holdout", "test")
 
 
-def _split_tuple(slices) -> tuple:
+def real_reference(ctx: AuditContext) -> tuple[SliceSet | None, np.ndarray]:
+    """Every real patient the generator was not meant to see, as one reference: the holdout and, when there is one,
+    the test split, concatenated; and per reference patient code, the split it comes from. One reference, not one
+    per split: a confirmation test per part instead of one per part and split (the plan's union bound on an honest
+    pass), and half the searches (measured 2026-12-07 at the demo's sizes: docs/privacy-checks.md)."""
+    parts = [(split, getattr(ctx, split, None)) for split in REFERENCES]
+    parts = [(split, data) for split, data in parts if data is not None and len(data.subjects)]
+    if not parts:
+        return None, np.empty(0, dtype=object)
+    reference = parts[0][1] if len(parts) == 1 else SliceSet.concat([data for _, data in parts])
+    home = {}
+    for split, data in reversed(parts):  # a patient id in both splits is one patient: the first split names it
+        home.update(dict.fromkeys(data.subjects, split))
+    return reference, np.array([home[s] for s in reference.subjects], dtype=object)
+
+
+def _slices(data: SliceSet) -> tuple:
     """(images, patient codes, phases, positions): what the deformable search reads."""
-    return slices.images, slices.subject_codes()[0], slices.phases, slices.slice_pos
+    return data.images, data.subject_codes()[0], data.phases, data.slice_pos
 
 
-def patient_scores(query_split: str, reference_split: str, ctx: AuditContext) -> dict[str, np.ndarray]:
-    """Per part, per patient of the split `query_split`: its slices' best correlation to any slice of the split
-    `reference_split`, each patient scored by its median slice (`robust`, `smoothed`, `warped`) and, with `copy_best_slice`, by
-    its best slice under `robust` (`best_slice`). The views are those of `memorisation`:
+def patient_scores(queries: SliceSet, reference: SliceSet, ctx: AuditContext, names: tuple[str, str]
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per part, per patient of `queries`: its slices' best correlation to any slice of `reference`, each patient
+    scored by its median slice (`robust`, `smoothed`, `warped`) and, with `copy_best_slice`, by its best slice under
+    `robust` (`best_slice`); and per patient, the reference patient code its best `robust` slice matched (who it
+    copies, when it is a copy). The views are those of `memorisation`:
     `robust` the small-transform search (shifts up to `copy_max_shift`, rotations up to `copy_max_rotation`, a
     horizontal flip) and, with `copy_registration`, the registered search (any turn, either handedness, zooms up to
     `copy_max_zoom`); with `copy_smoothing_px`, the small search on blurred slices (copies under strong noise); with
     `copy_warp`, the deformable registration (copies under an elastic warp). A leaked split is copied, bent or
     noised as training data is: measured 2026-12-06, 10 holdout patients warped by 1.5 px among 100 synthetic ones
-    passed this check when it had the `robust` view only."""
-    queries, reference = getattr(ctx, query_split), getattr(ctx, reference_split)
+    passed this check when it had the `robust` view only. `names`: (queries, reference), the cache keys of their
+    label maps."""
     codes, subjects = queries.subject_codes()
     ref_codes, _ = reference.subject_codes()
     smoothing = float(ctx.option("copy_smoothing_px"))
@@ -57,7 +78,7 @@ def patient_scores(query_split: str, reference_split: str, ctx: AuditContext) ->
     if smoothing > 0:
         views["smoothed"] = found["smoothed"][0]
     if ctx.option("copy_warp"):
-        views["warped"] = warped_similarity(_split_tuple(queries), _split_tuple(reference),
+        views["warped"] = warped_similarity(_slices(queries), _slices(reference),
                                             ctx.option("copy_warp_patients"), MATCH_SIZE)[0]
     scores = {view: per_patient(best, codes, len(subjects), "median") for view, best in views.items()}
     if ctx.option("copy_best_slice"):
@@ -65,18 +86,31 @@ def patient_scores(query_split: str, reference_split: str, ctx: AuditContext) ->
         # bound), and a leaked split brings whole patients; partial bent or noised copies are the training search's
         scores["best_slice"] = per_patient(views["robust"], codes, len(subjects), "max")
     if ctx.option("audit_masks") and reference.has_label.any():  # no reference label map: nothing to copy
-        scores["masks"] = _mask_scores(query_split, reference_split, ctx)
-    return scores
+        scores["masks"] = _mask_scores(queries, reference, ctx, names)
+    return scores, _matched_patient(found["robust"][:2], codes, len(subjects), ref_codes)
 
 
-def _mask_scores(query_split: str, reference_split: str, ctx: AuditContext) -> np.ndarray:
+def _matched_patient(robust: tuple[np.ndarray, np.ndarray], codes: np.ndarray, n: int, ref_codes: np.ndarray
+                     ) -> np.ndarray:
+    """Per query patient, the reference patient code of its best-scoring slice's match (-1 when none)."""
+    best, match = robust
+    order = np.lexsort((-np.nan_to_num(best, nan=-np.inf), codes))  # by patient, its best slice first
+    first = order[np.r_[True, codes[order][1:] != codes[order][:-1]]]
+    out = np.full(n, -1, dtype=np.int64)
+    ok = match[first] >= 0
+    out[codes[first][ok]] = ref_codes[match[first][ok]]
+    return out
+
+
+def _mask_scores(queries: SliceSet, reference: SliceSet, ctx: AuditContext, names: tuple[str, str]) -> np.ndarray:
     """`masks`: per patient of `queries`, the median over its annotated slices of their label maps' best `robust`
-    correlation to the `reference` split's label maps (NaN for a patient without one: never confirmed, not in the
+    correlation to the `reference` label maps (NaN for a patient without one: never confirmed, not in the
     null), as `memorisation`'s masks part: real data under new names brings its label maps along, which no image
     noise hides (measured 2026-12-06: holdout copies under noise of sd 0.2 were found by no image view)."""
-    codes, subjects = getattr(ctx, query_split).subject_codes()
-    ref_codes, _ = getattr(ctx, reference_split).subject_codes()
-    (rows, images), (ref_rows, ref_images) = (annotated_mask_images(ctx, s) for s in (query_split, reference_split))
+    codes, subjects = queries.subject_codes()
+    ref_codes, _ = reference.subject_codes()
+    (rows, images), (ref_rows, ref_images) = (annotated_mask_images(ctx, name, data)
+                                              for data, name in zip((queries, reference), names))
     if not len(rows):
         return np.full(len(subjects), np.nan)
     found = copy_search(ctx, (ref_images, ref_codes[ref_rows]), {"queries": (images, codes[rows])}, with_patches=False,
@@ -107,47 +141,56 @@ class RealCopiesAuditor(Auditor):
     }
 
     def plan(self, sizes: CohortSizes, thresholds, seed: int = 0) -> dict:
-        references = 1 + int(bool(sizes.test))
         parts = len(default_parts())
         each = confirm_pass_probability(int(sizes.synthetic), int(sizes.train), CONFIRM_ALPHA, 1.0 - TAU_ALPHA)
-        return {CHECK: {"honest_pass_probability": max(0.0, 1.0 - references * parts * (1.0 - each)),
+        splits = "holdout and test patients together" if sizes.test else "holdout patients"
+        return {CHECK: {"honest_pass_probability": max(0.0, 1.0 - parts * (1.0 - each)),
                         "smallest_detectable": 1,
-                        "detectable_unit": f"copied patients (one confirmed copy fails; {references} real splits, "
-                                           f"{parts} scores each)"}}
+                        "detectable_unit": f"copied patients (one confirmed copy fails; {splits}, {parts} scores)"}}
 
     def run(self, ctx: AuditContext) -> AuditResult:
         syn_subjects = ctx.synthetic.subjects
-        metrics, details = {}, []
-        folds = patient_folds(len(ctx.train.subjects), ctx.seed)  # the null is the training patients for every split
-        for split in REFERENCES:
-            reference = getattr(ctx, split, None)
-            if reference is None or not len(reference.subjects):
-                continue
-            syn = patient_scores("synthetic", split, ctx)
-            null = patient_scores("train", split, ctx)  # real patients not in the reference split
-            for part in syn:
-                found = near_copies(Part(part, syn[part], null[part], syn[part], np.full(len(syn[part]), -1)),
-                                    len(syn[part]), folds)
-                names = [syn_subjects[i] for i in found["confirmed"]]
-                bar = found.get("confirm_threshold", float("nan"))
-                entry = metrics.setdefault(split, {"confirmed": [], "parts": {}})
-                entry["confirmed"] = sorted(set(entry["confirmed"]) | set(names))
-                entry["parts"][part] = {
-                    "confirmed": names, "confirm_threshold": bar,
-                    "synthetic_max_score": _max_score(syn[part]), "null_max_score": _max_score(null[part]),
-                    "null_patients": int(np.isfinite(null[part]).sum()),
-                    "not_calibrated": found.get("not_calibrated", "")}
-                details.append(f"{split} {part}: {len(names)} above {bar:.4f}"
-                               + (f" ({', '.join(names[:5])}{'...' if len(names) > 5 else ''})" if names else "")
-                               + (f" ({found['not_calibrated']}: not checked)" if "not_calibrated" in found else ""))
-        n = len({s for m in metrics.values() for s in m["confirmed"]})
-        unchecked = [split for split, m in metrics.items() if any(p["not_calibrated"] for p in m["parts"].values())]
-        if unchecked and not n:  # a reference that could not be searched shows nothing: not shown safe
+        reference, home = real_reference(ctx)
+        if reference is None:
+            check = self.exact_check(ctx, CHECK, 0, details="no holdout or test patients")
+            check.plan = self.plan(CohortSizes.of(ctx), {})[CHECK]
+            return AuditResult(self.name, self.group, metrics={}, checks=[check])
+        splits = sorted(set(home), key=REFERENCES.index)
+        syn, matched = patient_scores(ctx.synthetic, reference, ctx, ("synthetic", "real_reference"))
+        # the null: real patients that are not in the reference (as the holdout is for the training patients)
+        null, _ = patient_scores(ctx.train, reference, ctx, ("train", "real_reference"))
+        folds = patient_folds(len(ctx.train.subjects), ctx.seed)
+        metrics = {"reference_splits": splits, "reference_patients": len(reference.subjects), "confirmed": [],
+                   "parts": {}, **{split: {"confirmed": []} for split in splits}}
+        details, confirmed = [], set()
+        for part in syn:
+            found = near_copies(Part(part, syn[part], null[part], syn[part], np.full(len(syn[part]), -1)),
+                                len(syn[part]), folds)
+            confirmed |= set(int(i) for i in found["confirmed"])
+            names = [syn_subjects[i] for i in found["confirmed"]]
+            bar = found.get("confirm_threshold", float("nan"))
+            metrics["parts"][part] = {
+                "confirmed": names, "confirm_threshold": bar,
+                "synthetic_max_score": _max_score(syn[part]), "null_max_score": _max_score(null[part]),
+                "null_patients": int(np.isfinite(null[part]).sum()),
+                "not_calibrated": found.get("not_calibrated", "")}
+            details.append(f"{part}: {len(names)} above {bar:.4f}"
+                           + (f" ({', '.join(names[:5])}{'...' if len(names) > 5 else ''})" if names else "")
+                           + (f" ({found['not_calibrated']}: not checked)" if "not_calibrated" in found else ""))
+        for i in sorted(confirmed):  # whose copy: the split of the real patient its best slice matched
+            split = home[matched[i]] if matched[i] >= 0 else splits[0]
+            metrics[split]["confirmed"].append(syn_subjects[i])
+        metrics["confirmed"] = sorted(syn_subjects[i] for i in confirmed)
+        where = f"{' and '.join(splits)} patients ({len(reference.subjects)})"
+        per_split = ", ".join(f"{len(metrics[s]['confirmed'])} of the {s}" for s in splits)
+        details = [f"against the {where}: {per_split}"] + details
+        unchecked = any(p["not_calibrated"] for p in metrics["parts"].values())
+        if unchecked and not confirmed:  # a reference that could not be searched shows nothing: not shown safe
             need = (f"{len(ctx.train.subjects)} training patient(s) cannot calibrate the copy threshold for the "
-                    f"{' and '.join(unchecked)} patients; about 100 decide it (cmri-release plan)")
+                    f"{where}; about 100 decide it (cmri-release plan)")
             check = self.check(ctx, CHECK, 0.0, 0.0, float(len(syn_subjects)), details="; ".join(details),
                                decide=need)
         else:
-            check = self.exact_check(ctx, CHECK, n, details="; ".join(details) or "no holdout or test patients")
+            check = self.exact_check(ctx, CHECK, len(confirmed), details="; ".join(details))
         check.plan = self.plan(CohortSizes.of(ctx), {})[CHECK]
         return AuditResult(self.name, self.group, metrics=metrics, checks=[check])

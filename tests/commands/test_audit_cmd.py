@@ -38,6 +38,7 @@ def run(args):
     return CliRunner().invoke(main, ["audit", *map(str, args)])
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine (a faster sibling runs there)
 def test_new_patients_at_six_a_side_are_inconclusive_with_exit_1_and_three_files(cohorts, tmp_path):
     # Honest patients, but 6 a side cannot show safety: nothing fails, the verdict is inconclusive (blocks, exit 1).
     out = tmp_path / "audit"

@@ -65,6 +65,7 @@ def assert_swept_by_the_next_run(out: Path, pause_at: str, *args) -> list[str]:
     return left
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine (a faster sibling runs there)
 def test_killed_train_is_swept_by_the_next_train(tmp_path):
     data = write_ring_cohort(tmp_path / "data", 3)
     out = tmp_path / "models" / "model"

@@ -67,6 +67,7 @@ FAST = dict(copy_registration=False, **UNTURNED, copy_warp=False, audit_masks=Fa
             pixel_size=16)
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine (a faster sibling runs there)
 def test_training_patients_blended_two_by_two_are_confirmed_by_the_robust_view(phantom_slices, part_alone_confirms):
     """Six training patients averaged in pairs (three blends) among 24 new patients: without the blend fit nothing
     is confirmed; with it the release fails on the three blends and on nothing else."""

@@ -242,6 +242,7 @@ def test_label_maps_copied_under_a_shift_or_a_turn_are_confirmed_by_the_masks_pa
     assert not figure.public and figure.png.startswith(b"\x89PNG") and "label maps" in figure.title
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine (a faster sibling runs there)
 def test_noisy_copies_of_training_images_are_confirmed_by_the_smoothed_part(phantom_slices, part_alone_confirms):
     """Training patients' images under strong white noise (sd 0.1 of the [0, 1] range) and new patients' label maps:
     the full-resolution search confirms none of them (the noise hides the match); the same search on slices blurred
@@ -332,6 +333,7 @@ def test_new_patients_are_not_confirmed_by_the_best_slice_part(phantom_slices):
     assert best["holdout_median_score"] >= result.metrics["near_copies"]["robust"]["holdout_median_score"]
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine (a faster sibling runs there)
 def test_warped_copied_slices_are_confirmed_by_the_warped_best_slice_part(phantom_slices, slice_copies,
                                                                          part_alone_confirms):
     """Every fourth slice of new patients replaced by a training patient's under a smooth elastic warp (1.5 px sd):

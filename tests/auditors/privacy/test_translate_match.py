@@ -156,6 +156,7 @@ def _moved_patients(train: SliceSet, n: int) -> SliceSet:
         spacing_mm=source.spacing_mm)
 
 
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine (a faster sibling runs there)
 def test_training_patients_moved_by_five_px_are_confirmed_by_the_robust_view(phantom_slices, part_alone_confirms):
     """Three training patients moved by (5, -4) px among 24 new patients: without the translations nothing is
     confirmed; with them the release fails on the three and on nothing else."""

@@ -34,6 +34,7 @@ def test_unknown_executor_and_a_stray_address_are_refused():
         create_executor("local", address="ray://head:10001")
 
 
+@pytest.mark.slow  # starts a local Ray instance; default run under 15 min on a slow 2-core machine (CI runs it)
 def test_ray_runs_jobs_in_order_fails_closed_and_stops_its_instance():
     ray = pytest.importorskip("ray")
     with open_executor("ray") as executor:

@@ -28,6 +28,7 @@ def expected_evaluations(solver: str, steps: int) -> int:
     return {"heun": 2 * steps - 1, "euler": steps, "ddim": steps}[solver]
 
 
+@pytest.mark.slow  # trains a generator; default run under 15 min on a slow 2-core machine (CI runs it)
 def test_quick_run_writes_every_field(bench, quick_report):
     r = quick_report
     assert r["settings"]["quick"] and r["settings"]["patients"] == 8 and r["settings"]["epochs"] == 1
@@ -46,6 +47,7 @@ def test_quick_run_writes_every_field(bench, quick_report):
                                                        abs=2e-3)
 
 
+@pytest.mark.slow  # trains a generator; default run under 15 min on a slow 2-core machine (CI runs it)
 def test_the_chosen_setting_is_the_cheapest_reaching_the_target(quick_report):
     rows, eq = quick_report["table"], quick_report["equal_quality"]
     best = {name: max(r["mask_dice_ratio"] for r in rows if r["generator"] == name) for name in ("flow", "ddpm")}

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = """
 import json, sys
 sys.path.insert(0, "tests/auditors")
@@ -28,6 +30,7 @@ def _run(threads: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # two fidelity audits; default run under 15 min on a slow 2-core machine (CI runs it)
 def test_same_figures_at_one_and_two_threads():
     one, two = _run(1), _run(2)
     assert set(one) == {"fidelity.texture_ratio", "fidelity.spectrum_ratio", "fidelity.structure_texture_ratio",

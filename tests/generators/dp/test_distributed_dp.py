@@ -12,8 +12,10 @@ from generators.dp import open_account
 from generators.dp.engine import PrivateTraining
 from generators.training import Objective, SliceTensors, TrainSettings
 
-pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook", "ignore:Secure RNG turned off",
-                                        "ignore:divide by zero:RuntimeWarning")
+# slow: two torchrun processes; default run under 15 min on a slow 2-core machine (CI runs it)
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:Full backward hook", "ignore:Secure RNG turned off",
+                                         "ignore:divide by zero:RuntimeWarning")]
 
 N_PATIENTS, SLICES, BATCH = 8, 2, 4
 STEP_PATIENTS = [0, 1, 2, 3, 5, 6]  # one step's global batch; rank r gets those with patient % 2 == r

@@ -97,7 +97,7 @@ def _matched_patient(robust: tuple[np.ndarray, np.ndarray], codes: np.ndarray, n
     order = np.lexsort((-np.nan_to_num(best, nan=-np.inf), codes))  # by patient, its best slice first
     first = order[np.r_[True, codes[order][1:] != codes[order][:-1]]]
     out = np.full(n, -1, dtype=np.int64)
-    ok = match[first] >= 0
+    ok = (match[first] >= 0) & np.isfinite(best[first])  # a patient without a scored slice matched no one
     out[codes[first][ok]] = ref_codes[match[first][ok]]
     return out
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from auditors.base import AuditContext, CohortSizes, Verdict
-from auditors.privacy.real_copies import CHECK, RealCopiesAuditor
+from auditors.privacy.real_copies import CHECK, RealCopiesAuditor, _matched_patient
 from cmri_release.core.sliceset import SliceSet
 
 
@@ -154,3 +154,20 @@ def test_noisy_holdout_copies_are_found_by_the_smoothed_search(phantom_slices):
     masks = _audit_with(train, holdout, synthetic, **images_only).metrics["parts"]["masks"]["confirmed"]
     assert len(masks) >= 3 and set(masks) <= set(noisy.subjects), masks
 
+
+
+def test_matched_patient_is_the_reference_patient_of_each_patients_best_slice_as_a_loop_finds_it():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 7, 60)
+    codes[:7] = np.arange(7)  # every patient has a slice
+    best = rng.random(60)
+    best[3] = np.nan  # a slice without a score never wins
+    best[codes == 5] = np.nan  # nor a patient without any
+    match = rng.integers(-1, 40, 60)
+    ref_codes = rng.integers(0, 9, 40)
+    found = _matched_patient((best, match), codes, 7, ref_codes)
+    for patient in range(7):
+        rows = [i for i in np.flatnonzero(codes == patient) if not np.isnan(best[i])]
+        top = max(rows, key=lambda i: best[i]) if rows else None
+        want = ref_codes[match[top]] if top is not None and match[top] >= 0 else -1
+        assert found[patient] == want

@@ -44,6 +44,10 @@ class Generator(ABC):
     """Conditional image generator: label map (one-hot) + vendor -> image."""
 
     name: ClassVar[str]
+    # Whether `sample` and `membership_scores` may run in several threads at once on one instance (synthesis then
+    # makes subjects side by side, one CPU core each; the white-box attack scores its parts so). Off unless a
+    # generator says so: a plug-in's thread safety is not known.
+    parallel_sampling: ClassVar[bool] = False
 
     @abstractmethod
     def fit(self, train: SliceSet, privacy: DPConfig | None = None, *, epochs: int | None = None,

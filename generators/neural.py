@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import threading
 import time
 from abc import abstractmethod
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import nn
 
 from cmri_release.core.fs import package_versions
 from cmri_release.core.labels import check_labels
+from cmri_release.core.parallel import seeded_global_rng
 from cmri_release.core.sliceset import SliceSet
 
 from .base import DPConfig, Generator, require_epoch_budget
@@ -86,8 +88,13 @@ def vendor_statistics(train: SliceSet) -> dict:
     return {"vendors": stats, "population": population}
 
 
+# Guards every generator's count of running samplers (NeuralGenerator._channels_last).
+_LAYOUT_LOCK = threading.Lock()
+
+
 class NeuralGenerator(Generator):
     EXTRA_DEFAULTS: ClassVar[dict] = {}
+    parallel_sampling: ClassVar[bool] = True  # sample / membership_scores in several threads (_channels_last)
 
     def __init__(self, **config):
         defaults = {**BASE_DEFAULTS, **self.EXTRA_DEFAULTS}
@@ -196,8 +203,8 @@ class NeuralGenerator(Generator):
             kind = next((m.get("intensity", {}).get("kind") for m in labelled.subject_meta.values()), "percentile")
             self.preprocess = {"size": labelled.size, "fov_mm": labelled.size * labelled.spacing_mm,
                                "normalisation": kind or "percentile"}
-        torch.manual_seed(seed)
-        self._build(len(self.vendors))
+        with seeded_global_rng(seed):  # the same weights for a seed, whatever is trained beside this model
+            self._build(len(self.vendors))
         self._built = True
         account = None
         if privacy is not None:  # patient-level DP: check the networks and the settings before anything is fitted
@@ -290,15 +297,23 @@ class NeuralGenerator(Generator):
     @contextlib.contextmanager
     def _channels_last(self):
         """Networks in channels_last while sampling: oneDNN's convolutions run about 20% faster on the CPU in that
-        layout (the same numbers to 1e-5); the contiguous layout is restored after, for training and saving."""
+        layout (the same numbers to 1e-5); the contiguous layout is restored after, for training and saving.
+        Re-entrant and safe across threads (subjects synthesised side by side): the layout changes only when the
+        first sampler comes in and when the last one leaves, never under a running one."""
         modules = list(self._networks().values())
-        for m in modules:
-            m.to(memory_format=torch.channels_last)
+        with _LAYOUT_LOCK:
+            self._samplers = getattr(self, "_samplers", 0) + 1
+            if self._samplers == 1:
+                for m in modules:
+                    m.to(memory_format=torch.channels_last)
         try:
             yield
         finally:
-            for m in modules:
-                m.to(memory_format=torch.contiguous_format)
+            with _LAYOUT_LOCK:
+                self._samplers -= 1
+                if self._samplers == 0:
+                    for m in modules:
+                        m.to(memory_format=torch.contiguous_format)
 
     @torch.no_grad()
     def sample(self, labels: np.ndarray, vendors, seed: int, positions=None) -> np.ndarray:

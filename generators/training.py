@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cmri_release.core.labels import NUM_CLASSES
+from cmri_release.core.parallel import global_rng_turn
 from cmri_release.core.sliceset import SliceSet
 
 from . import distributed
@@ -232,7 +233,8 @@ def run_training(objectives: list[Objective], data: SliceTensors, settings: Trai
     """
     _check_budget(privacy, epochs, minutes, data)
     ctx = distributed.current()
-    torch.manual_seed(seed)
+    with global_rng_turn():  # not while a model beside this one seeds its weights (core.parallel)
+        torch.manual_seed(seed)  # for what draws from the global generator (Opacus' noise)
     # Each rank draws its own training noise (the diffusion time, the flow's source sample) for its own slices.
     noise_gen = torch.Generator(device=device).manual_seed(seed + 1_000_003 * ctx.rank)
     if privacy is None:

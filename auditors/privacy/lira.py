@@ -14,11 +14,13 @@ other. Every evaluated non-member is thus outside every reference that scores it
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
 from auditors.base import AuditContext
+from cmri_release.core.parallel import map_jobs
 from cmri_release.core.sliceset import SliceSet
 
 PER_SLICE_SPREAD = 4  # references needed before a per-slice standard deviation is estimated
@@ -58,20 +60,30 @@ def reference_recipe(ctx: AuditContext) -> tuple[str, dict, int] | str:
     return str(name), dict(settings), max(1, int(round(epochs)))
 
 
+def fit_reference(job: tuple[SliceSet, int], *, factory, name: str, settings: dict, epochs: int, device: str,
+                  quiet: bool):
+    """One reference generator: a fresh model of the recipe fitted on `job` = (patients' slices, seed)."""
+    data, seed = job
+    model = factory(name, dict(settings))
+    model.fit(data, epochs=epochs, device=device, seed=seed, quiet=quiet)
+    return model
+
+
 def train_references(ctx: AuditContext, holdout_half: np.ndarray, holdout_codes: np.ndarray, recipe) -> list[list]:
-    """Per half h: `mia_reference_models` generators trained on the holdout patients of the OTHER half."""
+    """Per half h: `mia_reference_models` generators trained on the holdout patients of the OTHER half, side by side
+    on the audit's executor (one CPU core each: a second intra-op thread buys one training little). Each has its
+    own seed and the weights do not depend on what trains beside it (core.parallel.seeded_global_rng)."""
     name, settings, epochs = recipe
-    per_half = []
+    k_models = ctx.option("mia_reference_models")
+    jobs = []
     for h in (0, 1):
         patients = np.flatnonzero(holdout_half == 1 - h)
         data = ctx.holdout.select(np.isin(holdout_codes, patients))
-        models = []
-        for k in range(ctx.option("mia_reference_models")):
-            model = ctx.generator_factory(name, dict(settings))
-            model.fit(data, epochs=epochs, device=ctx.device, seed=ctx.seed + 1000 * (h + 1) + k, quiet=ctx.quiet)
-            models.append(model)
-        per_half.append(models)
-    return per_half
+        jobs += [(data, ctx.seed + 1000 * (h + 1) + k) for k in range(k_models)]
+    fit = functools.partial(fit_reference, factory=ctx.generator_factory, name=name, settings=settings,
+                            epochs=epochs, device=ctx.device, quiet=True)
+    models = ctx.map_jobs(fit, jobs, desc="LiRA references")
+    return [models[:k_models], models[k_models:]]
 
 
 def white_box(ctx: AuditContext, member_half: np.ndarray, nonmember_half: np.ndarray, references: list[list] | None
@@ -84,19 +96,32 @@ def white_box(ctx: AuditContext, member_half: np.ndarray, nonmember_half: np.nda
     out = {"white_box": (np.empty(len(ctx.train)), np.empty(len(ctx.holdout)))}
     if references is not None:
         out["lira"] = (np.empty(len(ctx.train)), np.empty(len(ctx.holdout)))
+    parts = []  # (half, split, rows of that split the half's references score)
     for h in (0, 1):
         rows = (np.isin(tr_codes, np.flatnonzero(member_half == h)),
                 np.isin(ho_codes, np.flatnonzero(nonmember_half == h)))
-        for split, data, mask in ((0, ctx.train, rows[0]), (1, ctx.holdout, rows[1])):
-            if not mask.any():
-                continue
-            part = data.select(mask)
-            target = slice_scores(ctx.generator, part, ctx.seed)
-            out["white_box"][split][mask] = target
-            if references is not None:
-                ref = np.stack([slice_scores(r, part, ctx.seed) for r in references[h]])
-                calibrated = target - ref.mean(axis=0)
-                if len(ref) >= PER_SLICE_SPREAD:
-                    calibrated /= np.maximum(ref.std(axis=0, ddof=1), 1e-12)
-                out["lira"][split][mask] = calibrated
+        parts += [(h, split, mask) for split, mask in enumerate(rows) if mask.any()]
+    splits = (ctx.train, ctx.holdout)
+
+    def score(job) -> tuple[np.ndarray, np.ndarray | None]:
+        h, split, mask = job
+        part = splits[split].select(mask)
+        target = slice_scores(ctx.generator, part, ctx.seed)
+        ref = None if references is None else np.stack([slice_scores(r, part, ctx.seed) for r in references[h]])
+        return target, ref
+
+    # the four parts side by side (one CPU core each) when the generator may be called from several threads at once
+    workers = None if all(getattr(g, "parallel_sampling", False) for g in _scorers(ctx.generator, references)) else 1
+    for (h, split, mask), (target, ref) in zip(parts, map_jobs(score, parts, workers=workers, device=ctx.device,
+                                                               quiet=ctx.quiet, desc="white-box scores")):
+        out["white_box"][split][mask] = target
+        if ref is not None:
+            calibrated = target - ref.mean(axis=0)
+            if len(ref) >= PER_SLICE_SPREAD:
+                calibrated /= np.maximum(ref.std(axis=0, ddof=1), 1e-12)
+            out["lira"][split][mask] = calibrated
     return out
+
+
+def _scorers(target, references: list[list] | None) -> list:
+    return [target] + [r for half in (references or []) for r in half]

@@ -50,6 +50,7 @@ from scipy import stats
 
 from auditors.base import AuditContext, AuditResult, Auditor, CohortSizes, Figure, Option, register_auditor, worst_case
 from auditors.features import features
+from cmri_release.core.parallel import map_cpu_jobs
 from cmri_release.core.sliceset import SliceSet
 
 from .calibration import (TailThreshold, confirm_pass_probability, cross_fitted_flags, fit_tail, pass_probability,
@@ -134,13 +135,13 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
     translation = ctx.option("copy_max_translation")
     train_blurred = blurred(train, smoothing, MATCH_SIZE) if smoothing > 0 else None  # once for every split
     train_detail = fine_detail(train, MATCH_SIZE) if blend_slices else None  # likewise
-    out = {}
-    for split, (images, codes) in queries.items():
+
+    def search(split_data: tuple[np.ndarray, np.ndarray]) -> dict:
+        images, codes = split_data
         if not len(images):  # e.g. a split without annotated slices in the masks part
-            out[split] = {"robust": (np.empty(0), np.empty(0, np.int64), np.empty((0, 3))),
-                          "patches": (np.empty(0), np.empty(0, np.int64)),
-                          "smoothed": (np.empty(0), np.empty(0, np.int64))}
-            continue
+            return {"robust": (np.empty(0), np.empty(0, np.int64), np.empty((0, 3))),
+                    "patches": (np.empty(0), np.empty(0, np.int64)),
+                    "smoothed": (np.empty(0), np.empty(0, np.int64))}
         cand = candidates(images, codes, train, tr_codes, patients=ctx.option("copy_candidate_patients"),
                           size=MATCH_SIZE)
         tiles = patch_similarity(images, train, cand, size=MATCH_SIZE) if with_patches else None
@@ -182,8 +183,10 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
             (best, match), better = better_of((best, match), blend_similarity(
                 images, train, blend_slices, MATCH_SIZE, reference_detail=train_detail))
             transform[better] = np.nan
-        out[split] = {"robust": (best, match, transform), "patches": tiles, "smoothed": smoothed}
-    return out
+        return {"robust": (best, match, transform), "patches": tiles, "smoothed": smoothed}
+
+    # the splits side by side, one CPU core each (each split's search is its own: the same numbers either way)
+    return dict(zip(queries, map_cpu_jobs(search, list(queries.values()), desc="copy search")))
 
 
 def _part(ctx: AuditContext, label: str, found: dict[str, dict], view: str = "robust", how: str = "median") -> Part:
@@ -276,9 +279,9 @@ def _warped_parts(ctx: AuditContext, best_slice: bool) -> list[Part]:
 
     reference, patients = split("train"), ctx.option("copy_warp_patients")
     bar = None if ctx.quiet else "copy search, warped: {}"
-    syn, match = warped_similarity(split("synthetic"), reference, patients, MATCH_SIZE,
-                                   desc=bar and bar.format("synthetic"))
-    hold, _ = warped_similarity(split("holdout"), reference, patients, MATCH_SIZE, desc=bar and bar.format("holdout"))
+    (syn, match), (hold, _) = map_cpu_jobs(  # the two splits side by side, one CPU core each
+        lambda name: warped_similarity(split(name), reference, patients, MATCH_SIZE, desc=bar and bar.format(name)),
+        ["synthetic", "holdout"], desc="copy search, warped")
     views = [("warped", "median")] + ([("warped_best_slice", "max")] if best_slice else [])
     return [Part(label, _per_patient(syn, ctx.synthetic, how), _per_patient(hold, ctx.holdout, how), syn, match)
             for label, how in views]

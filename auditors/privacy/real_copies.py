@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from auditors.base import AuditContext, AuditResult, Auditor, CohortSizes, register_auditor
+from cmri_release.core.parallel import map_cpu_jobs
 from cmri_release.core.sliceset import SliceSet
 
 from .calibration import confirm_pass_probability, patient_folds
@@ -156,9 +157,13 @@ class RealCopiesAuditor(Auditor):
             check.plan = self.plan(CohortSizes.of(ctx), {})[CHECK]
             return AuditResult(self.name, self.group, metrics={}, checks=[check])
         splits = sorted(set(home), key=REFERENCES.index)
-        syn, matched = patient_scores(ctx.synthetic, reference, ctx, ("synthetic", "real_reference"))
-        # the null: real patients that are not in the reference (as the holdout is for the training patients)
-        null, _ = patient_scores(ctx.train, reference, ctx, ("train", "real_reference"))
+        if ctx.option("audit_masks") and reference.has_label.any():
+            annotated_mask_images(ctx, "real_reference", reference)  # cached once, before both searches use it
+        # the synthetic patients and the null (real patients that are not in the reference, as the holdout is for
+        # the training patients), side by side, one CPU core each
+        (syn, matched), (null, _) = map_cpu_jobs(
+            lambda job: patient_scores(job[0], reference, ctx, (job[1], "real_reference")),
+            [(ctx.synthetic, "synthetic"), (ctx.train, "train")], desc="real-patient copy search")
         folds = patient_folds(len(ctx.train.subjects), ctx.seed)
         metrics = {"reference_splits": splits, "reference_patients": len(reference.subjects), "confirmed": [],
                    "parts": {}, **{split: {"confirmed": []} for split in splits}}

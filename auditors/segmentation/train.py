@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -19,9 +18,9 @@ from tqdm import tqdm
 
 from auditors.base import Option, register_options
 from cmri_release.core.labels import NUM_CLASSES
+from cmri_release.core.parallel import one_thread, seeded_global_rng
 from cmri_release.core.sliceset import SliceSet
 
-from .parallel import one_thread
 from .unet import UNet, UNetConfig
 
 
@@ -44,9 +43,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-_WEIGHT_INIT_LOCK = threading.Lock()
 
 
 def steps_for(epochs: float, n_slices: int, batch_size: int, minimum: int = 20) -> int:
@@ -199,8 +195,7 @@ def _train_segmenter(slices: SliceSet, config: TrainConfig, seed: int, device: s
     rng = np.random.default_rng(seed)
     # Seed the weights without touching the caller's RNG; the lock keeps concurrent trainings (parallel.py) from
     # seeding the one global generator at the same time.
-    with _WEIGHT_INIT_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed):
         model = UNet(config.unet)
     # channels_last: about a third faster for these narrow convolutions on the CPU (oneDNN).
     model.to(device, memory_format=torch.channels_last).train()

@@ -4,6 +4,9 @@ memorises its training slices (leaky), one keeps only the population mean (hones
 is drowned by how typical a slice is (only calibration reveals it)."""
 from __future__ import annotations
 
+import functools
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -83,8 +86,11 @@ def test_references_are_trained_like_the_target_on_the_other_holdout_half(blobs,
     assert len(refs) == 4 and all(name == _Toy.name and epochs == 7 for name, _, epochs in refs)
     for _, subjects, _ in refs:
         assert set(subjects) <= set(holdout.subjects)  # never a training patient
-    halves = [set(refs[0][1]) | set(refs[1][1]), set(refs[2][1]) | set(refs[3][1])]
-    assert not halves[0] & halves[1] and halves[0] | halves[1] == set(holdout.subjects)
+    # two per half, trained side by side (in any order): two patient sets, disjoint, the holdout together
+    trained_on = Counter(frozenset(subjects) for _, subjects, _ in refs)
+    halves = list(trained_on)
+    assert sorted(trained_on.values()) == [2, 2]
+    assert len(halves) == 2 and not halves[0] & halves[1] and halves[0] | halves[1] == set(holdout.subjects)
     assert result.metrics["candidate_auc_in_sample"]["lira (mean)"] == 1.0
     assert {c.name: c for c in result.checks}["privacy.mia_auc"].verdict is Verdict.FAIL
     assert not any("LiRA" in n for n in result.metrics["notes"])
@@ -118,3 +124,35 @@ def test_calibration_reveals_a_leak_the_raw_score_hides(blobs, registered):
     aucs = result.metrics["candidate_auc_in_sample"]
     assert aucs["white_box (mean)"] < 0.75 < 0.95 < aucs["lira (mean)"]
     assert result.metrics["gated_attacks"][0]["label"].startswith("lira")
+
+
+def test_references_trained_side_by_side_are_the_references_trained_in_a_row():
+    """Real generators (a tiny flow): two references fitted at once, one CPU core each, hold the very weights they
+    get fitted one after the other, on one core or two (the weights' seeding is the job's own)."""
+    import torch
+
+    from cmri_release.core.parallel import map_jobs
+    from cmri_release.phantom import make_phantom
+    from cmri_release.preprocess import PreprocessConfig, cohort_to_slices
+    from auditors.privacy.lira import fit_reference
+
+    data = cohort_to_slices(make_phantom(4, seed=7), PreprocessConfig(size=16))
+    halves = [data.for_subjects(data.subjects[:2]), data.for_subjects(data.subjects[2:])]
+    fit = functools.partial(fit_reference, factory=lambda name, settings: generator_base.create_generator(
+        name, **settings), name="flow", settings={"network": "tiny", "batch_size": 8, "steps": 2}, epochs=1,
+        device="cpu", quiet=True)
+    jobs = [(halves[0], 1000), (halves[1], 2000)]
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        together = map_jobs(fit, jobs, workers=2)
+        torch.set_num_threads(1)
+        in_a_row = map_jobs(fit, jobs, workers=1)
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(together, in_a_row):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            assert torch.equal(sa[key], sb[key]), key
+    assert not torch.equal(*(m.state_dict()[next(iter(sa))] for m in together))  # two seeds, two models

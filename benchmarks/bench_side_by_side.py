@@ -1,13 +1,14 @@
 """The demo's stages that run independent jobs side by side, one CPU core each, against the same jobs one after the
 other on every core (how they ran before 2026-12-07): seconds, the ratio, and whether the results are the same.
 
-    python benchmarks/bench_side_by_side.py OUT.jsonl [--quick] [--seed 0] [--only synthesis,membership_inference,...]
+    python benchmarks/bench_side_by_side.py OUT [--quick] [--seed 0] [--only synthesis,membership_inference,...]
 
 At the demo's sizes (phantom seed 100 + SEED: 100 train / 100 holdout / 50 test patients, 32 px; the default flow
 generator trained 2 epochs): synthesis of 100 subjects, `membership_inference` (its two LiRA reference generators),
 `nn_memorisation` and `real_copies` (their copy searches, one split per job). "one after the other" is the same code
 with one job at a time (cmri_release.core.parallel.effective_workers pinned to 1), so the figures of both columns come
-from one process on one machine. One JSON line per stage. --quick: 24 / 24 / 12 patients, 12 synthetic, 1 epoch.
+from one process on one machine. OUT ending in .json gets {"stages": [...]} (run_all.py); any other name gets one JSON
+line per stage appended. --quick: 24 / 24 / 12 patients, 12 synthetic, 1 epoch.
 """
 from __future__ import annotations
 
@@ -64,13 +65,13 @@ def timed(fn):
     return time.perf_counter() - start, out
 
 
-def main() -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="", help="comma-separated stages (default: all)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     n_train, n_test, n_syn, epochs = (24, 12, 12, 1) if args.quick else (100, 50, 100, 2)
     cfg = PreprocessConfig(size=32)
     real = cohort_to_slices(make_phantom(2 * n_train + n_test, seed=100 + args.seed), cfg)
@@ -78,9 +79,7 @@ def main() -> None:
                             ((0, n_train), (n_train, 2 * n_train), (2 * n_train, 2 * n_train + n_test)))
     gen = FlowMatching()
     gen.fit(train, epochs=epochs, seed=args.seed, quiet=True)
-    stages = {
-        "synthesis": lambda: synthesize(gen, n_syn, seed=args.seed),
-    }
+    stages = {"synthesis": lambda: synthesize(gen, n_syn, seed=args.seed)}
     synthetic = synthesize(gen, n_syn, seed=args.seed)
 
     def ctx():
@@ -90,24 +89,30 @@ def main() -> None:
     stages["membership_inference"] = lambda: MembershipInference().run(ctx())
     stages["nn_memorisation"] = lambda: NNMemorisation().run(ctx())
     stages["real_copies"] = lambda: RealCopiesAuditor().run(ctx())
-    with open(args.out, "a") as fh:
-        for name, stage in stages.items():
-            if args.only and name not in args.only.split(","):
-                continue
-            with one_job_at_a_time():
-                before_s, before = timed(stage)
-            after_s, after = timed(stage)
-            line = {"stage": name, "seed": args.seed, "quick": args.quick, "threads": torch.get_num_threads(),
-                    "one_after_the_other_s": round(before_s, 1), "side_by_side_s": round(after_s, 1),
-                    "speed_up": round(before_s / after_s, 2), "same_result": digest(before) == digest(after),
-                    "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            if not line["same_result"] and hasattr(before, "checks"):
-                line["values"] = {c.name: [b.estimate, c.estimate] for b, c in zip(before.checks, after.checks)}
-            if hasattr(before, "images"):
-                line["max_abs_image_difference"] = float(np.abs(before.images - after.images).max())
-            print(json.dumps(line), flush=True)
-            fh.write(json.dumps(line) + "\n")
+    rows = []
+    for name, stage in stages.items():
+        if args.only and name not in args.only.split(","):
+            continue
+        with one_job_at_a_time():
+            before_s, before = timed(stage)
+        after_s, after = timed(stage)
+        line = {"stage": name, "seed": args.seed, "quick": args.quick, "threads": torch.get_num_threads(),
+                "one_after_the_other_s": round(before_s, 1), "side_by_side_s": round(after_s, 1),
+                "speed_up": round(before_s / after_s, 2), "same_result": digest(before) == digest(after),
+                "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if not line["same_result"] and hasattr(before, "checks"):
+            line["values"] = {c.name: [b.estimate, c.estimate] for b, c in zip(before.checks, after.checks)}
+        if hasattr(before, "images"):
+            line["max_abs_image_difference"] = float(np.abs(before.images - after.images).max())
+        print(json.dumps(line), flush=True)
+        rows.append(line)
+        if not args.out.endswith(".json"):
+            with open(args.out, "a") as fh:
+                fh.write(json.dumps(line) + "\n")
+    if args.out.endswith(".json"):
+        Path(args.out).write_text(json.dumps({"stages": rows}, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

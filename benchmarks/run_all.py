@@ -25,6 +25,8 @@ thread pools are its own):
               / 8 / 16 epochs on the demo's cohort (with and without a noise top-up), beside real test patients
   flow_variants  bench_flow_variants.py: the same discriminator AUC for settings that might buy realism in the
               demo's 2 epochs (learning rate, batch, EMA horizon, a data-dependent "informed prior" source)
+  side_by_side  bench_side_by_side.py: the demo's stages whose independent jobs run side by side, one CPU core
+              each (synthesis, LiRA references, copy searches), against the same jobs one after the other
   unet        bench_unet.py: the low-data and leave-one-vendor-out experiments with MONAI's standard U-Net at 64 px
               (needs the optional monai)
 `--quick` shrinks every size (a smoke run of a few minutes on 2 cores); the full run takes about an hour there.
@@ -46,7 +48,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 STEPS = ("neighbours", "dp", "generators", "demo", "sampling", "threads", "segmenters", "utility", "unet", "nn_scale",
-         "realism", "flow_variants")
+         "realism", "flow_variants", "side_by_side")
 CLI = "from cmri_release.cli import main; main()"  # `cmri-release` with this interpreter
 
 # A reduced release for --quick: fewer patients, a 30 s training budget, one utility epoch.
@@ -117,6 +119,8 @@ def step_commands(step: str, quick: bool, work: Path) -> tuple[list[list[str]], 
         return [[py, str(HERE / "bench_generator_realism.py"), str(out)] + (["--quick"] if quick else [])], out
     if step == "flow_variants":
         return [[py, str(HERE / "bench_flow_variants.py"), str(out)] + (["--quick"] if quick else [])], out
+    if step == "side_by_side":
+        return [[py, str(HERE / "bench_side_by_side.py"), str(out)] + (["--quick"] if quick else [])], out
     if step == "nn_scale":
         size = (["--index", "100000", "--queries", "10000,100000", "--nlist", "512", "--exact-queries", "2000"]
                 if quick else [])

@@ -70,3 +70,29 @@ def test_audit_under_ray_gives_the_local_verdict(cohorts, tmp_path):
     runs = {name: {k: v["dice"] for k, v in d["metrics"]["segmentation_utility"]["runs"].items()}
             for name, d in docs.items()}
     assert runs["ray"] == runs["local"]  # every segmenter, trained in a Ray worker or a thread, the same
+
+
+@pytest.mark.slow
+def test_lira_references_trained_in_ray_workers_are_the_local_ones():
+    """The LiRA reference generators go to the audit's executor: trained in Ray workers (one CPU each) they hold the
+    very weights trained in local threads (tiny flows on a 4-patient phantom)."""
+    pytest.importorskip("ray")
+    import functools
+
+    import torch
+
+    from auditors.privacy.lira import fit_reference
+    from cmri_release.audit import _generator_factory
+    from cmri_release.preprocess import PreprocessConfig, cohort_to_slices
+
+    data = cohort_to_slices(make_phantom(4, seed=7), PreprocessConfig(size=16))
+    jobs = [(data.for_subjects(data.subjects[:2]), 1000), (data.for_subjects(data.subjects[2:]), 2000)]
+    fit = functools.partial(fit_reference, factory=_generator_factory, name="flow",
+                            settings={"network": "tiny", "batch_size": 8, "steps": 2}, epochs=1, device="cpu",
+                            quiet=True)
+    local = LocalExecutor().map(fit, jobs, workers=2)
+    with open_executor("ray") as executor:
+        remote = executor.map(fit, jobs)
+    for a, b in zip(local, remote):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

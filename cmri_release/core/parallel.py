@@ -3,8 +3,8 @@ subjects, copy searches.
 
 At this project's sizes (32-64 px, batch 8-20) one network step is many small operators: a second intra-op thread
 speeds a single training up by under 10% (`benchmarks/bench_threads.py`), while two trainings side by side on one
-thread each finish in about half the time of the two in a row. Python threads suffice, since torch releases the GIL inside
-its operators; processes would pay seconds of start-up and pickling for nothing. On a GPU each job runs on its own
+thread each finish in about half the time of the two in a row. Python threads suffice, since torch releases the
+GIL inside its operators; processes would pay seconds of start-up and pickling for nothing. On a GPU each job runs on its own
 CUDA stream when more than one runs at once, so that one job's kernels fill the gaps between another's launches.
 """
 from __future__ import annotations
@@ -25,7 +25,6 @@ R = TypeVar("R")
 # 128 px took 15.8 s in a row, 7.6 s two at a time, 9.4 s four at a time (the launches share one GIL).
 CUDA_WORKERS = 2
 
-
 # torch has one global random generator; jobs side by side that seed it (weight initialisation) take turns.
 _GLOBAL_RNG_LOCK = threading.Lock()
 
@@ -45,6 +44,7 @@ def global_rng_turn():
     other jobs), without restoring it."""
     with _GLOBAL_RNG_LOCK:
         yield
+
 
 def _on_gpu(device: str) -> bool:
     return not str(device).startswith("cpu")

@@ -177,8 +177,10 @@ def _generator_factory(name: str, settings: dict):
 def run_audit(train: SliceSet, holdout: SliceSet, synthetic: SliceSet, test: SliceSet | None = None,
               generator=None, model_card: dict | None = None, groups=None, thresholds: Mapping | None = None,
               seed: int = 0, options: Mapping | None = None, quiet: bool = False, device: str = "cpu",
-              executor=None) -> AuditReport:
-    """Audit `synthetic` against the real splits with the registered auditors of `groups` (default: all present)."""
+              executor=None, cache: Mapping | None = None) -> AuditReport:
+    """Audit `synthetic` against the real splits with the registered auditors of `groups` (default: all present).
+    `cache`: objects built ahead under the keys the auditors ask for (e.g. LiRA references trained beside the
+    generator); an auditor uses one only under its exact key."""
     from auditors.base import AuditContext
     from auditors.runner import group_verdicts, run_auditors, verdict
 
@@ -194,7 +196,7 @@ def run_audit(train: SliceSet, holdout: SliceSet, synthetic: SliceSet, test: Sli
         model_card = generator.model_card
     ctx = AuditContext(train=train, holdout=holdout, synthetic=synthetic, test=test, generator=generator,
                        model_card=model_card, seed=int(seed), device=device, thresholds=overrides,
-                       options=options, quiet=quiet, executor=executor,
+                       options=options, quiet=quiet, executor=executor, cache=dict(cache or {}),
                        generator_factory=_generator_factory if generator is not None else None)
     start = time.perf_counter()
     results = run_auditors(ctx, groups)

@@ -11,11 +11,12 @@ whatever the verdict; the staging folder becomes the release only on a pass, ato
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .audit import MIN_HOLDOUT_PATIENTS
+from .audit import MIN_HOLDOUT_PATIENTS, _generator_factory, check_options
 from .core.cohort import Cohort
 from .core.errors import CmriError, describe_unexpected
 from .core.fs import partial_prefix, sweep_partials, written_aside
@@ -178,6 +179,8 @@ def _privacy(spec: ReleaseSpec):
 
 
 def _train(spec: ReleaseSpec, data: _Data, config: PreprocessConfig, quiet: bool):
+    """The generator, trained; and the audit's cache: the LiRA reference generators when they were trained beside it
+    (`_references_ahead`), else empty."""
     from generators import create_generator
 
     g = spec.generator
@@ -187,12 +190,58 @@ def _train(spec: ReleaseSpec, data: _Data, config: PreprocessConfig, quiet: bool
     if g.epochs is None and minutes is None:  # the spec's "generator's own default": the train command's budget
         from generators.base import DEFAULT_MINUTES
         minutes = DEFAULT_MINUTES
-    try:
+
+    def fit_target(_=None):
         gen.fit(data.train, _privacy(spec), epochs=g.epochs, minutes=minutes if g.epochs is None else None,
                 device=g.device, seed=spec.seed, quiet=quiet)
+        return gen
+
+    ahead = _references_ahead(spec, gen, data)
+    from .core.parallel import map_jobs
+
+    try:
+        if ahead is None:
+            return fit_target(), {}
+        key, fit_references = ahead
+        # Two jobs, one CPU core each: the generator (a second thread buys its training little) and, one after the
+        # other, the references the calibrated attack would train after it (the same seeds and patients, so the
+        # same weights: auditors.privacy.lira.references_key).
+        _, references = map_jobs(lambda job: job(), [fit_target, fit_references], workers=2)
+        return gen, {key: references}
     except ValueError as exc:
         raise CmriError(f"training {g.name}: {exc}") from None
-    return gen
+
+
+def _references_ahead(spec: ReleaseSpec, gen, data: _Data):
+    """(cache key, a job training the LiRA references) when the audit will train them and they can be trained
+    beside the generator: the privacy group with the calibrated white-box attack, an epoch budget (a time budget's
+    epochs are known only after training), on the CPU with at least two threads, and no DP (DP-SGD draws its noise
+    from torch's global generator, which a model trained beside would reseed). None otherwise: the attack trains
+    its references itself, as before."""
+    import torch
+
+    from auditors.base import OPTIONS
+    from auditors.privacy.lira import fit_reference, reference_jobs, references_key
+    from auditors.privacy.mia import patient_halves
+
+    g = spec.generator
+    options = check_options(spec.audit.audit_options())
+
+    def option(name):
+        return OPTIONS[name].coerce(options[name]) if name in options else OPTIONS[name].default
+
+    if ("privacy" not in spec.audit.groups or not option("white_box") or option("mia_reference_models") <= 0
+            or g.epochs is None or spec.privacy.dp or not g.device.startswith("cpu") or torch.get_num_threads() < 2):
+        return None
+    epochs = option("mia_reference_epochs") if option("mia_reference_epochs") > 0 else g.epochs
+    recipe = (gen.name, dict(gen.config), max(1, int(round(epochs))))
+    _, nonmember_half = patient_halves(spec.seed, len(data.train.subjects), len(data.holdout.subjects))
+    jobs = reference_jobs(data.holdout, nonmember_half, spec.seed, option("mia_reference_models"))
+    if not all(d.has_label.any() for d, _ in jobs):
+        return None  # a half without label maps: the attack reports that itself, as before
+    fit = functools.partial(fit_reference, factory=_generator_factory, name=recipe[0], settings=recipe[1],
+                            epochs=recipe[2], device=g.device, quiet=True)
+    return references_key(recipe, jobs), lambda _=None: [fit(job) for job in jobs]
 
 
 def _synthesise(spec: ReleaseSpec, gen, data: _Data, quiet: bool):
@@ -250,9 +299,10 @@ def run_release(spec: ReleaseSpec, quiet: bool = True, on_stage=None) -> Release
         config = _preprocess_config(spec, gen)
         with stages("data"):
             data = load_data(spec, config, quiet)
+        cache = {}
         if gen is None:
             with stages("train"):
-                gen = _train(spec, data, config, quiet)
+                gen, cache = _train(spec, data, config, quiet)
                 trained = True
         with stages("synthesise"):
             synthetic = _synthesise(spec, gen, data, quiet)
@@ -274,7 +324,7 @@ def run_release(spec: ReleaseSpec, quiet: bool = True, on_stage=None) -> Release
                                        model_card=gen.model_card, groups=list(spec.audit.groups),
                                        thresholds=dict(spec.thresholds), seed=spec.seed,
                                        options=spec.audit.audit_options(), quiet=quiet,
-                                       device=spec.generator.device, executor=executor)
+                                       device=spec.generator.device, executor=executor, cache=cache)
             with stages("audit report"):
                 _write_audit_folder(report, gen, trained, spec.export.audit_path)
                 outcome.audit_dir = spec.export.audit_path

@@ -257,3 +257,40 @@ def test_blocked_summary_lists_each_failure_with_its_interval():
     assert "  - fidelity.fd_excess_segmenter inconclusive: the cohort cannot tell; would likely fail with about 543 " \
            "patients (now 100; the interval narrows)" in text
     assert outcome.exit_code == 1 and len(text.splitlines()) < 40
+
+
+def test_lira_references_trained_beside_the_generator_are_the_ones_the_attack_trains(tmp_path, monkeypatch):
+    """With two CPU threads the release trains the calibrated attack's reference generators beside the generator
+    (one core each); the attack then takes them from the audit's cache instead of training its own, and its figures
+    are those of a release on one thread, where the attack trains them itself after the generator."""
+    import torch
+
+    from auditors.base import AuditContext
+
+    asked = []
+    original = AuditContext.map_jobs
+
+    def recording(self, fn, jobs, **kwargs):
+        asked.append(kwargs.get("desc"))
+        return original(self, fn, jobs, **kwargs)
+
+    monkeypatch.setattr(AuditContext, "map_jobs", recording)
+    docs = {}
+    previous = torch.get_num_threads()
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            asked.clear()
+            spec = load_spec(write_spec(tmp_path / str(threads), out=str(tmp_path / str(threads) / "release"),
+                                        groups='["privacy"]'))
+            outcome = run_release(spec)
+            assert outcome.audit_dir is not None, outcome.message
+            docs[threads] = json.loads((outcome.audit_dir / "audit.json").read_text())
+            assert ("LiRA references" in asked) == (threads == 1)  # trained ahead on two threads, by the attack on one
+    finally:
+        torch.set_num_threads(previous)
+    mia = {t: d["metrics"]["membership_inference"] for t, d in docs.items()}
+    assert "lira (mean)" in mia[2]["candidate_auc_in_sample"]  # the calibrated attack ran with the references
+    assert mia[2] == mia[1]
+    assert [c for c in docs[2]["checks"] if c["name"].startswith("privacy.mia")] == \
+        [c for c in docs[1]["checks"] if c["name"].startswith("privacy.mia")]

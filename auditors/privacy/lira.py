@@ -15,6 +15,8 @@ other. Every evaluated non-member is thus outside every reference that scores it
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 
 import numpy as np
@@ -69,20 +71,38 @@ def fit_reference(job: tuple[SliceSet, int], *, factory, name: str, settings: di
     return model
 
 
-def train_references(ctx: AuditContext, holdout_half: np.ndarray, holdout_codes: np.ndarray, recipe) -> list[list]:
-    """Per half h: `mia_reference_models` generators trained on the holdout patients of the OTHER half, side by side
-    on the audit's executor (one CPU core each: a second intra-op thread buys one training little). Each has its
-    own seed and the weights do not depend on what trains beside it (core.parallel.seeded_global_rng)."""
-    name, settings, epochs = recipe
-    k_models = ctx.option("mia_reference_models")
+def reference_jobs(holdout: SliceSet, nonmember_half: np.ndarray, seed: int, k_models: int
+                   ) -> list[tuple[SliceSet, int]]:
+    """(slices, seed) of every reference generator, half 0's first: `k_models` per half h, trained on the holdout
+    patients of the OTHER half (so every non-member a reference scores is outside it)."""
+    codes = holdout.subject_codes()[0]
     jobs = []
     for h in (0, 1):
-        patients = np.flatnonzero(holdout_half == 1 - h)
-        data = ctx.holdout.select(np.isin(holdout_codes, patients))
-        jobs += [(data, ctx.seed + 1000 * (h + 1) + k) for k in range(k_models)]
+        data = holdout.select(np.isin(codes, np.flatnonzero(nonmember_half == 1 - h)))
+        jobs += [(data, seed + 1000 * (h + 1) + k) for k in range(k_models)]
+    return jobs
+
+
+def references_key(recipe, jobs: list[tuple[SliceSet, int]]) -> str:
+    """The audit cache's key for the references of `recipe` trained as `jobs`: the same key, the same weights (each
+    job's seed and patients, the recipe's generator, settings and epochs), so references trained ahead (beside the
+    audited generator, cmri_release.release) are used only when they are the ones the attack would train."""
+    name, settings, epochs = recipe
+    ident = [name, settings, epochs, [(sorted(str(s) for s in data.subjects), seed) for data, seed in jobs]]
+    return "lira_references:" + hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def train_references(ctx: AuditContext, holdout_half: np.ndarray, recipe) -> list[list]:
+    """Per half h: `mia_reference_models` generators trained on the holdout patients of the OTHER half, side by side
+    on the audit's executor (one CPU core each: a second intra-op thread buys one training little). Each has its
+    own seed and the weights do not depend on what trains beside it (core.parallel.seeded_global_rng). Taken from
+    the audit's cache when trained ahead under the same key (references_key)."""
+    name, settings, epochs = recipe
+    k_models = ctx.option("mia_reference_models")
+    jobs = reference_jobs(ctx.holdout, holdout_half, ctx.seed, k_models)
     fit = functools.partial(fit_reference, factory=ctx.generator_factory, name=name, settings=settings,
                             epochs=epochs, device=ctx.device, quiet=True)
-    models = ctx.map_jobs(fit, jobs, desc="LiRA references")
+    models = ctx.shared(references_key(recipe, jobs), lambda: ctx.map_jobs(fit, jobs, desc="LiRA references"))
     return [models[:k_models], models[k_models:]]
 
 

@@ -47,6 +47,13 @@ BLACK_BOX = ("gan_leaks", "gan_leaks_calibrated", "monte_carlo", "domias")
 AGGREGATES = ("mean", "max")  # per patient, over its slices
 
 
+def patient_halves(seed: int, n_train: int, n_holdout: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cross-fitting halves of the training and the holdout patients (mia_stats.halves), drawn from the audit's
+    seed: the attack selection, the white-box scores and the LiRA references all cut along them."""
+    rng = np.random.default_rng(seed + 1)
+    return halves(n_train, rng), halves(n_holdout, rng)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Attacks: per-slice scores for the query slices (train first, then holdout); higher = more member-like
 
@@ -202,8 +209,7 @@ class MembershipInference(Auditor):
 
     def run(self, ctx: AuditContext) -> AuditResult:
         queries = Queries.build(ctx)
-        rng = np.random.default_rng(ctx.seed + 1)
-        member_half, nonmember_half = halves(queries.n_train, rng), halves(queries.n_holdout, rng)
+        member_half, nonmember_half = patient_halves(ctx.seed, queries.n_train, queries.n_holdout)
         notes = []
         raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for space in feature_spaces(ctx):
@@ -216,7 +222,7 @@ class MembershipInference(Auditor):
                 if isinstance(recipe, str):
                     notes.append(f"calibrated white-box attack (LiRA) not run: {recipe}")
                 else:
-                    references = train_references(ctx, nonmember_half, queries.holdout_codes, recipe)
+                    references = train_references(ctx, nonmember_half, recipe)
             raw.update(white_box(ctx, member_half, nonmember_half, references))
         candidates = candidates_from(raw, queries)
         keep = ctx.option("mia_attacks_kept")

@@ -224,6 +224,14 @@ class Option:
 OPTIONS: dict[str, Option] = {}
 
 
+
+def option_value(options: dict[str, Any], name: str) -> Any:
+    """A declared option's value among `options` (checked ones): the one given, else its default. An undeclared
+    name is a bug."""
+    if name not in OPTIONS:
+        raise KeyError(f"option {name!r} is read but never declared (declare it in an auditor's `options`)")
+    return OPTIONS[name].coerce(options[name]) if name in options else OPTIONS[name].default
+
 def register_options(*options: Option) -> None:
     """Declare options; the same name declared twice must be declared identically (shared settings)."""
     for opt in options:
@@ -323,9 +331,7 @@ class AuditContext:
 
     def option(self, name: str) -> Any:
         """A declared option's value: the one given, else its default. An undeclared name is a bug."""
-        if name not in OPTIONS:
-            raise KeyError(f"option {name!r} is read but never declared (declare it in an auditor's `options`)")
-        return OPTIONS[name].coerce(self.options[name]) if name in self.options else OPTIONS[name].default
+        return option_value(self.options, name)
 
     def shared(self, key: str, factory: Callable[[], Any]) -> Any:
         """Build an expensive object (an embedding network, a segmenter) once and share it between auditors."""

@@ -183,6 +183,8 @@ def _train(spec: ReleaseSpec, data: _Data, config: PreprocessConfig, quiet: bool
     (`_references_ahead`), else empty."""
     from generators import create_generator
 
+    from .core.parallel import map_jobs
+
     g = spec.generator
     gen = create_generator(g.name, network="large" if g.device.startswith("cuda") else "compact")
     gen.preprocess = config.to_dict()
@@ -191,14 +193,12 @@ def _train(spec: ReleaseSpec, data: _Data, config: PreprocessConfig, quiet: bool
         from generators.base import DEFAULT_MINUTES
         minutes = DEFAULT_MINUTES
 
-    def fit_target(_=None):
+    def fit_target():
         gen.fit(data.train, _privacy(spec), epochs=g.epochs, minutes=minutes if g.epochs is None else None,
                 device=g.device, seed=spec.seed, quiet=quiet)
         return gen
 
     ahead = _references_ahead(spec, gen, data)
-    from .core.parallel import map_jobs
-
     try:
         if ahead is None:
             return fit_target(), {}
@@ -220,7 +220,7 @@ def _references_ahead(spec: ReleaseSpec, gen, data: _Data):
     its references itself, as before."""
     import torch
 
-    from auditors.base import OPTIONS
+    from auditors.base import option_value
     from auditors.privacy.lira import fit_reference, reference_jobs, references_key
     from auditors.privacy.mia import patient_halves
 
@@ -228,7 +228,7 @@ def _references_ahead(spec: ReleaseSpec, gen, data: _Data):
     options = check_options(spec.audit.audit_options())
 
     def option(name):
-        return OPTIONS[name].coerce(options[name]) if name in options else OPTIONS[name].default
+        return option_value(options, name)
 
     if ("privacy" not in spec.audit.groups or not option("white_box") or option("mia_reference_models") <= 0
             or g.epochs is None or spec.privacy.dp or not g.device.startswith("cpu") or torch.get_num_threads() < 2):
@@ -241,7 +241,7 @@ def _references_ahead(spec: ReleaseSpec, gen, data: _Data):
         return None  # a half without label maps: the attack reports that itself, as before
     fit = functools.partial(fit_reference, factory=_generator_factory, name=recipe[0], settings=recipe[1],
                             epochs=recipe[2], device=g.device, quiet=True)
-    return references_key(recipe, jobs), lambda _=None: [fit(job) for job in jobs]
+    return references_key(recipe, jobs), lambda: [fit(job) for job in jobs]
 
 
 def _synthesise(spec: ReleaseSpec, gen, data: _Data, quiet: bool):

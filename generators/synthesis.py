@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from cmri_release.core.cohort import PHASES
 from cmri_release.core.errors import CmriError
 from cmri_release.core.parallel import map_jobs
@@ -116,26 +117,24 @@ def synthesize(model, n_subjects: int, vendors=None, seed: int = 0, masks_from: 
         stacks = [s.labels for s in sampled]
         groups = [s.group for s in sampled]
         source = "mask generator"
-    jobs = list(enumerate(zip(stacks, chosen_vendors, groups), start=1))
+    # (number, label maps of both phases, stack depth, vendor, group) per subject
+    jobs = [(number, np.concatenate([stack[p] for p in PHASES]), len(stack[PHASES[0]]), vendor, group)
+            for number, (stack, vendor, group) in enumerate(zip(stacks, chosen_vendors, groups), start=1)]
 
     def images_of(job) -> np.ndarray:
-        number, (stack, vendor, _) = job
+        number, labels, depth, vendor, _ = job
         # One seed per subject: a subject's images do not depend on how many others are made, nor on which
         # thread makes them.
         subject_seed = int(np.random.SeedSequence([int(seed), 3, number]).generate_state(1)[0])
-        depth = len(stack[PHASES[0]])
-        return gen.sample(np.concatenate([stack[p] for p in PHASES]), vendor, seed=subject_seed,
-                          positions=np.tile(np.arange(depth), len(PHASES)))
+        return gen.sample(labels, vendor, seed=subject_seed, positions=np.tile(np.arange(depth), len(PHASES)))
 
     device = str(getattr(gen, "device", None) or "cpu")
     workers = None if getattr(gen, "parallel_sampling", False) else 1
     all_images = map_jobs(images_of, jobs, workers=workers, device=device, quiet=quiet, desc="synthesize")
     parts = {k: [] for k in ("images", "labels", "subject_ids", "vendors", "phases", "slice_pos", "slice_index")}
     meta = {}
-    for (number, (stack, vendor, group)), images in zip(jobs, all_images):
+    for (number, labels, depth, vendor, group), images in zip(jobs, all_images):
         sid = synthetic_id(seed, number)
-        labels = np.concatenate([stack[p] for p in PHASES])
-        depth = len(stack[PHASES[0]])
         for phase in PHASES:
             z = np.arange(depth)
             parts["slice_index"].append(z)

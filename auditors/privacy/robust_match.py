@@ -310,43 +310,64 @@ def _window_dots(ref_rows: torch.Tensor, bank: torch.Tensor, crop: int) -> torch
     return out
 
 
-def _window_scores(ref_rows: torch.Tensor, bank: torch.Tensor, crop: int) -> torch.Tensor:
-    """(B, K, V, S): Pearson correlation of each query's K reference crops `ref_rows` (B, K, crop^2; centred and
-    normalised) with every crop-sized window (S shifts, row-major) of each of its V variants `bank` (B, V, H, W).
+def _window_norms(bank: torch.Tensor, crop: int) -> torch.Tensor:
+    """(B, V, S): the centred norm of every crop-sized window (S shifts, row-major) of each map of `bank` (B, V, H, W);
+    infinite where the window is flat (a padded border), so that dividing by it scores 0.
 
-    A centred reference makes the window's own mean drop out of the dot product, so the correlations are the
-    windows' dot products (`_window_dots`) divided by the windows' centred norms (from window sums)."""
+    A window's spread ignores the offset. On a flat window (a border padded with one value) the running sums leave a
+    spread of rounding error (~1e-7 of the squared window mean), and dots divided by it gave "correlations" of 25: a
+    window below FLAT_WINDOW of its map's variance is flat (with centred maps the rounding stays far below)."""
     b, n_var, h, w = bank.shape
     n = crop * crop
     flat = bank.reshape(b * n_var, h, w)
-    # a window's spread ignores the offset. On a flat window (a border padded with one value) the running sums leave
-    # a spread of rounding error (~1e-7 of the squared window mean), and dots divided by it gave "correlations" of
-    # 25: a window below FLAT_WINDOW of its map's variance is scored 0 (with centred maps the rounding stays far below)
     flat = flat - flat.mean(dim=(1, 2), keepdim=True)
     sums, squares = window_sums(flat, crop), window_sums(flat * flat, crop)  # (B V, sy, sx)
     spread = (squares - sums * sums / n).reshape(b, n_var, -1)  # (B, V, S): n x the window's variance
     level = flat.pow(2).mean(dim=(1, 2)).reshape(b, n_var, 1)  # the whole map's variance
     informative = spread > FLAT_WINDOW * n * level
-    norms = torch.where(informative, spread.clamp_min(0.0).sqrt(), math.inf)  # a flat window resembles nothing: 0
-    return (_window_dots(ref_rows, bank, crop) / norms[:, None]).clamp_(-1.0, 1.0)
+    return torch.where(informative, spread.clamp_min(0.0).sqrt(), math.inf)
+
+
+def _window_scores(ref_rows: torch.Tensor, bank: torch.Tensor, crop: int) -> torch.Tensor:
+    """(B, K, V, S): Pearson correlation of each query's K reference crops `ref_rows` (B, K, crop^2; centred and
+    normalised) with every crop-sized window (S shifts, row-major) of each of its V variants `bank` (B, V, H, W).
+
+    A centred reference makes the window's own mean drop out of the dot product, so the correlations are the
+    windows' dot products (`_window_dots`) divided by the windows' centred norms (`_window_norms`; a flat window
+    resembles nothing: 0)."""
+    return (_window_dots(ref_rows, bank, crop) / _window_norms(bank, crop)[:, None]).clamp_(-1.0, 1.0)
+
+
+# |corr(x, x^2)| within a window above this: the square adds nothing the fit could tell from the window itself
+COLLINEAR = 1.0 - 1e-6
 
 
 def _curve_window_scores(ref_rows: torch.Tensor, bank: torch.Tensor, crop: int) -> torch.Tensor:
     """(B, K, V, S): as `_window_scores`, but each reference crop's multiple correlation with the window AND its
     square (the best quadratic intensity curve, not only gain and offset): a copy under a gamma or another smooth
     monotone curve scores as a copy under a gain does under Pearson. Where the linear correlation is not positive
-    it is kept as it is (an inverted image is not made a copy by a curve)."""
+    it is kept as it is (an inverted image is not made a copy by a curve).
+
+    The multiple correlation comes from the two correlations r1 (window), r2 (its square) and r12 (between them);
+    they must describe the same window: where the squared window is flat to `_window_norms` (r2 scored 0 while r12
+    is not), or the square is the window itself up to gain and offset, the curve adds nothing and the score is
+    r1. Mixing the two had scored a near-empty slice 1.0 against a stranger (plain correlation 0.71, true multiple
+    correlation 0.75): an honest patient confirmed as a copy (2026-12-07, honest seed 15)."""
     b, n_var, h, w = bank.shape
     n = crop * crop
     centred = bank - bank.mean(dim=(2, 3), keepdim=True)  # the square of a centred map: a better-conditioned basis
     r1 = _window_scores(ref_rows, centred, crop)
-    r2 = _window_scores(ref_rows, centred * centred, crop)
+    squared = centred * centred
+    square_norms = _window_norms(squared, crop)
+    r2 = (_window_dots(ref_rows, squared, crop) / square_norms[:, None]).clamp_(-1.0, 1.0)
     flat = centred.reshape(b * n_var, h, w).double()
     s1, s2, s3, s4 = (window_sums(flat ** k, crop) for k in (1, 2, 3, 4))
     v1 = (s2 - s1 * s1 / n).clamp_min(1e-16)
     v2 = (s4 - s2 * s2 / n).clamp_min(1e-16)
-    r12 = ((s3 - s1 * s2 / n) / (v1 * v2).sqrt()).clamp(-0.999999, 0.999999).to(bank.dtype).reshape(b, 1, n_var, -1)
-    explained = (r1 * r1 + r2 * r2 - 2.0 * r1 * r2 * r12) / (1.0 - r12 * r12)
+    r12 = ((s3 - s1 * s2 / n) / (v1 * v2).sqrt()).clamp(-1.0, 1.0).to(bank.dtype).reshape(b, 1, n_var, -1)
+    usable = torch.isfinite(square_norms)[:, None] & (r12.abs() < COLLINEAR)
+    r12 = torch.where(usable, r12, 0.0)
+    explained = torch.where(usable, (r1 * r1 + r2 * r2 - 2.0 * r1 * r2 * r12) / (1.0 - r12 * r12), r1 * r1)
     return torch.where(r1 > 0, torch.maximum(explained.clamp(0.0, 1.0).sqrt(), r1), r1)
 
 

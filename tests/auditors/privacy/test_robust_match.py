@@ -328,6 +328,57 @@ def test_curve_scores_are_the_multiple_correlation_of_a_quadratic_least_squares_
     assert got[0, 0, 1, 2 * shifts + 1].item() > 0.9999
 
 
+def _phantom_patient(seed: int, index: int):
+    """One phantom patient as `make_phantom(index + 1, seed)` renders it, preprocessed on its own (per patient)."""
+    from cmri_release import phantom
+    from cmri_release.core.cohort import Cohort
+    from cmri_release.preprocess import PreprocessConfig, cohort_to_slices
+
+    subject = phantom._render(phantom._jobs(index + 1, seed, None, "ph", None)[index])
+    return cohort_to_slices(Cohort([subject]), PreprocessConfig(size=32))
+
+
+def test_the_curve_score_of_a_near_empty_slice_never_exceeds_its_least_squares_fit():
+    """Honest seed 15 of privacy_group_seeds.py (2026-12-07): the apical ED slice of new patient ph0515-059, dark
+    but for the chest wall in a corner, scored 1.0 against a slice of holdout patient ph0115-133 under the curve
+    score (plain correlation 0.75): an honest patient confirmed as a copy. Its squared windows were flat to the
+    flat-window rule (scored 0) while corr(x, x^2) came from the raw window sums: R^2 > 1, clipped to 1. Now at
+    every shift of the winning transform the score lies between the linear correlation and the exact multiple
+    correlation of the quadratic fit (numpy lstsq)."""
+    import torch
+
+    from auditors.privacy.robust_match import (_curve_window_scores, _reference_rows, registered_similarity, warp,
+                                               zoom_bank)
+
+    new, stranger = _phantom_patient(515, 59), _phantom_patient(115, 133)
+    query = new.images[(new.phases == "ED") & (new.slice_pos == 1.0)]
+    reference = stranger.images[(stranger.phases == "ED") & np.isclose(stranger.slice_pos, 8 / 9)]
+    cand = np.zeros((1, 1), dtype=np.int64)
+    plain = registered_similarity(query, reference, cand, scales=zoom_bank(1.3))[0][0]
+    curve, _, transform = registered_similarity(query, reference, cand, scales=zoom_bank(1.3), curve=True,
+                                                return_transform=True)
+    assert plain - 1e-6 <= curve[0] < 0.8
+
+    flip, angle, zoom = transform[0]
+    bank = warp(torch.from_numpy(query), torch.tensor([bool(flip)]), torch.tensor([angle]), torch.tensor([zoom]))
+    rows, crop = _reference_rows(reference, 32, 3)
+    got = _curve_window_scores(rows[None], bank, crop)[0, 0, 0].numpy()
+    y = reference[0, 3:3 + crop, 3:3 + crop].astype(float).ravel()
+    shifts = 32 - crop + 1
+    for dy in range(shifts):
+        for dx in range(shifts):
+            x = bank[0, 0, dy:dy + crop, dx:dx + crop].numpy().astype(float).ravel()
+            design = np.stack([np.ones_like(x), x, x * x], 1)
+            residual = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+            exact = np.sqrt(max(1.0 - (residual ** 2).sum() / ((y - y.mean()) ** 2).sum(), 0.0))
+            r1 = np.corrcoef(x, y)[0, 1]
+            score = got[dy * shifts + dx]
+            if r1 > 0:
+                assert r1 - 1e-5 <= score <= max(exact, r1) + 1e-5, (dy, dx, r1, exact, score)
+            else:
+                assert score == pytest.approx(r1, abs=1e-5)
+
+
 def test_the_curve_score_finds_turned_copies_under_a_gamma_as_copies_and_strangers_stay_strangers(blobs):
     """Copies turned by 20 degrees under a gamma of 3: with `curve` they score as closely as plain turned copies do,
     without it lower (measured: median 0.969 -> 0.993); new patients gain little (0.546 -> 0.570)."""

@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from auditors.privacy.calibration import fisher_z, fit_tail  # noqa: E402
-from auditors.privacy.memorisation import CONFIRM_ALPHA, CONFIRMING_PARTS, TAU_ALPHA  # noqa: E402
+from auditors.privacy.calibration import fisher_z, patient_folds  # noqa: E402
+from auditors.privacy.memorisation import CONFIRMING_PARTS, Part, near_copies  # noqa: E402
 
 LEVELS = (2.5, 3.0, 3.5, 4.0, 4.5)
 
@@ -67,9 +67,10 @@ def model_law(n_null: int, n_synthetic: int, draws: int, seed: int = 0) -> np.nd
 
 
 def rule_bar(null: np.ndarray, n_synthetic: int) -> float:
-    """The confirmation bar of `near_copies`, in null sds above the null's mean."""
-    tail = fit_tail(null, 1.0 - CONFIRM_ALPHA / n_synthetic, 1.0 - TAU_ALPHA)
-    bar = max(tail.tau_high, float(null.max()))
+    """The confirmation bar `near_copies` itself sets for this null, in null sds above the null's mean."""
+    unscored = np.full(n_synthetic, np.nan)  # the bar depends on the null and the cohort's size only
+    bar = near_copies(Part("robust", unscored, null, unscored, np.full(n_synthetic, -1)), n_synthetic,
+                      patient_folds(len(null), 0))["confirm_threshold"]
     zn = fisher_z(null)
     return float((fisher_z([bar])[0] - zn.mean()) / zn.std(ddof=1))
 

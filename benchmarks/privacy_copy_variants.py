@@ -11,7 +11,8 @@ altered with the images (nearest neighbour). 32 px, default options and threshol
     two training patients averaged slice by slice, the first with that weight; `blend3`: three, in equal thirds;
     `shift3.5` / `shift5` / `shift8`: moved by (3.5, -2.5) / (5, -4) / (8, -6) px, edges extended; `crops5`: each slice moved on its own by up
     to 5 px per axis, a memorised random crop; `rot10+shift5` / `rot6+shift6` / `rot15+shift4`: turned, then moved
-    by (5, -4) / (-6, 3) / (4, 4) px)
+    by (5, -4) / (-6, 3) / (4, 4) px; `fliplr` / `flipud`: mirrored; `fliplr+shift5`: mirrored and moved by (5, -4) px,
+    `rot180+shift5`: turned by 180 degrees and moved, `flipud+rot10+shift5`: mirrored, turned and moved)
     (one JSON line per variant; no variant: all of them)
 
 Measured figures: docs/privacy-checks.md ("Registered search").
@@ -102,6 +103,13 @@ CHANGES = {
     "rot10+shift5": lambda rng: _then(_rotated(10.0), _shifted(5, -4)),
     "rot6+shift6": lambda rng: _then(_rotated(-6.0), _shifted(-6, 3)),
     "rot15+shift4": lambda rng: _then(_rotated(15.0), _shifted(4, 4)),
+    # mirrored copies (a flip is a common augmentation): left-right, up-down, and a mirror turned and moved
+    "fliplr": lambda rng: _geometric(lambda x, order: x[:, ::-1].copy()),
+    "flipud": lambda rng: _geometric(lambda x, order: x[::-1].copy()),
+    "fliplr+shift5": lambda rng: _then(_geometric(lambda x, order: x[:, ::-1].copy()), _shifted(5, -4)),
+    "rot180+shift5": lambda rng: _then(_geometric(lambda x, order: np.rot90(x, 2).copy()), _shifted(5, -4)),
+    "flipud+rot10+shift5": lambda rng: _then(_geometric(lambda x, order: x[::-1].copy()),
+                                             _then(_rotated(10.0), _shifted(5, -4))),
     "zoom1.15": lambda rng: _zoomed(1.15), "elastic0.7": lambda rng: _elastic(0.7, rng),
     "elastic1.5": lambda rng: _elastic(1.5, rng), "elastic2.5": lambda rng: _elastic(2.5, rng),
     "blur1+noise": lambda rng: (lambda image, label: (ndimage.gaussian_filter(image, 1.0)

@@ -168,10 +168,11 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
             turns = translation_angles(ctx.option("copy_translation_max_rotation") if turned_moves else 0.0)
             turned = {}
             if len(turns) > 1:  # turned as well as moved: a direct search finds what the spectra miss
-                moved, turn = moved_candidates(images, codes, train, tr_codes, turns, min(translation, 6),
-                                               patients=patients, size=MATCH_SIZE,
-                                               ivf_lists=ctx.option("nn_ivf_lists"), nprobe=ctx.option("nn_nprobe"))
-                turned = dict(turn=turn, turned_from=far.shape[1], nudge=ANGLE_STEP / 2)
+                moved, turn, mirrored = moved_candidates(
+                    images, codes, train, tr_codes, turns, min(translation, 6), patients=patients, size=MATCH_SIZE,
+                    ivf_lists=ctx.option("nn_ivf_lists"), nprobe=ctx.option("nn_nprobe"),
+                    mirrors=ctx.option("copy_translation_mirrors"))
+                turned = dict(turn=turn, turned_from=far.shape[1], nudge=ANGLE_STEP / 2, mirrored=mirrored)
                 far = np.concatenate([far, moved], axis=1)
             (best, match), better = better_of((best, match), translated_similarity(
                 images, train, far, MATCH_SIZE, translation, **turned))
@@ -465,6 +466,9 @@ class NNMemorisation(Auditor):
         Option("copy_translation_max_rotation", float, 15.0, "the translation search also looks for copies turned "
                "by up to this angle either way and moved beyond copy_max_shift (a direct search over turns 5 degrees "
                "apart finds their candidates); 0: moves only", low=0.0, high=45.0),
+        Option("copy_translation_mirrors", bool, True, "the turned translation search also tries each slice "
+               "mirrored left-right or up-down and turned by 180 degrees (copies of a generator trained with flips, "
+               "moved beyond copy_max_shift); 4 times the direct search's work"),
         Option("copy_max_rotation", float, 5.0, "largest rotation (degrees) the copy matcher forgives", low=0.0,
                high=30.0),
         Option("copy_registration", bool, True, "also register each slice to its candidates over any rotation, "

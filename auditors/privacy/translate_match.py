@@ -23,7 +23,9 @@ directly, at half size, every reference slice's central crop against every windo
 angle of a bank (FAISS, inner product of normalised rows), and lists each query's best matches and the turn that
 gave its best; the overlap correlation then tries no turn and that turn with its neighbours (the query's corners
 that the turn leaves empty kept out of the overlap). The registered search of robust_match.py turns by any angle but
-forgives shifts of up to 3 px; this covers the bank's turns with moves of up to `max_translation` px.
+forgives shifts of up to 3 px; this covers the bank's turns with moves of up to `max_translation` px. With mirrors
+(`translation_poses`) the bank holds the same turns of the slice mirrored left-right, mirrored up-down and turned by
+180 degrees: a generator trained with flips and crops gives its training slices back mirrored and moved.
 """
 from __future__ import annotations
 
@@ -84,13 +86,18 @@ def overlap_correlation(queries: torch.Tensor, references: torch.Tensor, max_tra
     return torch.where(informative, corr, 0.0)
 
 
-def turned(images: torch.Tensor, angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def turned(images: torch.Tensor, angles: torch.Tensor,
+           mirrored: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, V, H, W) each slice turned by its V angles (degrees; (V,) shared or (B, V) per slice, as `warp`), and the
-    (B, V, H, W) support: 1 where the turned slice's pixel came from inside the slice."""
+    (B, V, H, W) support: 1 where the turned slice's pixel came from inside the slice. `mirrored` (bool, the shape
+    of `angles`): those slices are mirrored left-right before their turn (as `robust_match.warp`'s flip)."""
     b, v = len(images), angles.shape[-1]
     h, w = images.shape[-2:]
     a = torch.deg2rad(angles.to(images.dtype)).reshape(-1)
-    theta = torch.stack([torch.stack([torch.cos(a), -torch.sin(a), torch.zeros_like(a)], -1),
+    f = (torch.ones_like(a) if mirrored is None
+         else torch.where(mirrored.reshape(-1), -1.0, 1.0).to(images.dtype))
+    # output pixel -> input pixel: undo the turn, then the mirror (x -> -x)
+    theta = torch.stack([torch.stack([f * torch.cos(a), -f * torch.sin(a), torch.zeros_like(a)], -1),
                          torch.stack([torch.sin(a), torch.cos(a), torch.zeros_like(a)], -1)], -2)
     grid = F.affine_grid(theta, (len(theta), 1, h, w), align_corners=False)
     shared = angles.ndim == 1
@@ -115,14 +122,29 @@ def translation_angles(max_angle: float, step: float = ANGLE_STEP) -> tuple[floa
     return tuple(float(step * i) for i in range(-n, n + 1))
 
 
+def translation_poses(angles: tuple[float, ...], mirrors: bool) -> tuple[tuple[bool, float], ...]:
+    """(mirrored, degrees) of every pose the direct search tries: the turns of `angles` and, with `mirrors`, the same
+    turns of the rectangle's other three orientations: mirrored left-right, mirrored up-down (a left-right mirror
+    turned by 180 degrees) and turned by 180 degrees. A generator trained with flips (the usual augmentation)
+    may give back a training slice mirrored and moved (measured 2026-12-07 on the phantom at 32 px: 10 training
+    patients mirrored up-down, turned by 10 degrees and moved by (5, -4) px passed the memorisation auditor, 0
+    confirmed, with the turns alone)."""
+    halves = (0.0, 180.0) if mirrors else (0.0,)
+    flips = (False, True) if mirrors else (False,)
+    return tuple((m, (base + a + 180.0) % 360.0 - 180.0) for m in flips for base in halves
+                 for a in sorted(set(float(x) for x in angles)) or [0.0])
+
+
 def moved_candidates(queries: np.ndarray, query_codes: np.ndarray, reference: np.ndarray,
                      reference_codes: np.ndarray, angles: tuple[float, ...], max_translation: int = 6, k: int = 16,
                      patients: int = 2, own: int = 4, size: int = 32, per_window: int = 4, chunk: int = 256,
-                     ivf_lists: int = 0, nprobe: int = 16) -> tuple[np.ndarray, np.ndarray]:
+                     ivf_lists: int = 0, nprobe: int = 16, mirrors: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidates for copies turned AND moved, which neither spectrum space finds (measured 2026-12-06 on the phantom,
     100 training patients, 10 copied: turned by 10 degrees and moved by (5, -4) px, the source slice among the
     Tukey-space candidates for 69% of the slices, 75% with the spectra turned back by the bank): ((Q, C) reference
-    slice indices as `robust_match.candidates`, (Q,) the turn of each query's best match).
+    slice indices as `robust_match.candidates`, (Q,) the turn of each query's best match and (Q,) whether it was
+    mirrored: the poses of `translation_poses`, mirrored ones only with `mirrors`).
 
     A direct search at half size: every reference slice's central crop (the slice less `max_translation` px each
     side, normalised) is an entry of a FAISS inner-product index, and every same-size window of each query turned by
@@ -135,14 +157,18 @@ def moved_candidates(queries: np.ndarray, query_codes: np.ndarray, reference: np
     half, t = size // 2, int(max_translation) // 2
     ref_rows, crop = _reference_rows(reference, half, t)
     index = NeighbourIndex(ref_rows.numpy(), ivf_lists=ivf_lists, nprobe=nprobe)
-    bank = torch.tensor(sorted(set(float(a) for a in angles)) or [0.0])
+    poses = translation_poses(angles, mirrors)
+    bank = torch.tensor([a for _, a in poses])
+    flips = torch.tensor([m for m, _ in poses])
     q = _as_tensor(queries, half)
     k = min(int(k), len(reference))
     nearest = np.empty((len(queries), k), dtype=np.int64)
     best_angle = np.empty(len(queries), dtype=np.float64)
+    best_mirrored = np.zeros(len(queries), dtype=bool)
     with torch.no_grad():
         for start in range(0, len(queries), chunk):
-            variants, _ = turned(q[start:start + chunk], bank)  # border values extended: windows stay informative
+            # border values extended: windows stay informative
+            variants, _ = turned(q[start:start + chunk], bank, flips)
             b, v = variants.shape[:2]
             windows = F.unfold(variants.reshape(b * v, 1, half, half), crop).transpose(1, 2)  # (B V, S, crop^2)
             n_windows = windows.shape[1]
@@ -156,24 +182,27 @@ def moved_candidates(queries: np.ndarray, query_codes: np.ndarray, reference: np
             nearest[start:start + b] = np.argsort(-best, axis=1, kind="stable")[:, :k]
             top = sims.argmax(axis=1)  # the best window of each query: its turn
             best_angle[start:start + b] = bank.numpy()[top // (n_windows * per_window)]
+            best_mirrored[start:start + b] = flips.numpy()[top // (n_windows * per_window)]
     n_query, n_ref = int(query_codes.max()) + 1, int(reference_codes.max()) + 1
     chosen = _chosen_slices(_patient_votes(nearest, query_codes, reference_codes, n_query, n_ref), query_codes,
                             reference_codes, patients)
     cand = np.concatenate([chosen, nearest[:, :min(own, k)]], axis=1) if own > 0 else chosen
-    return cand, best_angle
+    return cand, best_angle, best_mirrored
 
 
 def translated_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.ndarray, size: int = 32,
                           max_translation: int = 8, fine_slices: int = 4, chunk: int = 64,
-                          turn: np.ndarray | None = None, turned_from: int = 0, nudge: float = 0.0
-                          ) -> tuple[np.ndarray, np.ndarray]:
+                          turn: np.ndarray | None = None, turned_from: int = 0, nudge: float = 0.0,
+                          mirrored: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per query slice: the best overlap correlation to any of its candidate reference slices `cand` (Q, K) over
     translations of up to `max_translation` px (at `size`), and the index of that reference slice.
 
     Turns: with `turn` (Q,) degrees, the candidates from column `turned_from` on are tried with the query turned by
     its `turn` and +- `nudge` (those before it unturned), and the fine step tries every fine candidate with no turn
-    and with the turn that scored best coarsely, and the best of them also at that turn +- `nudge`. Coarse to fine: at half size (translations of up to half as many
-    px) on every candidate, then at full size on the `fine_slices` candidates that scored best coarsely."""
+    and with the turn that scored best coarsely, and the best of them also at that turn +- `nudge`; `mirrored` (Q,)
+    bool: those queries are mirrored left-right before their turn. Coarse to fine: at half size (translations of up
+    to half as many px) on every candidate, then at full size on the `fine_slices` candidates that scored best
+    coarsely."""
     cand = _check_candidates(cand, len(queries))
     t = int(max_translation)
     if t < 1 or 2 * t > size // 2:
@@ -193,17 +222,21 @@ def translated_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
         return _best_candidate(cand, chunk, score)
 
     turns = torch.as_tensor(np.asarray(turn, dtype=np.float32))
+    if mirrored is not None and np.shape(mirrored) != (len(queries),):
+        raise ValueError(f"mirrored must hold one flag per query ({len(queries)}), got shape {np.shape(mirrored)}")
+    mirrors = torch.zeros(len(queries), dtype=torch.bool) if mirrored is None else torch.as_tensor(
+        np.asarray(mirrored, dtype=bool))
     split = int(turned_from)
     if not 0 <= split < cand.shape[1]:
         raise ValueError(f"turned_from {turned_from} leaves no turned candidates among {cand.shape[1]}")
     nudges = torch.tensor([-nudge, 0.0, nudge] if nudge else [0.0])
 
-    def over_turns(query, refs, angles, translation):
+    def over_turns(query, refs, angles, translation, flips):
         """(B, V, K): the best correlation over the translations of each query (B, H, W) under each of its turns
-        `angles` (B, V) with each of its K references (B, K, H, W)."""
+        `angles` (B, V), mirrored first where `flips` (B,), with each of its K references (B, K, H, W)."""
         b, v = angles.shape
         k, h, w = refs.shape[1:]
-        variants, support = turned(query, angles)
+        variants, support = turned(query, angles, flips[:, None].expand(b, v))
         refs = refs[:, None].expand(b, v, k, h, w).reshape(b * v, k, h, w)
         corr = overlap_correlation(variants.reshape(b * v, h, w), refs, translation, support.reshape(b * v, h, w))
         return corr.max(dim=2).values.reshape(b, v, k)
@@ -215,15 +248,16 @@ def translated_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
                  if split > 0 else refs.new_empty((b, 0)))
         # the moved block under the turn and its nudges (cheap at half size); the fine step keeps the best one
         around = turns[start:stop, None] + nudges
-        moved, which = over_turns(q_coarse[start:stop], refs[:, split:], around, (t + 1) // 2).max(dim=1)
+        flips = mirrors[start:stop]
+        moved, which = over_turns(q_coarse[start:stop], refs[:, split:], around, (t + 1) // 2, flips).max(dim=1)
         coarse = torch.cat([plain, moved], dim=1)
         best_turn = around.gather(1, which.gather(1, moved.argmax(dim=1, keepdim=True)))  # (B, 1)
         top = coarse.topk(n_fine, dim=1).indices
         fine_refs = r_fine[idx.gather(1, top)]
         fine = torch.maximum(overlap_correlation(q_fine[start:stop], fine_refs, t).max(dim=2).values,  # no turn
-                             over_turns(q_fine[start:stop], fine_refs, best_turn, t)[:, 0])
+                             over_turns(q_fine[start:stop], fine_refs, best_turn, t, flips)[:, 0])
         if nudge:  # the best coarse candidate also half a bank step either side of the turn, at full size
-            nudged = over_turns(q_fine[start:stop], fine_refs[:, :1], best_turn + nudges[[0, 2]], t)
+            nudged = over_turns(q_fine[start:stop], fine_refs[:, :1], best_turn + nudges[[0, 2]], t, flips)
             fine[:, 0] = torch.maximum(fine[:, 0], nudged.amax(dim=(1, 2)))
         return torch.full_like(coarse, -math.inf).scatter_(1, top, fine)
 

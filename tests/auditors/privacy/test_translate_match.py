@@ -1,7 +1,8 @@
 """Copies moved far: the overlap correlation agrees with np.corrcoef on the overlap at every translation (and with a
 query support), the shift-tolerant spectrum space lists the sources of slices moved by 5 px where the small search's
 space does not, the direct search lists the sources of slices turned and moved, and the memorisation auditor
-confirms training patients moved by 5 px, or turned by 10 degrees and moved, that every part missed before."""
+confirms training patients moved by 5 px, or turned by 10 degrees and moved, or mirrored and moved, that every part
+missed before."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +14,7 @@ from auditors.base import AuditContext
 from auditors.privacy.memorisation import NNMemorisation
 from auditors.privacy.robust_match import candidates
 from auditors.privacy.translate_match import (moved_candidates, overlap_correlation, translated_similarity,
-                                              translation_angles, turned)
+                                              translation_angles, translation_poses, turned)
 from cmri_release.core.sliceset import SliceSet
 
 
@@ -86,6 +87,18 @@ def test_turn_bank_and_support():
     assert float(support[0, 1, 0, 0]) == 0.0
 
 
+def test_mirrored_turns_and_the_poses_of_the_rectangle():
+    images = torch.rand(2, 32, 32)
+    out, support = turned(images, torch.tensor([0.0, 180.0]), torch.tensor([True, True]))
+    assert torch.allclose(out[:, 0], torch.flip(images, dims=(-1,)), atol=1e-5)  # mirrored left-right
+    assert torch.allclose(out[:, 1], torch.flip(images, dims=(-2,)), atol=1e-5)  # then half a turn: up-down
+    assert bool((support == 1).all())
+    assert translation_poses((0.0,), mirrors=False) == ((False, 0.0),)
+    poses = translation_poses((-5.0, 0.0, 5.0), mirrors=True)
+    assert len(poses) == 12 and len(set(poses)) == 12
+    assert {(False, -180.0), (True, 0.0), (True, -180.0), (True, 175.0), (False, -175.0)} <= set(poses)
+
+
 def _moved(images: np.ndarray, dy: float, dx: float) -> np.ndarray:
     return np.stack([ndimage.shift(x, (dy, dx), order=1, mode="nearest") for x in images]).astype(np.float32)
 
@@ -121,11 +134,11 @@ def test_slices_turned_and_moved_are_found_by_the_direct_search(blobs):
     copies = _turned_and_moved(s.images[:16], 10.0, 5, -4)
     strangers = blobs(4, slices=4, size=32, seed=4, noise=0.05).images
     queries, q_codes = np.concatenate([copies, strangers]), np.repeat(np.arange(8), 4)
-    near, turn = moved_candidates(queries, q_codes, s.images, codes, translation_angles(15.0))
+    near, turn, _ = moved_candidates(queries, q_codes, s.images, codes, translation_angles(15.0))
     assert all(i in near[i] for i in range(16))
     assert np.median(np.abs(turn[:16] - (-10.0))) <= 5.0  # the query turned back by about 10 degrees
     many = blobs(40, slices=4, size=32, seed=5, noise=0.05)  # 160 slices: a FAISS IVF index of 4 lists, 1 visited
-    approximate, _ = moved_candidates(queries, q_codes, many.images, many.subject_codes()[0],
+    approximate, _, _ = moved_candidates(queries, q_codes, many.images, many.subject_codes()[0],
                                       translation_angles(15.0), ivf_lists=4, nprobe=1)
     assert approximate.min() >= 0 and approximate.max() < len(many.images)
     plain, _ = translated_similarity(queries, s.images, near, max_translation=8)
@@ -184,3 +197,48 @@ def test_training_patients_turned_and_moved_are_confirmed(phantom_slices, part_a
     synthetic = SliceSet.concat([new.for_subjects(new.subjects[:24]), turned_moved])
     part_alone_confirms(_audit, train, holdout, synthetic, set(turned_moved.subjects), "smoothed_best_slice",
                         {"copy_translation_max_rotation": 0.0}, 2, **FAST)
+
+
+@pytest.mark.slow  # default run under 15 min on a slow 2-core machine (the mirrored direct search's own test runs there)
+def test_training_patients_mirrored_and_moved_are_confirmed(phantom_slices, part_alone_confirms):
+    """Three training patients mirrored left-right and moved by (5, -4) px (a generator trained with flips and crops)
+    among 24 new patients: without the mirrored poses (`copy_translation_mirrors=False`) none is confirmed; with them
+    the release fails, on the three and on nothing else (each found by its best slice at this 12-patient holdout, whose
+    median bar sits at its largest score)."""
+    train, holdout, new = phantom_slices
+    source = train.for_subjects(train.subjects[:3])
+    mirrored = SliceSet(
+        images=_moved(source.images[:, :, ::-1], 5, -4),
+        labels=np.stack([ndimage.shift(x[:, ::-1], (5, -4), order=0, mode="nearest")
+                         for x in source.labels]).astype(np.uint8),
+        subject_ids=np.char.add("mirrored-", source.subject_ids), vendors=source.vendors, phases=source.phases,
+        slice_pos=source.slice_pos, slice_index=source.slice_index, has_label=source.has_label,
+        spacing_mm=source.spacing_mm)
+    synthetic = SliceSet.concat([new.for_subjects(new.subjects[:24]), mirrored])
+    part_alone_confirms(_audit, train, holdout, synthetic, set(mirrored.subjects), "best_slice",
+                        {"copy_translation_mirrors": False}, 3, **FAST)
+
+
+@pytest.mark.parametrize("axis", [1, 0], ids=["left-right", "up-down"])
+def test_slices_mirrored_turned_and_moved_are_found_only_with_the_mirrors(blobs, axis):
+    """A generator trained with flips gives a training slice back mirrored; mirrored, turned by 10 degrees and moved by
+    (5, -4) px, it is found with the mirrored poses (its source listed, the pose mirrored, scored as the unmirrored
+    turned copies are) and scored low without them; strangers stay low either way."""
+    s = blobs(12, slices=4, size=32, seed=3, noise=0.05)
+    codes, _ = s.subject_codes()
+    mirrored = np.flip(s.images[:16], axis=axis + 1)
+    copies = _turned_and_moved(mirrored, 10.0, 5, -4)
+    strangers = blobs(4, slices=4, size=32, seed=4, noise=0.05).images
+    queries, q_codes = np.concatenate([copies, strangers]), np.repeat(np.arange(8), 4)
+    found = {}
+    for mirrors in (False, True):
+        near, turn, flip = moved_candidates(queries, q_codes, s.images, codes, translation_angles(15.0),
+                                            mirrors=mirrors)
+        found[mirrors] = translated_similarity(queries, s.images, near, max_translation=8, turn=turn, nudge=2.5,
+                                               turned_from=0, mirrored=flip)
+        if mirrors:
+            assert all(i in near[i] for i in range(16)) and flip[:16].all()
+    score, source = found[True]
+    assert np.array_equal(source[:16], np.arange(16)) and np.all(score[:16] > 0.93)
+    assert found[False][0][:16].max() < 0.9
+    assert score[16:].max() < 0.9 and found[False][0][16:].max() < 0.9

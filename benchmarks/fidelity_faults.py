@@ -65,6 +65,26 @@ def _vendor_cycle(vendors):
     return np.array([shift[v] for v in vendors.tolist()])
 
 
+def _some_patients(s, share, change):
+    """`change` (a SliceSet -> SliceSet of the same slices) applied to the first `share` of the patients only."""
+    broken = set(s.subjects[:max(1, round(share * len(s.subjects)))])
+    keep = np.array([sid in broken for sid in s.subject_ids.tolist()])
+    changed = change(s)
+    return replace(s, images=np.where(keep[:, None, None], changed.images, s.images).astype(np.float32),
+                   labels=np.where(keep[:, None, None], changed.labels, s.labels).astype(np.uint8))
+
+
+def _noise_images(x, seed=0):
+    """Each slice replaced by white noise of its own mean and spread: no anatomy at all."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(x.mean(axis=(1, 2), keepdims=True), x.std(axis=(1, 2), keepdims=True), x.shape)
+
+
+def _degraded(s, name, seed=0):
+    from auditors.fidelity.degradations import degrade
+    return degrade(s, name, seed=seed)
+
+
 FAULTS = {
     "none": lambda s: s,
     "gamma0.6": lambda s: _images(s, lambda x: _gamma(x, 0.6)),
@@ -79,6 +99,12 @@ FAULTS = {
     "vendors_cycled": lambda s: replace(s, vendors=_vendor_cycle(s.vendors)),
     "one_vendor_named": lambda s: replace(s, vendors=np.full(len(s.vendors), sorted(set(s.vendors.tolist()))[0])),
     "phases_swapped": lambda s: replace(s, phases=np.where(s.phases == "ED", "ES", "ED")),
+    # a minority of broken patients among good ones: a reviewer rejects a cohort with any share of them
+    "noise_patients10": lambda s: _some_patients(s, 0.1, lambda t: _images(t, _noise_images)),
+    "noise_patients20": lambda s: _some_patients(s, 0.2, lambda t: _images(t, _noise_images)),
+    "blank_patients10": lambda s: _some_patients(s, 0.1, lambda t: _images(t, lambda x: np.zeros_like(x))),
+    "blur_patients20": lambda s: _some_patients(s, 0.2, lambda t: _degraded(t, "blur")),
+    "masks_mismatched20": lambda s: _some_patients(s, 0.2, lambda t: replace(t, labels=np.roll(t.labels, 7, axis=0))),
 }
 
 

@@ -173,7 +173,7 @@ class Option:
     """One setting an auditor (or a feature space) reads: declared once, validated before the audit runs.
 
     `kind` is int, float, bool, str or "str-list" (a list of strings, e.g. feature spaces); `low`/`high`
-    bound numbers (inclusive); `choices` restricts strings and list items.
+    bound numbers (inclusive); `choices` restricts strings, list items and numbers.
     """
     name: str
     kind: Any
@@ -181,7 +181,7 @@ class Option:
     help: str
     low: float | None = None
     high: float | None = None
-    choices: tuple[str, ...] | None = None
+    choices: tuple[Any, ...] | None = None
 
     def coerce(self, value: Any) -> Any:
         """The value as this option's type, or ValueError saying what is wrong."""
@@ -198,6 +198,8 @@ class Option:
             if not math.isfinite(value) or (self.low is not None and value < self.low) or \
                     (self.high is not None and value > self.high):
                 raise ValueError(f"{where}: {value!r} is outside [{self.low}, {self.high}]")
+            if self.choices and value not in self.choices:
+                raise ValueError(f"{where}: expected one of {', '.join(map(str, self.choices))}, got {value!r}")
             return value
         if self.kind is str:
             if not isinstance(value, str) or (self.choices and value not in self.choices):
@@ -217,7 +219,7 @@ class Option:
     def describe(self) -> str:
         kind = {int: "int", float: "float", bool: "bool", str: "str"}.get(self.kind, str(self.kind))
         bounds = "" if self.low is None and self.high is None else f", {self.low}..{self.high}"
-        choices = f", one of {'/'.join(self.choices)}" if self.choices else ""
+        choices = f", one of {'/'.join(map(str, self.choices))}" if self.choices else ""
         return f"{self.name} ({kind}{bounds}{choices}; default {self.default!r}): {self.help}"
 
 

@@ -12,7 +12,8 @@ altered with the images (nearest neighbour). 32 px, default options and threshol
     `shift3.5` / `shift5` / `shift8`: moved by (3.5, -2.5) / (5, -4) / (8, -6) px, edges extended; `crops5`: each slice moved on its own by up
     to 5 px per axis, a memorised random crop; `rot10+shift5` / `rot6+shift6` / `rot15+shift4`: turned, then moved
     by (5, -4) / (-6, 3) / (4, 4) px; `fliplr` / `flipud`: mirrored; `fliplr+shift5`: mirrored and moved by (5, -4) px,
-    `rot180+shift5`: turned by 180 degrees and moved, `flipud+rot10+shift5`: mirrored, turned and moved)
+    `rot180+shift5` / `rot90+shift5`: turned by 180 / 90 degrees and moved, `transpose+shift5`: transposed and moved,
+    `flipud+rot10+shift5`: mirrored, turned and moved)
     (one JSON line per variant; no variant: all of them)
 
 Measured figures: docs/privacy-checks.md ("Registered search").
@@ -108,6 +109,8 @@ CHANGES = {
     "flipud": lambda rng: _geometric(lambda x, order: x[::-1].copy()),
     "fliplr+shift5": lambda rng: _then(_geometric(lambda x, order: x[:, ::-1].copy()), _shifted(5, -4)),
     "rot180+shift5": lambda rng: _then(_geometric(lambda x, order: np.rot90(x, 2).copy()), _shifted(5, -4)),
+    "rot90+shift5": lambda rng: _then(_geometric(lambda x, order: np.rot90(x).copy()), _shifted(5, -4)),
+    "transpose+shift5": lambda rng: _then(_geometric(lambda x, order: x.T.copy()), _shifted(5, -4)),
     "flipud+rot10+shift5": lambda rng: _then(_geometric(lambda x, order: x[::-1].copy()),
                                              _then(_rotated(10.0), _shifted(5, -4))),
     "zoom1.15": lambda rng: _zoomed(1.15), "elastic0.7": lambda rng: _elastic(0.7, rng),

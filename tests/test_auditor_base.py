@@ -86,6 +86,9 @@ def test_options_are_typed_and_a_typo_names_the_nearest():
     with pytest.raises(ValueError, match="unknown 'voxels'"):
         validate_options({"feature_spaces": ["pixels", "voxels"]})
     assert validate_options({"feature_spaces": "pixels"}) == {"feature_spaces": ("pixels",)}
+    assert validate_options({"copy_translation_orientations": 4}) == {"copy_translation_orientations": 4}
+    with pytest.raises(ValueError, match="expected one of 1, 4, 8, got 3"):
+        validate_options({"copy_translation_orientations": 3})
     assert OPTIONS["white_box"].coerce(False) is False
     with pytest.raises(ValueError):
         OPTIONS["white_box"].coerce("no")

@@ -171,7 +171,7 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
                 moved, turn, mirrored = moved_candidates(
                     images, codes, train, tr_codes, turns, min(translation, 6), patients=patients, size=MATCH_SIZE,
                     ivf_lists=ctx.option("nn_ivf_lists"), nprobe=ctx.option("nn_nprobe"),
-                    mirrors=ctx.option("copy_translation_mirrors"))
+                    orientations=ctx.option("copy_translation_orientations"))
                 turned = dict(turn=turn, turned_from=far.shape[1], nudge=ANGLE_STEP / 2, mirrored=mirrored)
                 far = np.concatenate([far, moved], axis=1)
             (best, match), better = better_of((best, match), translated_similarity(
@@ -466,9 +466,10 @@ class NNMemorisation(Auditor):
         Option("copy_translation_max_rotation", float, 15.0, "the translation search also looks for copies turned "
                "by up to this angle either way and moved beyond copy_max_shift (a direct search over turns 5 degrees "
                "apart finds their candidates); 0: moves only", low=0.0, high=45.0),
-        Option("copy_translation_mirrors", bool, True, "the turned translation search also tries each slice "
-               "mirrored left-right or up-down and turned by 180 degrees (copies of a generator trained with flips, "
-               "moved beyond copy_max_shift); 4 times the direct search's work"),
+        Option("copy_translation_orientations", int, 8, "the turned translation search turns each slice about this "
+               "many orientations: 1, as it is; 4, also mirrored either way and turned by 180 degrees; 8, also "
+               "turned by 90 degrees either way and transposed (copies of a generator trained with flips or quarter "
+               "turns, moved beyond copy_max_shift); the direct search's work grows with it", choices=(1, 4, 8)),
         Option("copy_max_rotation", float, 5.0, "largest rotation (degrees) the copy matcher forgives", low=0.0,
                high=30.0),
         Option("copy_registration", bool, True, "also register each slice to its candidates over any rotation, "

@@ -23,9 +23,9 @@ directly, at half size, every reference slice's central crop against every windo
 angle of a bank (FAISS, inner product of normalised rows), and lists each query's best matches and the turn that
 gave its best; the overlap correlation then tries no turn and that turn with its neighbours (the query's corners
 that the turn leaves empty kept out of the overlap). The registered search of robust_match.py turns by any angle but
-forgives shifts of up to 3 px; this covers the bank's turns with moves of up to `max_translation` px. With mirrors
-(`translation_poses`) the bank holds the same turns of the slice mirrored left-right, mirrored up-down and turned by
-180 degrees: a generator trained with flips and crops gives its training slices back mirrored and moved.
+forgives shifts of up to 3 px; this covers the bank's turns with moves of up to `max_translation` px. The bank holds
+the same turns about the slice's other orientations too (`translation_poses`: mirrored, turned by quarter turns): a
+generator trained with flips, quarter turns and crops gives its training slices back mirrored or turned, and moved.
 """
 from __future__ import annotations
 
@@ -122,29 +122,35 @@ def translation_angles(max_angle: float, step: float = ANGLE_STEP) -> tuple[floa
     return tuple(float(step * i) for i in range(-n, n + 1))
 
 
-def translation_poses(angles: tuple[float, ...], mirrors: bool) -> tuple[tuple[bool, float], ...]:
-    """(mirrored, degrees) of every pose the direct search tries: the turns of `angles` and, with `mirrors`, the same
-    turns of the rectangle's other three orientations: mirrored left-right, mirrored up-down (a left-right mirror
-    turned by 180 degrees) and turned by 180 degrees. A generator trained with flips (the usual augmentation)
-    may give back a training slice mirrored and moved (measured 2026-12-07 on the phantom at 32 px: 10 training
-    patients mirrored up-down, turned by 10 degrees and moved by (5, -4) px passed the memorisation auditor, 0
-    confirmed, with the turns alone)."""
-    halves = (0.0, 180.0) if mirrors else (0.0,)
-    flips = (False, True) if mirrors else (False,)
-    return tuple((m, (base + a + 180.0) % 360.0 - 180.0) for m in flips for base in halves
+ORIENTATIONS = (1, 4, 8)  # the slice as it is; the rectangle's symmetries; the square's
+
+
+def translation_poses(angles: tuple[float, ...], orientations: int = 1) -> tuple[tuple[bool, float], ...]:
+    """(mirrored, degrees) of every pose the direct search tries: the turns of `angles` about each of `orientations`
+    starting points: 1, the slice as it is; 4, also mirrored left-right, mirrored up-down (a left-right mirror turned
+    by 180 degrees) and turned by 180 degrees (the symmetries of a rectangle); 8, also turned by 90 and 270 degrees
+    and transposed either way (the symmetries of a square). Flips and quarter turns are the usual augmentations of an
+    image generator, which may give a training slice back mirrored or turned, and moved (measured 2026-12-07 on the
+    phantom at 32 px: 10 training patients mirrored left-right and moved by (5, -4) px, or turned by 90 degrees and
+    moved, passed the memorisation auditor with 0 confirmed when the search turned by the bank alone)."""
+    if orientations not in ORIENTATIONS:
+        raise ValueError(f"orientations must be one of {ORIENTATIONS}, got {orientations}")
+    starts = {1: (0.0,), 4: (0.0, 180.0), 8: (0.0, 90.0, 180.0, 270.0)}[orientations]
+    flips = (False,) if orientations == 1 else (False, True)
+    return tuple((m, (base + a + 180.0) % 360.0 - 180.0) for m in flips for base in starts
                  for a in sorted(set(float(x) for x in angles)) or [0.0])
 
 
 def moved_candidates(queries: np.ndarray, query_codes: np.ndarray, reference: np.ndarray,
                      reference_codes: np.ndarray, angles: tuple[float, ...], max_translation: int = 6, k: int = 16,
                      patients: int = 2, own: int = 4, size: int = 32, per_window: int = 4, chunk: int = 256,
-                     ivf_lists: int = 0, nprobe: int = 16, mirrors: bool = False
+                     ivf_lists: int = 0, nprobe: int = 16, orientations: int = 1
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidates for copies turned AND moved, which neither spectrum space finds (measured 2026-12-06 on the phantom,
     100 training patients, 10 copied: turned by 10 degrees and moved by (5, -4) px, the source slice among the
     Tukey-space candidates for 69% of the slices, 75% with the spectra turned back by the bank): ((Q, C) reference
     slice indices as `robust_match.candidates`, (Q,) the turn of each query's best match and (Q,) whether it was
-    mirrored: the poses of `translation_poses`, mirrored ones only with `mirrors`).
+    mirrored: the poses of `translation_poses` about `orientations` starting points).
 
     A direct search at half size: every reference slice's central crop (the slice less `max_translation` px each
     side, normalised) is an entry of a FAISS inner-product index, and every same-size window of each query turned by
@@ -157,7 +163,7 @@ def moved_candidates(queries: np.ndarray, query_codes: np.ndarray, reference: np
     half, t = size // 2, int(max_translation) // 2
     ref_rows, crop = _reference_rows(reference, half, t)
     index = NeighbourIndex(ref_rows.numpy(), ivf_lists=ivf_lists, nprobe=nprobe)
-    poses = translation_poses(angles, mirrors)
+    poses = translation_poses(angles, orientations)
     bank = torch.tensor([a for _, a in poses])
     flips = torch.tensor([m for m, _ in poses])
     q = _as_tensor(queries, half)

@@ -93,10 +93,16 @@ def test_mirrored_turns_and_the_poses_of_the_rectangle():
     assert torch.allclose(out[:, 0], torch.flip(images, dims=(-1,)), atol=1e-5)  # mirrored left-right
     assert torch.allclose(out[:, 1], torch.flip(images, dims=(-2,)), atol=1e-5)  # then half a turn: up-down
     assert bool((support == 1).all())
-    assert translation_poses((0.0,), mirrors=False) == ((False, 0.0),)
-    poses = translation_poses((-5.0, 0.0, 5.0), mirrors=True)
+    assert translation_poses((0.0,)) == ((False, 0.0),)
+    poses = translation_poses((-5.0, 0.0, 5.0), 4)
     assert len(poses) == 12 and len(set(poses)) == 12
     assert {(False, -180.0), (True, 0.0), (True, -180.0), (True, 175.0), (False, -175.0)} <= set(poses)
+    square = translation_poses((0.0,), 8)  # the 8 symmetries of a square: each a different permutation of pixels
+    x = torch.arange(16.0).reshape(1, 4, 4)
+    images = [turned(x, torch.tensor([a]), torch.tensor([m]))[0][0, 0] for m, a in square]
+    assert len(square) == 8 and len({tuple(im.round().int().flatten().tolist()) for im in images}) == 8
+    with pytest.raises(ValueError, match="orientations"):
+        translation_poses((0.0,), 2)
 
 
 def _moved(images: np.ndarray, dy: float, dx: float) -> np.ndarray:
@@ -202,9 +208,9 @@ def test_training_patients_turned_and_moved_are_confirmed(phantom_slices, part_a
 @pytest.mark.slow  # default run under 15 min on a slow 2-core machine (the mirrored direct search's own test runs there)
 def test_training_patients_mirrored_and_moved_are_confirmed(phantom_slices, part_alone_confirms):
     """Three training patients mirrored left-right and moved by (5, -4) px (a generator trained with flips and crops)
-    among 24 new patients: without the mirrored poses (`copy_translation_mirrors=False`) none is confirmed; with them
-    the release fails, on the three and on nothing else (each found by its best slice at this 12-patient holdout, whose
-    median bar sits at its largest score)."""
+    among 24 new patients: without the other orientations (`copy_translation_orientations=1`) none is confirmed; with
+    them the release fails, on the three and on nothing else (each found by its best slice at this 12-patient
+    holdout, whose median bar sits at its largest score)."""
     train, holdout, new = phantom_slices
     source = train.for_subjects(train.subjects[:3])
     mirrored = SliceSet(
@@ -216,7 +222,7 @@ def test_training_patients_mirrored_and_moved_are_confirmed(phantom_slices, part
         spacing_mm=source.spacing_mm)
     synthetic = SliceSet.concat([new.for_subjects(new.subjects[:24]), mirrored])
     part_alone_confirms(_audit, train, holdout, synthetic, set(mirrored.subjects), "best_slice",
-                        {"copy_translation_mirrors": False}, 3, **FAST)
+                        {"copy_translation_orientations": 1}, 3, **FAST)
 
 
 @pytest.mark.parametrize("axis", [1, 0], ids=["left-right", "up-down"])
@@ -231,14 +237,35 @@ def test_slices_mirrored_turned_and_moved_are_found_only_with_the_mirrors(blobs,
     strangers = blobs(4, slices=4, size=32, seed=4, noise=0.05).images
     queries, q_codes = np.concatenate([copies, strangers]), np.repeat(np.arange(8), 4)
     found = {}
-    for mirrors in (False, True):
+    for orientations in (1, 4):
         near, turn, flip = moved_candidates(queries, q_codes, s.images, codes, translation_angles(15.0),
-                                            mirrors=mirrors)
-        found[mirrors] = translated_similarity(queries, s.images, near, max_translation=8, turn=turn, nudge=2.5,
-                                               turned_from=0, mirrored=flip)
-        if mirrors:
+                                            orientations=orientations)
+        found[orientations] = translated_similarity(queries, s.images, near, max_translation=8, turn=turn,
+                                                    nudge=2.5, turned_from=0, mirrored=flip)
+        if orientations > 1:
             assert all(i in near[i] for i in range(16)) and flip[:16].all()
-    score, source = found[True]
+    score, source = found[4]
     assert np.array_equal(source[:16], np.arange(16)) and np.all(score[:16] > 0.93)
-    assert found[False][0][:16].max() < 0.9
-    assert score[16:].max() < 0.9 and found[False][0][16:].max() < 0.9
+    assert found[1][0][:16].max() < 0.9
+    assert score[16:].max() < 0.9 and found[1][0][16:].max() < 0.9
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["turned-90", "transposed"])
+def test_slices_turned_by_a_quarter_and_moved_are_found_only_with_eight_orientations(blobs, transpose):
+    """Turned by 90 degrees (or transposed) and moved by (5, -4) px: the square's orientations find them (source
+    listed, scored as a plain move), the rectangle's do not."""
+    s = blobs(12, slices=4, size=32, seed=3, noise=0.05)
+    codes, _ = s.subject_codes()
+    quarter = np.swapaxes(s.images[:16], 1, 2) if transpose else np.rot90(s.images[:16], axes=(1, 2))
+    copies = _moved(np.ascontiguousarray(quarter), 5, -4)
+    strangers = blobs(4, slices=4, size=32, seed=4, noise=0.05).images
+    queries, q_codes = np.concatenate([copies, strangers]), np.repeat(np.arange(8), 4)
+    found = {}
+    for orientations in (4, 8):
+        near, turn, flip = moved_candidates(queries, q_codes, s.images, codes, translation_angles(15.0),
+                                            orientations=orientations)
+        found[orientations] = translated_similarity(queries, s.images, near, max_translation=8, turn=turn,
+                                                    nudge=2.5, turned_from=0, mirrored=flip)
+    score, source = found[8]
+    assert np.array_equal(source[:16], np.arange(16)) and np.all(score[:16] > 0.99)
+    assert found[4][0][:16].max() < 0.9 and score[16:].max() < 0.9

@@ -225,26 +225,32 @@ def test_training_patients_mirrored_and_moved_are_confirmed(phantom_slices, part
                         {"copy_translation_orientations": 1}, 3, **FAST)
 
 
+def _search_by_orientations(blobs, copies: np.ndarray, orientations: tuple[int, ...]) -> dict:
+    """The 16 `copies` of the first 4 of 12 blob patients (4 slices each) and 4 strangers searched by the direct
+    search and scored by the overlap correlation under each number of orientations: {orientations: (score, source,
+    candidates, mirrored)}."""
+    s = blobs(12, slices=4, size=32, seed=3, noise=0.05)
+    codes, _ = s.subject_codes()
+    strangers = blobs(4, slices=4, size=32, seed=4, noise=0.05).images
+    queries, q_codes = np.concatenate([copies, strangers]), np.repeat(np.arange(8), 4)
+    found = {}
+    for n in orientations:
+        near, turn, flip = moved_candidates(queries, q_codes, s.images, codes, translation_angles(15.0),
+                                            orientations=n)
+        found[n] = (*translated_similarity(queries, s.images, near, max_translation=8, turn=turn, nudge=2.5,
+                                           turned_from=0, mirrored=flip), near, flip)
+    return found
+
+
 @pytest.mark.parametrize("axis", [1, 0], ids=["left-right", "up-down"])
 def test_slices_mirrored_turned_and_moved_are_found_only_with_the_mirrors(blobs, axis):
     """A generator trained with flips gives a training slice back mirrored; mirrored, turned by 10 degrees and moved by
     (5, -4) px, it is found with the mirrored poses (its source listed, the pose mirrored, scored as the unmirrored
     turned copies are) and scored low without them; strangers stay low either way."""
-    s = blobs(12, slices=4, size=32, seed=3, noise=0.05)
-    codes, _ = s.subject_codes()
-    mirrored = np.flip(s.images[:16], axis=axis + 1)
-    copies = _turned_and_moved(mirrored, 10.0, 5, -4)
-    strangers = blobs(4, slices=4, size=32, seed=4, noise=0.05).images
-    queries, q_codes = np.concatenate([copies, strangers]), np.repeat(np.arange(8), 4)
-    found = {}
-    for orientations in (1, 4):
-        near, turn, flip = moved_candidates(queries, q_codes, s.images, codes, translation_angles(15.0),
-                                            orientations=orientations)
-        found[orientations] = translated_similarity(queries, s.images, near, max_translation=8, turn=turn,
-                                                    nudge=2.5, turned_from=0, mirrored=flip)
-        if orientations > 1:
-            assert all(i in near[i] for i in range(16)) and flip[:16].all()
-    score, source = found[4]
+    sources = blobs(12, slices=4, size=32, seed=3, noise=0.05).images[:16]
+    found = _search_by_orientations(blobs, _turned_and_moved(np.flip(sources, axis=axis + 1), 10.0, 5, -4), (1, 4))
+    score, source, near, flip = found[4]
+    assert all(i in near[i] for i in range(16)) and flip[:16].all()
     assert np.array_equal(source[:16], np.arange(16)) and np.all(score[:16] > 0.93)
     assert found[1][0][:16].max() < 0.9
     assert score[16:].max() < 0.9 and found[1][0][16:].max() < 0.9
@@ -254,18 +260,9 @@ def test_slices_mirrored_turned_and_moved_are_found_only_with_the_mirrors(blobs,
 def test_slices_turned_by_a_quarter_and_moved_are_found_only_with_eight_orientations(blobs, transpose):
     """Turned by 90 degrees (or transposed) and moved by (5, -4) px: the square's orientations find them (source
     listed, scored as a plain move), the rectangle's do not."""
-    s = blobs(12, slices=4, size=32, seed=3, noise=0.05)
-    codes, _ = s.subject_codes()
-    quarter = np.swapaxes(s.images[:16], 1, 2) if transpose else np.rot90(s.images[:16], axes=(1, 2))
-    copies = _moved(np.ascontiguousarray(quarter), 5, -4)
-    strangers = blobs(4, slices=4, size=32, seed=4, noise=0.05).images
-    queries, q_codes = np.concatenate([copies, strangers]), np.repeat(np.arange(8), 4)
-    found = {}
-    for orientations in (4, 8):
-        near, turn, flip = moved_candidates(queries, q_codes, s.images, codes, translation_angles(15.0),
-                                            orientations=orientations)
-        found[orientations] = translated_similarity(queries, s.images, near, max_translation=8, turn=turn,
-                                                    nudge=2.5, turned_from=0, mirrored=flip)
-    score, source = found[8]
+    sources = blobs(12, slices=4, size=32, seed=3, noise=0.05).images[:16]
+    quarter = np.swapaxes(sources, 1, 2) if transpose else np.rot90(sources, axes=(1, 2))
+    found = _search_by_orientations(blobs, _moved(np.ascontiguousarray(quarter), 5, -4), (4, 8))
+    score, source = found[8][:2]
     assert np.array_equal(source[:16], np.arange(16)) and np.all(score[:16] > 0.99)
     assert found[4][0][:16].max() < 0.9 and score[16:].max() < 0.9

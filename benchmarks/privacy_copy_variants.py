@@ -13,7 +13,8 @@ altered with the images (nearest neighbour). 32 px, default options and threshol
     to 5 px per axis, a memorised random crop; `rot10+shift5` / `rot6+shift6` / `rot15+shift4`: turned, then moved
     by (5, -4) / (-6, 3) / (4, 4) px; `fliplr` / `flipud`: mirrored; `fliplr+shift5`: mirrored and moved by (5, -4) px,
     `rot180+shift5` / `rot90+shift5`: turned by 180 / 90 degrees and moved, `transpose+shift5`: transposed and moved,
-    `flipud+rot10+shift5`: mirrored, turned and moved)
+    `flipud+rot10+shift5`: mirrored, turned and moved; `zoom1.15+shift5`: zoomed and moved; `aniso1.15`: rows
+    stretched by 1.15, columns shrunk by as much; `cutout12`: a 12-px square of each slice blanked)
     (one JSON line per variant; no variant: all of them)
 
 Measured figures: docs/privacy-checks.md ("Registered search").
@@ -70,6 +71,26 @@ def _elastic(sd_px, rng):
     return change
 
 
+def _stretched(factor):
+    """Anisotropic scaling about the centre: rows by `factor`, columns by 1 / `factor` (an `aniso` augmentation)."""
+    def warp(x, order):
+        c = (x.shape[0] - 1) / 2.0
+        m = np.diag([1.0 / factor, factor])
+        return ndimage.affine_transform(x, m, offset=c - m @ np.array([c, c]), order=order, mode="nearest")
+    return _geometric(warp)
+
+
+def _cutout(size, rng):
+    """A `size`-px square of each image set to the slice's mean, at a random place (a `cutout` augmentation; the
+    label map kept)."""
+    def change(image, label):
+        y, x = rng.integers(0, image.shape[0] - size + 1, 2)
+        out = image.copy()
+        out[y:y + size, x:x + size] = image.mean()
+        return out, label
+    return change
+
+
 def _shifted(dy, dx):
     return _geometric(lambda x, order: ndimage.shift(x, (dy, dx), order=order, mode="nearest"))
 
@@ -111,6 +132,11 @@ CHANGES = {
     "rot180+shift5": lambda rng: _then(_geometric(lambda x, order: np.rot90(x, 2).copy()), _shifted(5, -4)),
     "rot90+shift5": lambda rng: _then(_geometric(lambda x, order: np.rot90(x).copy()), _shifted(5, -4)),
     "transpose+shift5": lambda rng: _then(_geometric(lambda x, order: x.T.copy()), _shifted(5, -4)),
+    # the rest of a StyleGAN2-ADA-like augmentation pipeline: scale with an integer translation, anisotropic
+    # scaling, cutout
+    "zoom1.15+shift5": lambda rng: _then(_zoomed(1.15), _shifted(5, -4)),
+    "aniso1.15": lambda rng: _stretched(1.15),
+    "cutout12": lambda rng: _cutout(12, rng),
     "flipud+rot10+shift5": lambda rng: _then(_geometric(lambda x, order: x[::-1].copy()),
                                              _then(_rotated(10.0), _shifted(5, -4))),
     "zoom1.15": lambda rng: _zoomed(1.15), "elastic0.7": lambda rng: _elastic(0.7, rng),
@@ -144,6 +170,8 @@ MASK_CHANGES = {
     "maskcopy": lambda rng: (lambda image, label: (image, label)),
     "maskcopy_shift2": lambda rng: _geometric(lambda x, order: np.roll(x, (2, -1), axis=(0, 1))),
     "maskcopy_rot20": lambda rng: _rotated(20.0),
+    "maskcopy_fliplr+shift5": lambda rng: CHANGES["fliplr+shift5"](rng),
+    "maskcopy_rot90+shift5": lambda rng: CHANGES["rot90+shift5"](rng),
 }
 
 

@@ -469,7 +469,8 @@ class NNMemorisation(Auditor):
         Option("copy_translation_orientations", int, 8, "the turned translation search turns each slice about this "
                "many orientations: 1, as it is; 4, also mirrored either way and turned by 180 degrees; 8, also "
                "turned by 90 degrees either way and transposed (copies of a generator trained with flips or quarter "
-               "turns, moved beyond copy_max_shift); the direct search's work grows with it", choices=(1, 4, 8)),
+               "turns, moved beyond copy_max_shift; with copy_translation_max_rotation > 0, whose 0 turns the direct "
+               "search off); its work grows with it", choices=(1, 4, 8)),
         Option("copy_max_rotation", float, 5.0, "largest rotation (degrees) the copy matcher forgives", low=0.0,
                high=30.0),
         Option("copy_registration", bool, True, "also register each slice to its candidates over any rotation, "

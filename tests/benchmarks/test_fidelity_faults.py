@@ -36,3 +36,15 @@ def test_label_and_geometry_faults_do_what_they_say(setup):
     assert (bench.FAULTS["phases_swapped"](s).phases != s.phases).all()
     q = bench.FAULTS["quantised8"](s)
     assert len(np.unique(q.images)) <= 8
+
+
+def test_minority_faults_break_their_share_of_patients_only(setup):
+    bench, s = setup
+    for name in ("noise_patients10", "blank_patients10", "blur_patients20", "masks_mismatched20"):
+        out = bench.FAULTS[name](s)
+        broken = {sid for sid in s.subjects
+                  if not (np.array_equal(out.images[s.subject_ids == sid], s.images[s.subject_ids == sid])
+                          and np.array_equal(out.labels[s.subject_ids == sid], s.labels[s.subject_ids == sid]))}
+        assert broken == {s.subjects[0]}, name  # a tenth or a fifth of 3 patients: at least one, the first
+    blank = bench.FAULTS["blank_patients10"](s)
+    assert not blank.images[s.subject_ids == s.subjects[0]].any()

@@ -5,6 +5,8 @@ confirms training patients moved by 5 px, or turned by 10 degrees and moved, or 
 missed before."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -175,6 +177,12 @@ def _moved_patients(train: SliceSet, n: int) -> SliceSet:
         spacing_mm=source.spacing_mm)
 
 
+def _relabelled_copies(source: SliceSet, prefix: str, images: np.ndarray, labels: list) -> SliceSet:
+    """`source`'s patients under new images and label maps, their ids prefixed (everything else kept)."""
+    return replace(source, images=np.asarray(images, dtype=np.float32), labels=np.stack(labels).astype(np.uint8),
+                   subject_ids=np.char.add(prefix, source.subject_ids))
+
+
 @pytest.mark.slow  # default run under 15 min on a slow 2-core machine (a faster sibling runs there)
 def test_training_patients_moved_by_five_px_are_confirmed_by_the_robust_view(phantom_slices, part_alone_confirms):
     """Three training patients moved by (5, -4) px among 24 new patients: without the translations nothing is
@@ -193,13 +201,10 @@ def test_training_patients_turned_and_moved_are_confirmed(phantom_slices, part_a
     (at least 2 of the 3 at this 12-patient holdout, whose bar sits at its largest score)."""
     train, holdout, new = phantom_slices
     source = train.for_subjects(train.subjects[:3])
-    turned_moved = SliceSet(
-        images=_turned_and_moved(source.images, 10.0, 5, -4),
-        labels=np.stack([ndimage.shift(ndimage.rotate(x, 10.0, reshape=False, order=0, mode="nearest"), (5, -4),
-                                       order=0, mode="nearest") for x in source.labels]).astype(np.uint8),
-        subject_ids=np.char.add("turned-", source.subject_ids), vendors=source.vendors, phases=source.phases,
-        slice_pos=source.slice_pos, slice_index=source.slice_index, has_label=source.has_label,
-        spacing_mm=source.spacing_mm)
+    turned_moved = _relabelled_copies(
+        source, "turned-", _turned_and_moved(source.images, 10.0, 5, -4),
+        [ndimage.shift(ndimage.rotate(x, 10.0, reshape=False, order=0, mode="nearest"), (5, -4), order=0,
+                       mode="nearest") for x in source.labels])
     synthetic = SliceSet.concat([new.for_subjects(new.subjects[:24]), turned_moved])
     part_alone_confirms(_audit, train, holdout, synthetic, set(turned_moved.subjects), "smoothed_best_slice",
                         {"copy_translation_max_rotation": 0.0}, 2, **FAST)
@@ -213,13 +218,8 @@ def test_training_patients_mirrored_and_moved_are_confirmed(phantom_slices, part
     holdout, whose median bar sits at its largest score)."""
     train, holdout, new = phantom_slices
     source = train.for_subjects(train.subjects[:3])
-    mirrored = SliceSet(
-        images=_moved(source.images[:, :, ::-1], 5, -4),
-        labels=np.stack([ndimage.shift(x[:, ::-1], (5, -4), order=0, mode="nearest")
-                         for x in source.labels]).astype(np.uint8),
-        subject_ids=np.char.add("mirrored-", source.subject_ids), vendors=source.vendors, phases=source.phases,
-        slice_pos=source.slice_pos, slice_index=source.slice_index, has_label=source.has_label,
-        spacing_mm=source.spacing_mm)
+    mirrored = _relabelled_copies(source, "mirrored-", _moved(source.images[:, :, ::-1], 5, -4),
+                                  [ndimage.shift(x[:, ::-1], (5, -4), order=0, mode="nearest") for x in source.labels])
     synthetic = SliceSet.concat([new.for_subjects(new.subjects[:24]), mirrored])
     part_alone_confirms(_audit, train, holdout, synthetic, set(mirrored.subjects), "best_slice",
                         {"copy_translation_orientations": 1}, 3, **FAST)

@@ -13,7 +13,8 @@ altered with the images (nearest neighbour). 32 px, default options and threshol
     to 5 px per axis, a memorised random crop; `rot10+shift5` / `rot6+shift6` / `rot15+shift4`: turned, then moved
     by (5, -4) / (-6, 3) / (4, 4) px; `fliplr` / `flipud`: mirrored; `fliplr+shift5`: mirrored and moved by (5, -4) px,
     `rot180+shift5` / `rot90+shift5`: turned by 180 / 90 degrees and moved, `transpose+shift5`: transposed and moved,
-    `flipud+rot10+shift5`: mirrored, turned and moved; `zoom1.15+shift5`: zoomed and moved; `aniso1.15`: rows
+    `flipud+rot10+shift5`: mirrored, turned and moved; `zoom1.15+shift5` / `zoom0.87+shift5`: zoomed (shrunk) and
+    moved, `rot10+zoom1.15+shift5`: turned, zoomed and moved; `aniso1.15`: rows
     stretched by 1.15, columns shrunk by as much; `cutout12`: a 12-px square of each slice blanked)
     (one JSON line per variant; no variant: all of them)
 
@@ -135,6 +136,9 @@ CHANGES = {
     # the rest of a StyleGAN2-ADA-like augmentation pipeline: scale with an integer translation, anisotropic
     # scaling, cutout
     "zoom1.15+shift5": lambda rng: _then(_zoomed(1.15), _shifted(5, -4)),
+    # a random resized crop that shrinks, and one turned as well (RandomAffine: turn, scale and move together)
+    "zoom0.87+shift5": lambda rng: _then(_zoomed(0.87), _shifted(5, -4)),
+    "rot10+zoom1.15+shift5": lambda rng: _then(_rotated(10.0), _then(_zoomed(1.15), _shifted(5, -4))),
     "aniso1.15": lambda rng: _stretched(1.15),
     "cutout12": lambda rng: _cutout(12, rng),
     "flipud+rot10+shift5": lambda rng: _then(_geometric(lambda x, order: x[::-1].copy()),

@@ -6,7 +6,7 @@ each map becomes its one-hot foreground channels (RV, MYO, LV), area-downsampled
 that an inner product is the Pearson correlation of two maps and FAISS or a matrix product finds the nearest
 map; an empty map is a zero vector: it resembles nothing. As images (`mask_images`, for the copy search): one
 grey level per structure, blurred, so that the shift, rotation and registration search of the images finds a
-map copied under a transform.
+map copied under a transform; the copy search reads each map both as it is and `centred` on its foreground.
 """
 from __future__ import annotations
 
@@ -36,6 +36,32 @@ def mask_vectors(labels: np.ndarray, size: int = 16, batch: int = 4096) -> np.nd
 
 MASK_LEVELS = np.array([0.0, 1.0, 2.0, 3.0], dtype=np.float32)  # background, RV, MYO, LV
 MASK_BLUR_PX = 0.7
+
+
+def centred(labels: np.ndarray) -> np.ndarray:
+    """(N, H, W) label maps each moved by whole pixels (background coming in) so that the centroid of its foreground
+    lies within half a pixel of the map's centre; a map without foreground is kept. A label map has an anatomical
+    origin that an image lacks: centred, a map copied under a whole-pixel move, a mirror or a quarter turn is its
+    source again up to a whole-pixel move (the rounding), which the copy search undoes exactly (measured 2026-12-07
+    on the phantom at 32 px: 10 training patients' maps mirrored, or turned by 90 degrees, and moved by (5, -4) px
+    under new images passed with 0 confirmed uncentred, the maps' translation search ranking look-alike hearts above
+    the source). Whole pixels, not a sub-pixel shift: the copy search then also reads the maps as they are (a turn
+    about the field of view's centre is exact there), and sub-pixel centring lifts real new hearts' scores more
+    than it helps copies (measured: maps turned by 20 degrees, 0 of 10 confirmed with it)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"label maps must be (N, H, W), got shape {labels.shape}")
+    out = np.zeros_like(labels)
+    h, w = labels.shape[-2:]
+    for i, x in enumerate(labels):
+        ys, xs = np.nonzero(x)
+        if not len(ys):
+            out[i] = x
+            continue
+        dy, dx = int(round((h - 1) / 2 - ys.mean())), int(round((w - 1) / 2 - xs.mean()))
+        src = x[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+        out[i, max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
+    return out
 
 
 def mask_images(labels: np.ndarray, size: int = 32, blur_px: float = MASK_BLUR_PX, batch: int = 4096) -> np.ndarray:

@@ -7,7 +7,8 @@ taking the worst (an intersection-union test: adding a part can only make the ga
 - `robust`: the best Pearson correlation over shifts of up to `copy_max_shift` px, rotations up to
   `copy_max_rotation` degrees and a horizontal flip, and (`copy_registration`) over rotations by any angle,
   either handedness and zooms up to `copy_max_zoom` (robust_match.py), and (`copy_max_translation`) over
-  translations of up to that many px on the overlap (translate_match.py); correlation ignores gain and offset;
+  translations of up to that many px on the overlap, under turns, mirrors and the same zooms (translate_match.py);
+  correlation ignores gain and offset;
 - `best_slice` (`copy_best_slice`): the same search, scored by the patient's BEST slice instead of its median
   one: a few training slices inside an otherwise new patient are real patients' images released all the same
   (a median over the slices does not see a quarter of them copied); its null is the holdout patients' best
@@ -22,7 +23,8 @@ taking the worst (an intersection-union test: adding a part can only make the ga
   8 x 8 lattice) to the slices of the `copy_warp_patients` training patients that register best (warp_match.py):
   a copy bent by an elastic warp keeps its patient's texture and noise, which the registration brings back;
 - each feature space of `feature_spaces` (`pixels`: plain correlation; `embedding`: learned, cosine);
-- `masks` (option `audit_masks`): the label maps, a release channel of their own (mask_features.py).
+- `masks` and `masks_centred` (option `audit_masks`): the label maps, a release channel of their own, as they are
+  and centred on their foreground (mask_features.py).
 
 Near copies: a patient is a near copy when its score exceeds tau, the 99th percentile of real new
 patients' scores (holdout patients vs train; normal fit on Fisher z, calibration.py), so a real new patient
@@ -33,9 +35,9 @@ cross-fitted: each fold judged by the tau of the other fold.
 
 Confirmed copies: a patient whose score exceeds the (1 - CONFIRM_ALPHA / n_synthetic) quantile of the
 null (at its upper confidence bound) and every real holdout patient's score, in a confirming part (robust,
-best_slice, patches, smoothed, smoothed_best_slice, warped, warped_best_slice or masks): an honest cohort has any
-such patient with probability about CONFIRM_ALPHA per part (at most 8 x CONFIRM_ALPHA in all, union bound). One
-fails the release.
+best_slice, patches, smoothed, smoothed_best_slice, warped, warped_best_slice, masks or masks_centred): an honest
+cohort has any such patient with probability about CONFIRM_ALPHA per part (at most 9 x CONFIRM_ALPHA in all, union
+bound). One fails the release.
 
 Closer to train (closer.py): the share of synthetic patients closer to the whole training set than to
 holdout, in balanced subsamples; an honest generator gives 0.5.
@@ -56,7 +58,7 @@ from cmri_release.core.sliceset import SliceSet
 from .calibration import (TailThreshold, confirm_pass_probability, cross_fitted_flags, fit_tail, pass_probability,
                           patient_folds, patients_to_decide, proportion_interval, smallest_detectable)
 from .closer import closer_scores, patient_max_similarity
-from .mask_features import mask_images, mask_vectors
+from .mask_features import centred, mask_images, mask_vectors
 from .neighbours import NeighbourIndex, index_for
 from .patients import per_patient
 from .blend_match import blend_similarity, fine_detail
@@ -74,7 +76,7 @@ MATCH_SIZE = 32  # slices are matched at this side (copies are exact at any reso
 FIGURE_PATIENTS, FIGURE_SLICES = 4, 8
 # parts whose matches are shown and can confirm a copy
 CONFIRMING_PARTS = ("robust", "best_slice", "patches", "smoothed", "smoothed_best_slice", "warped",
-                    "warped_best_slice", "masks")
+                    "warped_best_slice", "masks", "masks_centred")
 
 
 @dataclass
@@ -174,6 +176,8 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
                     orientations=ctx.option("copy_translation_orientations"))
                 turned = dict(turn=turn, turned_from=far.shape[1], nudge=ANGLE_STEP / 2, mirrored=mirrored)
                 far = np.concatenate([far, moved], axis=1)
+            if turned_moves:  # zoomed and moved: a memorised random resized crop (label maps: centred instead)
+                turned["zooms"] = scales
             (best, match), better = better_of((best, match), translated_similarity(
                 images, train, far, MATCH_SIZE, translation, **turned))
             transform[better] = np.nan
@@ -206,38 +210,61 @@ def median_where(values: np.ndarray, codes: np.ndarray, n_patients: int) -> np.n
     return out
 
 
-def annotated_mask_images(ctx: AuditContext, split: str, data: SliceSet | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The rows of a split's annotated slices and their label maps as images (mask_features.mask_images), computed
-    once per audit. `data`: slices under the name `split` that are not one of the context's splits (e.g. the
-    holdout and test patients together)."""
+def annotated_mask_images(ctx: AuditContext, split: str, data: SliceSet | None = None
+                          ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The rows of a split's annotated slices and their label maps as images (mask_features.mask_images), as they
+    are and `centred` on their foreground, computed once per audit. `data`: slices under the name `split` that are
+    not one of the context's splits (e.g. the holdout and test patients together)."""
     data = getattr(ctx, split) if data is None else data
     rows = np.flatnonzero(data.has_label)
-    return rows, ctx.shared(f"mask_images.{split}", lambda: mask_images(data.labels[rows], MATCH_SIZE))
+    return rows, ctx.shared(f"mask_images.{split}", lambda: (mask_images(data.labels[rows], MATCH_SIZE),
+                                                              mask_images(centred(data.labels[rows]), MATCH_SIZE)))
 
 
-def _mask_part(ctx: AuditContext) -> Part | None:
-    """`masks`: the annotated slices' label maps as images (mask_features.mask_images) under the `robust` search.
-    Only annotated slices take part: an unannotated real slice has no map to resemble (scored, it would sink the
-    null and flag every synthetic patient). A patient without one has no score (NaN: never flagged, not in the
-    null); synthetic slices without a map have no score and no match (-1). None when no training slice is
-    annotated (there is no map to copy)."""
+MASK_FORMS = {"masks": False, "masks_centred": True}  # each mask part: its maps as they are, or centred
+
+
+def mask_search(ctx: AuditContext, reference: tuple[tuple[np.ndarray, np.ndarray], np.ndarray],
+                queries: dict[str, tuple[tuple[np.ndarray, np.ndarray], np.ndarray]], centre: bool
+                ) -> dict[str, tuple]:
+    """Per split of `queries`: each label map's best `robust` (score, match, transform) to the `reference` maps, the
+    maps as they are or (`centre`) centred on their foreground (mask_features.centred). `reference` and each query:
+    ((maps as they are, centred), patient codes), as `annotated_mask_images` gives them. Two parts, not the better
+    of the two forms in one: the better of two lifts real new hearts toward the centred form's scores, and maps
+    turned by 20 degrees about the field of view's centre (exact as they are) fell from 10 of 10 confirmed to 5
+    (measured 2026-12-07, docs/privacy-checks.md)."""
+    form = int(bool(centre))
+    # label maps: moves, not the turned-and-moved search (the images carry it; centred, the maps need none)
+    found = copy_search(ctx, (reference[0][form], reference[1]),
+                        {s: (maps[form], codes) for s, (maps, codes) in queries.items()}, False, turned_moves=False)
+    return {s: found[s]["robust"] for s in queries}
+
+
+def _mask_parts(ctx: AuditContext) -> list[Part]:
+    """`masks` and `masks_centred`: the annotated slices' label maps as images (mask_features.mask_images) under the
+    `robust` search, as they are and centred on their foreground (`mask_search`). Only annotated slices take part:
+    an unannotated real slice has no map to resemble (scored, it would sink the null and flag every synthetic
+    patient). A patient without one has no score (NaN: never flagged, not in the null); synthetic slices without a
+    map have no score and no match (-1). None when no training slice is annotated (there is no map to copy)."""
     rows, sets = {}, {}
     for split in ("train", "synthetic", "holdout"):
         rows[split], images = annotated_mask_images(ctx, split)
         sets[split] = (images, getattr(ctx, split).subject_codes()[0][rows[split]])
     if not len(rows["train"]):
-        return None  # no training label map: nothing the masks could copy
-    # label maps: moves, not the turned-and-moved search (half the audit's cost of it; the images carry it)
-    found = copy_search(ctx, sets.pop("train"), sets, False, turned_moves=False)
-    best, match, transform = found["synthetic"]["robust"]
-    n_syn_slices = len(ctx.synthetic.images)
-    scores, matches = np.full(n_syn_slices, np.nan), np.full(n_syn_slices, -1, dtype=np.int64)
-    turned = np.full((n_syn_slices, 3), np.nan)
-    scores[rows["synthetic"]], turned[rows["synthetic"]] = best, transform
-    matches[rows["synthetic"]] = rows["train"][match]  # back to indices of the whole training split
-    hold = found["holdout"]["robust"][0]
-    return Part("masks", median_where(best, sets["synthetic"][1], len(ctx.synthetic.subjects)),
-                median_where(hold, sets["holdout"][1], len(ctx.holdout.subjects)), scores, matches, turned)
+        return []  # no training label map: nothing the masks could copy
+    reference = sets.pop("train")
+    n_syn_slices, parts = len(ctx.synthetic.images), []
+    for label, centre in MASK_FORMS.items():
+        found = mask_search(ctx, reference, sets, centre)
+        best, match, transform = found["synthetic"]
+        scores, matches = np.full(n_syn_slices, np.nan), np.full(n_syn_slices, -1, dtype=np.int64)
+        turned = np.full((n_syn_slices, 3), np.nan)
+        scores[rows["synthetic"]], turned[rows["synthetic"]] = best, transform
+        matches[rows["synthetic"]] = rows["train"][match]  # back to indices of the whole training split
+        parts.append(Part(label, median_where(best, sets["synthetic"][1], len(ctx.synthetic.subjects)),
+                          median_where(found["holdout"][0], sets["holdout"][1], len(ctx.holdout.subjects)), scores,
+                          matches, turned))
+    return parts
 
 
 def copy_parts(ctx: AuditContext) -> list[Part]:
@@ -267,8 +294,7 @@ def copy_parts(ctx: AuditContext) -> list[Part]:
             parts.append(_part(ctx, "smoothed_best_slice", found, "smoothed", how="max"))
     if ctx.option("copy_warp"):
         parts += _warped_parts(ctx, best_slice)
-    masks = _mask_part(ctx) if ctx.option("audit_masks") else None
-    return parts + ([masks] if masks is not None else [])
+    return parts + (_mask_parts(ctx) if ctx.option("audit_masks") else [])
 
 
 def _warped_parts(ctx: AuditContext, best_slice: bool) -> list[Part]:
@@ -477,8 +503,8 @@ class NNMemorisation(Auditor):
                "either handedness and zooms up to copy_max_zoom (copies turned, transposed or rescaled)"),
         Option("copy_intensity_curve", bool, True, "the registered search's fine step scores the best quadratic "
                "intensity curve (gamma and other smooth curves), not only gain and offset"),
-        Option("copy_max_zoom", float, 1.3, "largest zoom (either way) the registered copy search forgives (a bank "
-               "of zooms at most 1.15 apart: 5 at 1.3)", low=1.0,
+        Option("copy_max_zoom", float, 1.3, "largest zoom (either way) the registered copy search and the "
+               "translation search forgive (a bank of zooms at most 1.15 apart: 5 at 1.3; 1: none)", low=1.0,
                high=1.5),
         Option("copy_registered_patients", int, 3, "training patients the registered search tries per synthetic "
                "patient (its candidates vote under any rotation, so one more than the small search)", low=1, high=100),
@@ -531,9 +557,9 @@ class NNMemorisation(Auditor):
             ctx, robust, [int(i) for i in shown],
             "confirmed copies beside their training patients" if confirmed else
             "synthetic patients closest to a training patient (no confirmed copy)"))
-        by_masks = copies.get("masks", {}).get("confirmed", [])[:FIGURE_PATIENTS]
-        if by_masks:  # a mask generator's copies: show the label maps beside the training maps they copy
-            masks = next(p for p in parts if p.label == "masks")
+        masks = next((p for p in parts if p.label in MASK_FORMS and copies[p.label]["confirmed"]), None)
+        if masks is not None:  # a mask generator's copies: show the label maps beside the training maps they copy
+            by_masks = copies[masks.label]["confirmed"][:FIGURE_PATIENTS]
             result.figures.append(matches_figure(ctx, masks, [int(i) for i in by_masks],
                                                  "label maps confirmed as copies beside the training maps",
                                                  what="labels"))
@@ -585,10 +611,10 @@ class NNMemorisation(Auditor):
         when not given."""
         if parts is None:
             defaults = {o.name: o.default for o in cls.options}
-            # robust, smoothed and warped, each also by its best slice; patches and masks
+            # robust, smoothed and warped, each also by its best slice; patches; the masks as they are and centred
             views = 1 + int(defaults["copy_smoothing_px"] > 0) + int(defaults["copy_warp"])
             parts = (views * (1 + int(defaults["copy_best_slice"])) + int(defaults["copy_patches"])
-                     + int(defaults["audit_masks"]))
+                     + len(MASK_FORMS) * int(defaults["audit_masks"]))
         each = confirm_pass_probability(int(sizes.synthetic), int(sizes.holdout), CONFIRM_ALPHA, 1.0 - TAU_ALPHA)
         return {"honest_pass_probability": max(0.0, 1.0 - parts * (1.0 - each)), "smallest_detectable": 1,
                 "detectable_unit": f"copied patients (one confirmed copy fails; {parts} confirming parts)"}

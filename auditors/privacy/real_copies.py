@@ -10,8 +10,8 @@ matched to the holdout patients, and to the test patients when there are some, w
 `memorisation` (a leaked split is copied, turned, bent or noised as training data is): `robust` (shifts, small
 rotations, a flip and, with `copy_registration`, any turn, either handedness and zooms), `smoothed` (the same on
 blurred slices: strong noise), `warped` (a deformable registration: an elastic warp) and, with `audit_masks`,
-`masks` (the label maps, which real data brings along), and confirmed as a copy by the same rule as the training
-copies (`near_copies`: above the upper confidence bound of the null's (1 - 0.01 / n) quantile and above every null
+`masks` and `masks_centred` (the label maps, which real data brings along, as they are and centred), and
+confirmed as a copy by the same rule as the training copies (`near_copies`: above the upper confidence bound of the null's (1 - 0.01 / n) quantile and above every null
 patient), each patient scored by its median slice and, with `copy_best_slice`, by its best `robust` slice (a few
 copied slices inside an otherwise new patient). The holdout and test patients are searched as one reference (one
 confirmation test per score, half the searches); its null is the training patients matched to it: real patients
@@ -27,8 +27,8 @@ from cmri_release.core.parallel import map_cpu_jobs
 from cmri_release.core.sliceset import SliceSet
 
 from .calibration import confirm_pass_probability, patient_folds
-from .memorisation import (CONFIRM_ALPHA, MATCH_SIZE, TAU_ALPHA, NNMemorisation, Part, annotated_mask_images,
-                           blend_slices, copy_search, median_where, near_copies)
+from .memorisation import (CONFIRM_ALPHA, MASK_FORMS, MATCH_SIZE, TAU_ALPHA, NNMemorisation, Part,
+                           annotated_mask_images, blend_slices, copy_search, mask_search, median_where, near_copies)
 from .patients import per_patient
 from .warp_match import warped_similarity
 
@@ -87,7 +87,7 @@ def patient_scores(queries: SliceSet, reference: SliceSet, ctx: AuditContext, na
         # bound), and a leaked split brings whole patients; partial bent or noised copies are the training search's
         scores["best_slice"] = per_patient(views["robust"], codes, len(subjects), "max")
     if ctx.option("audit_masks") and reference.has_label.any():  # no reference label map: nothing to copy
-        scores["masks"] = _mask_scores(queries, reference, ctx, names)
+        scores.update(_mask_scores(queries, reference, ctx, names))
     return scores, _matched_patient(found["robust"][:2], codes, len(subjects), ref_codes)
 
 
@@ -103,20 +103,22 @@ def _matched_patient(robust: tuple[np.ndarray, np.ndarray], codes: np.ndarray, n
     return out
 
 
-def _mask_scores(queries: SliceSet, reference: SliceSet, ctx: AuditContext, names: tuple[str, str]) -> np.ndarray:
-    """`masks`: per patient of `queries`, the median over its annotated slices of their label maps' best `robust`
-    correlation to the `reference` label maps (NaN for a patient without one: never confirmed, not in the
-    null), as `memorisation`'s masks part: real data under new names brings its label maps along, which no image
-    noise hides (measured 2026-12-06: holdout copies under noise of sd 0.2 were found by no image view)."""
+def _mask_scores(queries: SliceSet, reference: SliceSet, ctx: AuditContext, names: tuple[str, str]
+                 ) -> dict[str, np.ndarray]:
+    """`masks` and `masks_centred`: per patient of `queries`, the median over its annotated slices of their label
+    maps' best `robust` correlation to the `reference` label maps, as they are and centred (NaN for a patient
+    without one: never confirmed, not in the null), as `memorisation`'s mask parts: real data under new names brings
+    its label maps along, which no image noise hides (measured 2026-12-06: holdout copies under noise of sd 0.2
+    were found by no image view)."""
     codes, subjects = queries.subject_codes()
     ref_codes, _ = reference.subject_codes()
     (rows, images), (ref_rows, ref_images) = (annotated_mask_images(ctx, name, data)
                                               for data, name in zip((queries, reference), names))
     if not len(rows):
-        return np.full(len(subjects), np.nan)
-    found = copy_search(ctx, (ref_images, ref_codes[ref_rows]), {"queries": (images, codes[rows])}, with_patches=False,
-                        turned_moves=False)  # label maps: as the memorisation auditor's masks part
-    return median_where(found["queries"]["robust"][0], codes[rows], len(subjects))
+        return {label: np.full(len(subjects), np.nan) for label in MASK_FORMS}
+    return {label: median_where(mask_search(ctx, (ref_images, ref_codes[ref_rows]), {"queries": (images, codes[rows])},
+                                            centre)["queries"][0], codes[rows], len(subjects))
+            for label, centre in MASK_FORMS.items()}
 
 
 def _max_score(scores: np.ndarray) -> float:
@@ -129,7 +131,8 @@ def default_parts() -> list[str]:
     """The parts `patient_scores` gives under the default options (each one a confirmation test)."""
     defaults = {o.name: o.default for o in NNMemorisation.options}
     views = ["robust"] + ["smoothed"] * (defaults["copy_smoothing_px"] > 0) + ["warped"] * bool(defaults["copy_warp"])
-    return views + ["best_slice"] * bool(defaults["copy_best_slice"]) + ["masks"] * bool(defaults["audit_masks"])
+    masks = list(MASK_FORMS) if defaults["audit_masks"] else []
+    return views + ["best_slice"] * bool(defaults["copy_best_slice"]) + masks
 
 
 @register_auditor

@@ -6,7 +6,7 @@ from scipy import stats
 
 from auditors.base import AuditContext, CohortSizes, Verdict
 from auditors.privacy.closer import closer_scores, patient_max_similarity
-from auditors.privacy.mask_features import MASK_LEVELS, mask_images, mask_vectors
+from auditors.privacy.mask_features import MASK_LEVELS, centred, mask_images, mask_vectors
 from auditors.privacy.calibration import confirm_pass_probability, patient_folds
 from auditors.privacy.memorisation import CONFIRM_ALPHA, TAU_ALPHA, NNMemorisation, Part, near_copies
 from auditors.privacy.patients import first_other_patient, per_patient
@@ -87,6 +87,25 @@ def test_mask_images_put_each_structure_at_its_level_and_blur_without_moving_it(
         mask_images(np.zeros((8, 8), np.uint8))
 
 
+def test_centred_label_maps_put_the_foreground_centroid_at_the_centre_and_undo_a_move():
+    rng = np.random.default_rng(1)
+    heart = np.zeros((32, 32), np.uint8)
+    heart[6:14, 18:27] = 3  # off centre, in a corner
+    heart[9:12, 21:24] = 1
+    heart[14:17, 18:22] = 2
+    moved = np.zeros_like(heart)
+    moved[11:, :-5] = heart[:-11, 5:]  # moved by (11, -5) px, nothing lost
+    maps = np.stack([heart, moved, np.zeros_like(heart), rng.integers(0, 4, (32, 32)).astype(np.uint8)])
+    out = centred(maps)
+    assert np.array_equal(out[0], out[1])  # a moved copy is its source again
+    ys, xs = np.nonzero(out[0])
+    assert abs(ys.mean() - 15.5) <= 0.5 and abs(xs.mean() - 15.5) <= 0.5
+    assert np.array_equal(np.sort(out[0][out[0] > 0]), np.sort(heart[heart > 0]))  # moved whole, not cut
+    assert np.all(out[2] == 0) and out.dtype == maps.dtype
+    mirrored = centred(heart[None, :, ::-1])[0]  # centring commutes with a mirror, up to the rounding of 0.5
+    assert min(np.abs(np.roll(mirrored, d, axis=1) - out[0][:, ::-1]).sum() for d in (-1, 0, 1)) == 0
+
+
 def _run(train, holdout, synthetic, **options):
     ctx = AuditContext(train=train, holdout=holdout, synthetic=synthetic, seed=0, quiet=True,
                        options={**PIXELS_ONLY, **options})
@@ -151,11 +170,11 @@ def test_plan_matches_a_seeded_simulation_of_the_rule():
     sim = np.mean(stats.beta.ppf(0.95, k + 1, 100 - k) <= 0.70)
     assert closer["honest_pass_probability"] == pytest.approx(sim, abs=0.01)
     assert plan["privacy.confirmed_copies"]["smallest_detectable"] == 1
-    # robust, smoothed and warped, each also by its best slice, patches and masks: eight parts, each failing an
-    # honest cohort with the rule's own chance at these sizes (union bound)
+    # robust, smoothed and warped, each also by its best slice, patches and the masks as they are and centred: nine
+    # parts, each failing an honest cohort with the rule's own chance at these sizes (union bound)
     each = confirm_pass_probability(100, 100, CONFIRM_ALPHA, 1.0 - TAU_ALPHA)
     assert 0.99 < each < 1.0
-    assert plan["privacy.confirmed_copies"]["honest_pass_probability"] == pytest.approx(1.0 - 8 * (1.0 - each))
+    assert plan["privacy.confirmed_copies"]["honest_pass_probability"] == pytest.approx(1.0 - 9 * (1.0 - each))
     assert auditor._plan_confirmed(CohortSizes(100, 100, 100), 1)["honest_pass_probability"] == pytest.approx(each)
     assert auditor.plan(CohortSizes(20, 20, 20), {})["privacy.near_copy_rate"]["honest_pass_probability"] < 0.5
 
@@ -214,12 +233,14 @@ def test_transform_text_says_how_a_copy_was_turned():
 
 @pytest.mark.slow  # default run under 15 min on a slow 2-core machine; CI runs it
 def test_label_maps_copied_under_a_shift_or_a_turn_are_confirmed_by_the_masks_part(phantom_slices):
-    """A mask generator that memorised: training patients' label maps, shifted by 2 px or turned by 20 degrees,
-    under new patients' images. The images match nothing, the masks part confirms the copies and nothing else."""
+    """A mask generator that memorised: training patients' label maps, shifted by 2 px, turned by 20 degrees, or
+    mirrored and moved by (5, -4) px (trained with flips and crops), under new patients' images. The images match
+    nothing, the masks part confirms the copies and nothing else."""
     from scipy import ndimage
     train, holdout, new = phantom_slices
     changes = {"s-": lambda x: np.roll(x, (2, -1), axis=(0, 1)),
-               "r-": lambda x: ndimage.rotate(x, 20.0, reshape=False, order=0, mode="nearest")}
+               "r-": lambda x: ndimage.rotate(x, 20.0, reshape=False, order=0, mode="nearest"),
+               "m-": lambda x: ndimage.shift(x[:, ::-1], (5, -4), order=0, mode="nearest")}
     copied = []
     for k, (prefix, change) in enumerate(changes.items()):
         source = train.for_subjects(train.subjects[3 * k:3 * k + 3])
@@ -235,9 +256,11 @@ def test_label_maps_copied_under_a_shift_or_a_turn_are_confirmed_by_the_masks_pa
     checks, result = _run(train, holdout, synthetic, copy_patches=False)
     confirmed = set(result.metrics["confirmed_copies"])
     assert checks["privacy.confirmed_copies"].verdict is Verdict.FAIL
-    assert confirmed <= copies_ids and len(confirmed) >= 4, confirmed  # of 6, with a 12-patient holdout's bar
-    masks = result.metrics["near_copies"]["masks"]
-    assert {synthetic.subjects[i] for i in masks["confirmed"]} == confirmed
+    assert confirmed <= copies_ids and len(confirmed) >= 6, confirmed  # of 9, with a 12-patient holdout's bar
+    near = result.metrics["near_copies"]
+    by_part = {part: {synthetic.subjects[i] for i in near[part]["confirmed"]} for part in ("masks", "masks_centred")}
+    assert by_part["masks"] | by_part["masks_centred"] == confirmed
+    assert {s for s in by_part["masks_centred"] if s.startswith("m-")}  # the mirrored and moved maps, centred
     figure = next(f for f in result.figures if f.name == "copies_masks")
     assert not figure.public and figure.png.startswith(b"\x89PNG") and "label maps" in figure.title
 

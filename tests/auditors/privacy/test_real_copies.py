@@ -17,7 +17,7 @@ def test_new_patients_pass_and_perturbed_holdout_copies_are_named(blobs, copies)
     fresh = blobs(20, seed=3, prefix="s")
     honest = audit(train, holdout, fresh).checks[0]
     assert honest.name == CHECK and honest.verdict == Verdict.PASS and honest.estimate == 0
-    assert "masks" not in audit(train, holdout, fresh).metrics["parts"]  # no label map to copy
+    assert not {"masks", "masks_centred"} & set(audit(train, holdout, fresh).metrics["parts"])  # no label map
     leaked = copies(holdout.for_subjects(holdout.subjects[:3]), prefix="leak-")
     result = audit(train, holdout, SliceSet.concat([fresh.for_subjects(fresh.subjects[:17]), leaked]))
     assert result.checks[0].verdict == Verdict.FAIL and result.checks[0].estimate == 3
@@ -56,8 +56,9 @@ def test_plan_counts_one_reference_whatever_the_real_splits():
     one = auditor.plan(CohortSizes(100, 100, 100), {})[CHECK]["honest_pass_probability"]
     two = auditor.plan(CohortSizes(100, 100, 100, 50), {})[CHECK]["honest_pass_probability"]
     assert 0.95 < two == one < 1.0
-    # one confirmation test per part (three views by their median slice, the robust best slice, the masks)
-    assert RealCopiesAuditor().plan(CohortSizes(100, 100, 100), {})[CHECK]["detectable_unit"].count("5 scores")
+    # one confirmation test per part (three views by their median slice, the robust best slice, the masks as they
+    # are and centred)
+    assert RealCopiesAuditor().plan(CohortSizes(100, 100, 100), {})[CHECK]["detectable_unit"].count("6 scores")
 
 
 @pytest.mark.slow
@@ -125,7 +126,7 @@ def test_warped_holdout_copies_are_found_by_the_deformable_search(phantom_slices
     synthetic = SliceSet.concat([new.for_subjects(new.subjects[:20]), copies])
     found = _audit_with(train, holdout, synthetic)
     parts = found.metrics["parts"]
-    assert set(parts) == {"robust", "best_slice", "smoothed", "warped", "masks"}
+    assert set(parts) == {"robust", "best_slice", "smoothed", "warped", "masks", "masks_centred"}
     assert found.checks[0].verdict == Verdict.FAIL
     assert set(found.metrics["holdout"]["confirmed"]) <= set(copies.subjects)  # no new patient under any view
     assert len(parts["warped"]["confirmed"]) >= 3, parts  # of 4, 3 at least: a 12-patient null's bar

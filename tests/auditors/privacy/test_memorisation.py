@@ -13,7 +13,7 @@ from auditors.privacy.patients import first_other_patient, per_patient
 from cmri_release.core.sliceset import SliceSet
 
 # the search for copies turned and moved (translate_match.py): off where a test isolates another part
-UNTURNED = {"copy_translation_max_rotation": 0.0}
+UNTURNED = {"copy_translation_max_rotation": 0.0, "copy_max_zoom": 1.0}  # the translation search moves only
 
 PIXELS_ONLY = {"feature_spaces": ["pixels"], "pixel_size": 16}
 

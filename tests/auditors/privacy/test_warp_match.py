@@ -13,7 +13,7 @@ from auditors.privacy.warp_match import (candidate_patients, registered_correlat
 from cmri_release.core.sliceset import SliceSet
 
 # the search for copies turned and moved (translate_match.py): off where a test isolates another part
-UNTURNED = {"copy_translation_max_rotation": 0.0}
+UNTURNED = {"copy_translation_max_rotation": 0.0, "copy_max_zoom": 1.0}  # the translation search moves only
 
 
 def _warp(images: np.ndarray, labels: np.ndarray, rms_px: float, smooth_px: float, seed: int):

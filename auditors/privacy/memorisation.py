@@ -176,10 +176,12 @@ def copy_search(ctx: AuditContext, train: tuple[np.ndarray, np.ndarray],
                     orientations=ctx.option("copy_translation_orientations"))
                 turned = dict(turn=turn, turned_from=far.shape[1], nudge=ANGLE_STEP / 2, mirrored=mirrored)
                 far = np.concatenate([far, moved], axis=1)
-            if turned_moves:  # zoomed and moved: a memorised random resized crop (label maps: centred instead)
-                turned["zooms"] = scales
+            # zoomed and moved (a memorised random resized crop): the full-resolution view only (label maps are
+            # centred instead; on blurred slices the zooms' freedom confirmed an honest patient at an 8-patient
+            # holdout, 2026-12-07)
+            zoomed = dict(turned, zooms=scales) if turned_moves else turned
             (best, match), better = better_of((best, match), translated_similarity(
-                images, train, far, MATCH_SIZE, translation, **turned))
+                images, train, far, MATCH_SIZE, translation, **zoomed))
             transform[better] = np.nan
             if smoothed is not None:  # moved by a fraction of a pixel too (interpolated: a blur) and under noise
                 smoothed, _ = better_of(smoothed, translated_similarity(

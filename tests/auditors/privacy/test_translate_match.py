@@ -278,10 +278,11 @@ def test_turned_zooms_about_the_centre_and_keeps_a_shrunk_slice_s_border_out_of_
     assert support[0, 0].all() and support[0, 1].sum() == 16 * 16 and support[0, 1, 8:24, 8:24].all()
 
 
-def _zoomed(images: np.ndarray, factor: float) -> np.ndarray:
+def _zoomed(images: np.ndarray, factor: float, order: int = 1) -> np.ndarray:
+    """Each slice magnified by `factor` about its centre (order 0: label maps)."""
     c = (images.shape[-1] - 1) / 2.0
-    return np.stack([ndimage.affine_transform(x, np.eye(2) / factor, offset=c - c / factor, order=1, mode="nearest")
-                     for x in images]).astype(np.float32)
+    return np.stack([ndimage.affine_transform(x, np.eye(2) / factor, offset=c - c / factor, order=order,
+                                              mode="nearest") for x in images]).astype(np.float32)
 
 
 @pytest.mark.parametrize("factor", [1.15, 0.87], ids=["zoomed", "shrunk"])
@@ -314,11 +315,9 @@ def test_training_patients_zoomed_and_moved_are_confirmed(phantom_slices, part_a
     docs/privacy-checks.md)."""
     train, holdout, new = phantom_slices
     source = train.for_subjects(train.subjects[:3])
-    c = (source.labels.shape[-1] - 1) / 2.0
     zoomed = _relabelled_copies(source, "zoomed-", _moved(_zoomed(source.images, 1.15), 5, -4),
-                                [ndimage.shift(ndimage.affine_transform(x, np.eye(2) / 1.15, offset=c - c / 1.15,
-                                                                        order=0, mode="nearest"),
-                                               (5, -4), order=0, mode="nearest") for x in source.labels])
+                                [ndimage.shift(x, (5, -4), order=0, mode="nearest")
+                                 for x in _zoomed(source.labels, 1.15, order=0)])
     synthetic = SliceSet.concat([new.for_subjects(new.subjects[:24]), zoomed])
     part_alone_confirms(_audit, train, holdout, synthetic, set(zoomed.subjects), "robust", {"copy_max_zoom": 1.0}, 1,
                         **FAST)

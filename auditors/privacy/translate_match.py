@@ -30,7 +30,8 @@ Zoomed as well (a memorised random resized crop; measured 2026-12-07 on the phan
 zoomed by 1.15 and moved by (5, -4) px: the source slice among the direct search's candidates for 100% of the slices,
 but scored 0.84 unzoomed, below the honest neighbours it was ranked with; 1 of 10 confirmed, and 0 of 10 shrunk by
 0.87): the overlap correlation also tries the query magnified by the registered search's zoom bank, coarsely on the
-direct search's candidates (unturned and under the turn) and at full size by each candidate's best coarse zoom.
+direct search's candidates (unturned and under the turn) and at full size by each candidate's best coarse zoom,
+there on the candidate in the inverse pose (resampled as the copy was: 10 of 10 confirmed instead of 2).
 """
 from __future__ import annotations
 
@@ -265,15 +266,21 @@ def translated_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
 
     def fine_zooms(start, stop, fine_refs, pose, fine):
         """`fine` (B, n) raised where the fine candidate (B, n, H, W) scores higher under the pose its coarse step
-        chose (`pose`: (B, n) zoom, turn and mirror flag; zoom 1: not tried again)."""
+        chose (`pose`: (B, n) zoom, turn and mirror flag; zoom 1: not tried again). At full size the candidate takes
+        the inverse pose, not the query the pose: a copy was resampled once when it was zoomed, and the reference
+        resampled the same way matches it where the query resampled back does not (measured 2026-12-07 on phantom
+        slices zoomed by 1.15 and moved by (5, -4) px: median correlation to their source 0.996 against 0.943; other
+        patients' slices 0.61 against 0.57)."""
         zoom, angle, flip = pose
         b, n = zoom.shape
         if not len(magnified) or bool((zoom == 1.0).all()):
             return fine
         h, w = fine_refs.shape[-2:]
-        query = q_fine[start:stop, None].expand(b, n, h, w).reshape(b * n, h, w)
-        value = over_poses(query, fine_refs.reshape(b * n, 1, h, w), angle.reshape(-1, 1), t, flip.reshape(-1, 1),
-                           zoom.reshape(-1, 1)).reshape(b, n)
+        query = q_fine[start:stop, None].expand(b, n, h, w).reshape(b * n, 1, h, w)
+        # query ~ mirror^f turn(-a) zoom(1/z) reference, and mirror turn(-a) = turn(a) mirror
+        back = torch.where(flip, angle, -angle)
+        value = over_poses(fine_refs.reshape(b * n, h, w), query, back.reshape(-1, 1), t, flip.reshape(-1, 1),
+                           (1.0 / zoom).reshape(-1, 1)).reshape(b, n)
         return torch.where(zoom != 1.0, torch.maximum(fine, value), fine)
 
     def picked(pose, top):

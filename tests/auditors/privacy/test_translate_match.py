@@ -290,7 +290,8 @@ def _zoomed(images: np.ndarray, factor: float, order: int = 1) -> np.ndarray:
 def test_slices_zoomed_and_moved_are_found_only_with_the_zooms(blobs, factor, turned_search):
     """A memorised random resized crop: zoomed (or shrunk) by 15% and moved by (5, -4) px, a slice is listed by the
     direct search, and the overlap correlation finds its source and scores it high only when it zooms too (whether
-    the search turns or not); strangers stay low."""
+    the search turns or not): above 0.98, as the source resampled like the copy was (the copy resampled back scored
+    0.89-0.95); strangers stay low."""
     sources = blobs(12, slices=4, size=32, seed=3, noise=0.05)
     copies = _moved(_zoomed(sources.images[:16], factor), 5, -4)
     strangers = blobs(4, slices=4, size=32, seed=4, noise=0.05).images
@@ -303,21 +304,21 @@ def test_slices_zoomed_and_moved_are_found_only_with_the_zooms(blobs, factor, tu
     score, source = translated_similarity(queries, sources.images, near, max_translation=8,
                                           zooms=(0.77, 0.877, 1.0, 1.14, 1.3), **how)
     assert np.array_equal(source[:16], np.arange(16))
-    assert np.all(score[:16] > 0.88) and np.median(score[:16] - plain[:16]) > 0.08
+    assert np.all(score[:16] > 0.98) and np.median(score[:16] - plain[:16]) > 0.08
     assert score[16:].max() < 0.7
 
 
 @pytest.mark.slow  # default run under 15 min on a slow 2-core machine (the zoomed blobs' own test runs there)
 def test_training_patients_zoomed_and_moved_are_confirmed(phantom_slices, part_alone_confirms):
     """Three training patients zoomed by 1.15 and moved by (5, -4) px (a memorised random resized crop) among 24 new
-    patients: without zooms (`copy_max_zoom=1`) none is confirmed; with them the release fails, on copies only (one of
-    the three at this 12-patient holdout, whose bar sits above its largest score; 8 of 10 at 100 holdout patients,
-    docs/privacy-checks.md)."""
+    patients: without zooms (`copy_max_zoom=1`) none is confirmed; with them the release fails, on copies only (all
+    three at this 12-patient holdout; one before the candidate was resampled instead of the copy; 10 of 10 at 100
+    holdout patients, docs/privacy-checks.md)."""
     train, holdout, new = phantom_slices
     source = train.for_subjects(train.subjects[:3])
     zoomed = _relabelled_copies(source, "zoomed-", _moved(_zoomed(source.images, 1.15), 5, -4),
                                 [ndimage.shift(x, (5, -4), order=0, mode="nearest")
                                  for x in _zoomed(source.labels, 1.15, order=0)])
     synthetic = SliceSet.concat([new.for_subjects(new.subjects[:24]), zoomed])
-    part_alone_confirms(_audit, train, holdout, synthetic, set(zoomed.subjects), "robust", {"copy_max_zoom": 1.0}, 1,
+    part_alone_confirms(_audit, train, holdout, synthetic, set(zoomed.subjects), "robust", {"copy_max_zoom": 1.0}, 3,
                         **FAST)

@@ -7,7 +7,7 @@ no generator (black-box attacks only). Issues 14 (privacy) and 15 (fidelity) ask
 least 19 of 20 seeds.
 
     python benchmarks/privacy_group_seeds.py FIRST_SEED END_SEED [--copies K] [--group fidelity] [--synthetic 300] [--real 250]
-        [--test 50] [--scores DIR]
+        [--test 50] [--split random] [--scores DIR]
     (one JSON line per seed; with --scores, every copy-confirmation part's per-patient null and synthetic scores
     go to DIR/seed_N.npz, to study the confirmation rule's margins offline)
 
@@ -36,12 +36,19 @@ def cohorts(seed: int, copies: int, synthetic: int = 100, real_patients: int = 2
     return with_test(seed, copies, synthetic, real_patients)[:3]
 
 
-def with_test(seed: int, copies: int, synthetic: int = 100, real_patients: int = 200, test: int = 0):
-    """(train, holdout, synthetic, test or None)."""
+def with_test(seed: int, copies: int, synthetic: int = 100, real_patients: int = 200, test: int = 0,
+              split: str = "alternate"):
+    """(train, holdout, synthetic, test or None). `split`: "alternate" patients to train and holdout (the recorded
+    figures), or "random" (a seeded permutation first). The phantom cycles its groups (period 5) and vendors (3) over
+    patients, so below 30 real patients the alternate split gives train and holdout disjoint (group, vendor) pairs
+    (16 patients: 1 of 8 holdout patients shares its pair with a training patient, against 4 of 8 fresh ones): the
+    holdout then does not stand for new patients as the fresh ones do."""
     cfg = PreprocessConfig(size=32)
     # The test patients are drawn after the train / holdout ones: those stay the same whatever `test` is.
     real = cohort_to_slices(make_phantom(real_patients + test, seed=100 + seed), cfg)
     first = real.subjects[:real_patients]
+    if split == "random":
+        first = [first[i] for i in np.random.default_rng([seed, 7]).permutation(len(first))]
     train, hold = real.for_subjects(first[0::2]), real.for_subjects(first[1::2])
     tested = real.for_subjects(real.subjects[real_patients:]) if test else None
     # The first 100 fresh patients are the same whatever `synthetic` is (the phantom draws patient by patient).
@@ -86,19 +93,22 @@ def main() -> None:
     ap.add_argument("--group", choices=("privacy", "fidelity"), default="privacy")
     ap.add_argument("--synthetic", type=int, default=100, help="fresh patients standing in for the synthetic cohort")
     ap.add_argument("--real", type=int, default=200, help="real patients, split by alternate patients into train / holdout")
+    ap.add_argument("--split", choices=("alternate", "random"), default="alternate",
+                    help="alternate patients to train / holdout, or a seeded random split (use below 30 real patients)")
     ap.add_argument("--test", type=int, default=0, help="real test patients besides (as the demo has: the "
                     "real-patient copy search then covers holdout and test)")
     ap.add_argument("--scores", type=Path, help="folder for each seed's per-part copy scores (npz)")
     args = ap.parse_args()
     for seed in range(args.first, args.end):
-        train, hold, syn, test = with_test(seed, args.copies, args.synthetic, args.real, args.test)
+        train, hold, syn, test = with_test(seed, args.copies, args.synthetic, args.real, args.test, args.split)
         t = time.time()
         with PartRecorder() as recorder:
             report = run_audit(train, hold, syn, test=test, groups=[args.group], seed=seed, quiet=True)
         if args.scores:
             args.scores.mkdir(parents=True, exist_ok=True)
             np.savez(args.scores / f"seed_{seed}.npz", **recorder.parts)
-        print(json.dumps({"seed": seed, "group": args.group, "copies": args.copies, "synthetic": args.synthetic, "real": args.real, "test": args.test, "verdict": str(getattr(report.verdict, "value", report.verdict)),
+        print(json.dumps({"seed": seed, "group": args.group, "copies": args.copies, "synthetic": args.synthetic, "real": args.real, "test": args.test,
+                          "split": args.split, "verdict": str(getattr(report.verdict, "value", report.verdict)),
                           "wall_s": round(time.time() - t, 1),
                           "checks": {c.name: [str(getattr(c.verdict, "value", c.verdict)), c.estimate, c.lower, c.upper] for c in report.checks}},
                          default=lambda v: None if v is None else round(float(v), 4)), flush=True)

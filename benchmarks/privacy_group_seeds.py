@@ -38,21 +38,30 @@ def cohorts(seed: int, copies: int, synthetic: int = 100, real_patients: int = 2
 
 def with_test(seed: int, copies: int, synthetic: int = 100, real_patients: int = 200, test: int = 0,
               split: str = "alternate"):
-    """(train, holdout, synthetic, test or None). `split`: "alternate" patients to train and holdout (the recorded
-    figures), or "random" (a seeded permutation first). The phantom cycles its groups (period 5) and vendors (3) over
-    patients, so below 30 real patients the alternate split gives train and holdout disjoint (group, vendor) pairs
-    (16 patients: 1 of 8 holdout patients shares its pair with a training patient, against 4 of 8 fresh ones): the
-    holdout then does not stand for new patients as the fresh ones do."""
+    """(train, holdout, synthetic, test or None). `split`: "alternate": real patients of one phantom seed to train
+    and holdout alternately, the fresh ones from another seed (the recorded figures); "random": train, holdout, fresh
+    and test patients one seeded random partition of a single phantom cohort, so that all are exchangeable. The
+    phantom cycles its groups (period 5) and vendors (3) over patients: below 30 real patients the alternate split
+    gives train and holdout nearly disjoint (group, vendor) pairs (16 patients: 1 of 8 holdout patients shares its
+    pair with a training patient, 4 of 8 fresh ones), and any split of so few patients leaves the holdout's pairs
+    mostly outside train while fresh patients of another seed repeat them: the holdout then does not stand for new
+    patients as the fresh ones do."""
     cfg = PreprocessConfig(size=32)
-    # The test patients are drawn after the train / holdout ones: those stay the same whatever `test` is.
-    real = cohort_to_slices(make_phantom(real_patients + test, seed=100 + seed), cfg)
-    first = real.subjects[:real_patients]
     if split == "random":
-        first = [first[i] for i in np.random.default_rng([seed, 7]).permutation(len(first))]
-    train, hold = real.for_subjects(first[0::2]), real.for_subjects(first[1::2])
-    tested = real.for_subjects(real.subjects[real_patients:]) if test else None
-    # The first 100 fresh patients are the same whatever `synthetic` is (the phantom draws patient by patient).
-    fresh = cohort_to_slices(make_phantom(synthetic, seed=500 + seed), cfg)
+        pool = cohort_to_slices(make_phantom(real_patients + synthetic + test, seed=100 + seed), cfg)
+        ids = [pool.subjects[i] for i in np.random.default_rng([seed, 7]).permutation(len(pool.subjects))]
+        first, rest = ids[:real_patients], ids[real_patients:]
+        train, hold = pool.for_subjects(first[0::2]), pool.for_subjects(first[1::2])
+        fresh = pool.for_subjects(rest[:synthetic])
+        tested = pool.for_subjects(rest[synthetic:]) if test else None
+    else:
+        # The test patients are drawn after the train / holdout ones: those stay the same whatever `test` is.
+        real = cohort_to_slices(make_phantom(real_patients + test, seed=100 + seed), cfg)
+        first = real.subjects[:real_patients]
+        train, hold = real.for_subjects(first[0::2]), real.for_subjects(first[1::2])
+        tested = real.for_subjects(real.subjects[real_patients:]) if test else None
+        # The first 100 fresh patients are the same whatever `synthetic` is (the phantom draws patient by patient).
+        fresh = cohort_to_slices(make_phantom(synthetic, seed=500 + seed), cfg)
     if not copies:
         return train, hold, fresh, tested
     cp = train.for_subjects(train.subjects[:copies])
@@ -94,7 +103,8 @@ def main() -> None:
     ap.add_argument("--synthetic", type=int, default=100, help="fresh patients standing in for the synthetic cohort")
     ap.add_argument("--real", type=int, default=200, help="real patients, split by alternate patients into train / holdout")
     ap.add_argument("--split", choices=("alternate", "random"), default="alternate",
-                    help="alternate patients to train / holdout, or a seeded random split (use below 30 real patients)")
+                    help="alternate patients to train / holdout and fresh ones of another seed, or one seeded random partition "
+                         "of a single cohort (use below 30 real patients)")
     ap.add_argument("--test", type=int, default=0, help="real test patients besides (as the demo has: the "
                     "real-patient copy search then covers holdout and test)")
     ap.add_argument("--scores", type=Path, help="folder for each seed's per-part copy scores (npz)")

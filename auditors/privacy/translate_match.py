@@ -338,10 +338,9 @@ def translated_similarity(queries: np.ndarray, reference: np.ndarray, cand: np.n
         pose = tuple(torch.cat([p, m], dim=1) for p, m in zip(unposed(plain), moved_pose))
         top = coarse.topk(n_fine, dim=1).indices
         fine_refs = r_fine[idx.gather(1, top)]
-        n = top.shape[1]
         fine = torch.maximum(overlap_correlation(q_fine[start:stop], fine_refs, t).max(dim=2).values,  # no turn
-                             candidate_posed(start, stop, fine_refs, best_turn.expand(b, n),
-                                             flips[:, None].expand(b, n)))
+                             candidate_posed(start, stop, fine_refs, best_turn.expand(b, n_fine),
+                                             flips[:, None].expand(b, n_fine)))
         fine = fine_zooms(start, stop, fine_refs, picked(pose, top), fine)
         if nudge:  # the best coarse candidate also half a bank step either side of the turn, at full size
             nudged = candidate_posed(start, stop, fine_refs[:, :1].expand(-1, 2, -1, -1), best_turn + nudges[[0, 2]],

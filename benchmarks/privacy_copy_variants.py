@@ -289,10 +289,11 @@ def main() -> None:
                                options=options)
             results, checks, result_verdict = report.results, report.checks, report.verdict
         confirmed = [m for r in results for m in r.metrics.get("confirmed_copies", [])]
+        unsettled = [m for r in results for m in r.metrics.get("unsettled_copies", [])]  # between the two bars
         print(json.dumps({"variant": name, "source": args.source, "seed": args.seed, "options": options,
                           "auditor": args.auditor, "copies": 0 if name == "fresh" else args.copies,
                           "verdict": str(getattr(result_verdict, "value", result_verdict)),
-                          "confirmed": len(confirmed), "wall_s": round(time.time() - start, 1),
+                          "confirmed": len(confirmed), "unsettled": len(unsettled), "wall_s": round(time.time() - start, 1),
                           "checks": {c.name: [str(getattr(c.verdict, "value", c.verdict)), c.estimate, c.lower, c.upper]
                                      for c in checks}},
                          default=lambda v: None if v is None else round(float(v), 4)), flush=True)

@@ -47,6 +47,14 @@ class TailThreshold:
         half = float(stats.norm.ppf(self.confidence)) * self.se
         return q - half, q, q + half
 
+    def exact_z_high(self) -> float:
+        """The exact one-sided upper `confidence` bound of mu + z sigma under the normal model: the tolerance factor
+        of the noncentral t, k = t'_confidence(n - 1, z sqrt(n)) / sqrt(n) (ISO 16269-6). The delta-method bound of
+        `z_bounds` is too low in a far tail of a small null (measured 2026-12-07: 1 and 2 honest 8 / 8 / 8 draws of
+        20 confirmed a "copy"); this one is what a copy must clear to be shown one."""
+        root = math.sqrt(self.n)
+        return self.mu + float(stats.nct.ppf(self.confidence, self.n - 1, self._z * root)) / root * self.sigma
+
     @property
     def tau(self) -> float:
         return float(np.tanh(self.z_bounds()[1]))
@@ -85,6 +93,27 @@ def confirm_pass_probability(n_synthetic: int, n_holdout: int, alpha: float, con
     se = sigma * math.sqrt(1.0 / n_holdout + z ** 2 / (2.0 * (n_holdout - 1)))
     bar = np.maximum(mu + z * sigma + float(stats.norm.ppf(confidence)) * se, null.max(axis=1))
     return float(np.mean(stats.norm.cdf(bar) ** n_synthetic))
+
+
+def holdout_to_confirm(score: float, tail: TailThreshold, limit: int = 100000) -> int | None:
+    """The smallest null (holdout) size at which `score` would clear the exact bound of `tail`'s quantile, were the
+    null's mean and spread what they are now (None when it sits at or below the quantile itself: no size shows it)."""
+    z = float(fisher_z(score))
+    if z <= tail.mu + tail._z * tail.sigma:
+        return None
+
+    def shown(n: int) -> bool:
+        return TailThreshold(tail.level, tail.mu, tail.sigma, n, tail.confidence).exact_z_high() < z
+
+    low, high = tail.n, max(tail.n, 3)
+    while not shown(high):
+        if high >= limit:
+            return None
+        low, high = high, min(2 * high, limit)
+    while high - low > 1:  # the exact bound falls as the null grows
+        mid = (low + high) // 2
+        low, high = (low, mid) if shown(mid) else (mid, high)
+    return high
 
 
 def cross_fitted_flags(null_scores, folds: np.ndarray, level: float) -> np.ndarray:

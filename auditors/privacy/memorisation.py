@@ -55,7 +55,8 @@ from auditors.features import features
 from cmri_release.core.parallel import map_cpu_jobs
 from cmri_release.core.sliceset import SliceSet
 
-from .calibration import (TailThreshold, confirm_pass_probability, cross_fitted_flags, fit_tail, pass_probability,
+from .calibration import (TailThreshold, confirm_pass_probability, cross_fitted_flags, fit_tail, holdout_to_confirm,
+                          pass_probability,
                           patient_folds, patients_to_decide, proportion_interval, smallest_detectable)
 from .closer import closer_scores, patient_max_similarity
 from .mask_features import centred, mask_images, mask_vectors
@@ -363,21 +364,55 @@ def near_copies(part: Part, n_synthetic: int, folds: np.ndarray) -> dict:
         return {"not_calibrated": f"{len(null)} holdout patient(s) with a score; {MIN_CALIBRATION_PATIENTS} needed",
                 "near_copies": 0, "near_copy_rate": 0.0, "lower": 0.0, "upper": 1.0, "confirmed": [],
                 "tau": float("nan"), "tau_low": float("nan"), "tau_high": float("nan"), "baseline_rate": float("nan"),
-                "confirm_threshold": float("nan")}
+                "confirm_threshold": float("nan"), "shown_threshold": float("nan"), "unsettled": [],
+                "holdout_to_settle": None}
     tail = fit_tail(null, COPY_LEVEL, 1.0 - TAU_ALPHA)
     k = int((synthetic > tail.tau).sum())
     k_low, k_high = int((synthetic > tail.tau_high).sum()), int((synthetic > tail.tau_low).sum())
     lower, upper = proportion_interval(k_low, k_high, n_synthetic, 1.0 - RATE_ALPHA)
     confirm = fit_tail(null, 1.0 - CONFIRM_ALPHA / n_synthetic, 1.0 - TAU_ALPHA)
     confirm_at = max(confirm.tau_high, float(null.max()))
-    confirmed = np.flatnonzero(synthetic > confirm_at) if part.label in CONFIRMING_PARTS else np.array([], int)
+    # two bars: under the first (the delta-method bound) a patient is cleared; above the second (the exact bound,
+    # higher in a small null's far tail) it is shown a copy; between them the null is too small to tell
+    shown_at = max(confirm_at, float(np.tanh(confirm.exact_z_high())))
+    confirming = part.label in CONFIRMING_PARTS
+    confirmed = np.flatnonzero(synthetic > shown_at) if confirming else np.array([], int)
+    unsettled = np.flatnonzero((synthetic > confirm_at) & (synthetic <= shown_at)) if confirming else np.array([], int)
     return {"tau": tail.tau, "tau_low": tail.tau_low, "tau_high": tail.tau_high, "near_copies": k,
             "near_copy_rate": k / n_synthetic, "lower": lower, "upper": upper,
             "baseline_rate": float(cross_fitted_flags(null, folds[scored], COPY_LEVEL).mean()),
-            "confirm_threshold": confirm_at, "confirmed": confirmed.tolist(),
+            "confirm_threshold": confirm_at, "shown_threshold": shown_at, "confirmed": confirmed.tolist(),
+            "unsettled": unsettled.tolist(),
+            "holdout_to_settle": settle_size(synthetic[unsettled], confirm),
             "synthetic_median_score": float(np.nanmedian(part.synthetic)) if np.isfinite(part.synthetic).any()
             else float("nan"),
             "holdout_median_score": float(np.median(null)), "holdout_max_score": float(null.max())}
+
+
+def settle_size(scores: np.ndarray, confirm: TailThreshold) -> int | None:
+    """The holdout size at which every score between the two bars would be shown a copy (None: none there, or no
+    size shows the lowest of them at this null)."""
+    if not len(scores):
+        return None
+    return holdout_to_confirm(float(np.min(scores)), confirm)
+
+
+def confirmation_check(auditor: Auditor, ctx: AuditContext, name: str, confirmed: set, unsettled: set,
+                       sizes: list[int | None], details: str, reference: str = "holdout"):
+    """A count of copies under the three verdicts: `confirmed` patients (above the exact bar: shown copies) are
+    its lower bound, those and the `unsettled` ones (between the bars) its estimate and upper bound; pass needs
+    nobody above the lower bar. `sizes`: per part with unsettled patients, the reference size that settles them."""
+    unsettled = unsettled - confirmed
+    if not unsettled:
+        return auditor.exact_check(ctx, name, len(confirmed), details=details)
+    known = [n for n in sizes if n]
+    decide = (f"{len(unsettled)} synthetic patient(s) score between the bars: a {reference} of about {max(known)} "
+              "patients would show whether they are copies" if len(known) == len(sizes) and known else
+              f"{len(unsettled)} synthetic patient(s) score between the bars and a larger {reference} may not settle "
+              "them: inspect them beside their matches in the internal report")
+    total = len(confirmed) + len(unsettled)
+    return auditor.check(ctx, name, total, len(confirmed), total, 1.0 - TAU_ALPHA, decide=decide,
+                         details=details + f"; {len(unsettled)} between the bars")
 
 
 def plan_flag_rate(sizes: CohortSizes, threshold: float, unit: str) -> dict:
@@ -550,14 +585,19 @@ class NNMemorisation(Auditor):
                           "synthetic_patients": n_syn}
         syn = ctx.synthetic.subjects
         confirmed = sorted({i for label in CONFIRMING_PARTS if label in copies for i in copies[label]["confirmed"]})
+        unsettled = sorted({i for label in CONFIRMING_PARTS if label in copies for i in copies[label]["unsettled"]}
+                           - set(confirmed))
         result.metrics["confirmed_copies"] = [syn[i] for i in confirmed]
+        result.metrics["unsettled_copies"] = [syn[i] for i in unsettled]
         result.checks += [self._near_copy_check(ctx, copies, n_syn), self._confirmed_check(ctx, copies, syn),
                           self._closer_check(ctx, closer, n_syn)]
         robust = parts[0]
-        shown = confirmed[:FIGURE_PATIENTS] or list(np.argsort(-robust.synthetic, kind="stable")[:FIGURE_PATIENTS])
+        shown = ((confirmed + unsettled)[:FIGURE_PATIENTS]
+                 or list(np.argsort(-robust.synthetic, kind="stable")[:FIGURE_PATIENTS]))
         result.figures.append(matches_figure(
             ctx, robust, [int(i) for i in shown],
             "confirmed copies beside their training patients" if confirmed else
+            "possible copies (between the bars) beside their training patients" if unsettled else
             "synthetic patients closest to a training patient (no confirmed copy)"))
         masks = next((p for p in parts if p.label in MASK_FORMS and copies[p.label]["confirmed"]), None)
         if masks is not None:  # a mask generator's copies: show the label maps beside the training maps they copy
@@ -596,12 +636,18 @@ class NNMemorisation(Auditor):
                                   f"{w['tau_low']:.4f}); {parts}")
 
     def _confirmed_check(self, ctx, copies: dict, syn: list[str]):
-        found = {label: [syn[i] for i in copies[label]["confirmed"]] for label in CONFIRMING_PARTS if label in copies}
-        n = len({s for names in found.values() for s in names})
-        check = self.exact_check(ctx, "privacy.confirmed_copies", n, details="; ".join(
-            f"{label}: {len(names)} above {copies[label]['confirm_threshold']:.4f}"
-            + (f" ({', '.join(names[:5])}{'...' if len(names) > 5 else ''})" if names else "")
-            for label, names in found.items()))
+        parts = [label for label in CONFIRMING_PARTS if label in copies]
+        found = {label: [syn[i] for i in copies[label]["confirmed"]] for label in parts}
+        between = {label: [syn[i] for i in copies[label]["unsettled"]] for label in parts}
+        check = confirmation_check(
+            self, ctx, "privacy.confirmed_copies", {s for names in found.values() for s in names},
+            {s for names in between.values() for s in names},
+            [copies[label]["holdout_to_settle"] for label in parts if between[label]], "; ".join(
+                f"{label}: {len(names)} above {copies[label]['shown_threshold']:.4f}"
+                + (f" ({', '.join(names[:5])}{'...' if len(names) > 5 else ''})" if names else "")
+                + (f", {len(between[label])} between {copies[label]['confirm_threshold']:.4f} and it"
+                   if between[label] else "")
+                for label, names in found.items()))
         check.plan = self._plan_confirmed(CohortSizes.of(ctx), len(found))
         return check
 

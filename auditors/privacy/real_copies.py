@@ -28,7 +28,8 @@ from cmri_release.core.sliceset import SliceSet
 
 from .calibration import confirm_pass_probability, patient_folds
 from .memorisation import (CONFIRM_ALPHA, MASK_FORMS, MATCH_SIZE, TAU_ALPHA, NNMemorisation, Part,
-                           annotated_mask_images, blend_slices, copy_search, mask_search, median_where, near_copies)
+                           annotated_mask_images, blend_slices, confirmation_check, copy_search, mask_search,
+                           median_where, near_copies)
 from .patients import per_patient
 from .warp_match import warped_similarity
 
@@ -170,25 +171,32 @@ class RealCopiesAuditor(Auditor):
         folds = patient_folds(len(ctx.train.subjects), ctx.seed)
         metrics = {"reference_splits": splits, "reference_patients": len(reference.subjects), "confirmed": [],
                    "parts": {}, **{split: {"confirmed": []} for split in splits}}
-        details, confirmed = [], set()
+        details, confirmed, unsettled, settle = [], set(), set(), []
         for part in syn:
             found = near_copies(Part(part, syn[part], null[part], syn[part], np.full(len(syn[part]), -1)),
                                 len(syn[part]), folds)
             confirmed |= set(int(i) for i in found["confirmed"])
+            unsettled |= set(int(i) for i in found["unsettled"])
+            if found["unsettled"]:
+                settle.append(found["holdout_to_settle"])
             names = [syn_subjects[i] for i in found["confirmed"]]
-            bar = found.get("confirm_threshold", float("nan"))
+            bar = found.get("shown_threshold", float("nan"))
             metrics["parts"][part] = {
-                "confirmed": names, "confirm_threshold": bar,
+                "confirmed": names, "confirm_threshold": found.get("confirm_threshold", float("nan")),
+                "shown_threshold": bar, "unsettled": [syn_subjects[i] for i in found["unsettled"]],
                 "synthetic_max_score": _max_score(syn[part]), "null_max_score": _max_score(null[part]),
                 "null_patients": int(np.isfinite(null[part]).sum()),
                 "not_calibrated": found.get("not_calibrated", "")}
             details.append(f"{part}: {len(names)} above {bar:.4f}"
                            + (f" ({', '.join(names[:5])}{'...' if len(names) > 5 else ''})" if names else "")
+                           + (f", {len(found['unsettled'])} between {found['confirm_threshold']:.4f} and it"
+                              if found["unsettled"] else "")
                            + (f" ({found['not_calibrated']}: not checked)" if "not_calibrated" in found else ""))
         for i in sorted(confirmed):  # whose copy: the split of the real patient its best slice matched
             split = home[matched[i]] if matched[i] >= 0 else splits[0]
             metrics[split]["confirmed"].append(syn_subjects[i])
         metrics["confirmed"] = sorted(syn_subjects[i] for i in confirmed)
+        metrics["unsettled"] = sorted(syn_subjects[i] for i in unsettled - confirmed)
         where = f"{' and '.join(splits)} patients ({len(reference.subjects)})"
         per_split = ", ".join(f"{len(metrics[s]['confirmed'])} of the {s}" for s in splits)
         details = [f"against the {where}: {per_split}"] + details
@@ -199,6 +207,7 @@ class RealCopiesAuditor(Auditor):
             check = self.check(ctx, CHECK, 0.0, 0.0, float(len(syn_subjects)), details="; ".join(details),
                                decide=need)
         else:
-            check = self.exact_check(ctx, CHECK, len(confirmed), details="; ".join(details))
+            check = confirmation_check(self, ctx, CHECK, confirmed, unsettled, settle, "; ".join(details),
+                                       reference="training set")
         check.plan = self.plan(CohortSizes.of(ctx), {})[CHECK]
         return AuditResult(self.name, self.group, metrics=metrics, checks=[check])

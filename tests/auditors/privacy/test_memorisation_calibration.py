@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from auditors.privacy.calibration import (cross_fitted_flags, fail_probability, fit_tail, pass_probability,
-                                          patient_folds, patients_to_decide, proportion_interval, smallest_detectable)
+from auditors.privacy.calibration import (TailThreshold, cross_fitted_flags, fail_probability, fit_tail,
+                                          holdout_to_confirm, pass_probability, patient_folds, patients_to_decide,
+                                          proportion_interval, smallest_detectable)
 
 
 def test_tail_fit_is_a_normal_quantile_of_fisher_z_with_a_standard_error_that_a_simulation_confirms():
@@ -16,6 +17,40 @@ def test_tail_fit_is_a_normal_quantile_of_fisher_z_with_a_standard_error_that_a_
     assert np.std(fitted) == pytest.approx(tail.se, rel=0.1)
     with pytest.raises(ValueError, match="3 holdout patients"):
         fit_tail([0.5, 0.6], 0.99, 0.95)
+
+
+@pytest.mark.parametrize("n, level, confidence, factor", [
+    (10, 0.99, 0.95, 3.981), (10, 0.95, 0.95, 2.911), (20, 0.99, 0.95, 3.295), (50, 0.95, 0.99, 2.269)])
+def test_exact_bound_is_the_published_one_sided_normal_tolerance_factor(n, level, confidence, factor):
+    """Natrella / ISO 16269-6 one-sided tolerance factors k: mean + k sd bounds the level quantile."""
+    assert TailThreshold(level, 0.0, 1.0, n, confidence).exact_z_high() == pytest.approx(factor, abs=6e-4)
+    assert TailThreshold(level, 0.3, 2.0, n, confidence).exact_z_high() == pytest.approx(0.3 + 2 * factor, abs=2e-3)
+
+
+def test_exact_bound_covers_a_far_quantile_of_a_small_null_where_the_delta_method_does_not():
+    """8 null patients, the 1 - 0.01 / 8 quantile: the exact bound lies above the true quantile in 97.5% of draws, the
+    delta-method bound in clearly fewer (the false alarms of small honest cohorts)."""
+    rng = np.random.default_rng(4)
+    level, truth = 1.0 - 0.01 / 8, stats.norm.ppf(1.0 - 0.01 / 8)
+    exact, delta = [], []
+    for _ in range(4000):
+        z = rng.standard_normal(8)
+        tail = TailThreshold(level, z.mean(), z.std(ddof=1), 8, 0.975)
+        exact.append(tail.exact_z_high() >= truth)
+        delta.append(tail.z_bounds()[2] >= truth)
+    assert np.mean(exact) == pytest.approx(0.975, abs=0.01)
+    assert np.mean(delta) < 0.93
+
+
+def test_holdout_to_confirm_is_the_smallest_null_whose_exact_bound_the_score_clears():
+    tail = TailThreshold(1.0 - 0.01 / 20, 0.5, 0.2, 8, 0.975)
+    score = float(np.tanh(tail.exact_z_high() - 0.05))  # just under the bar of 8 patients
+    n = holdout_to_confirm(score, tail)
+    assert n > 8
+    at = lambda m: TailThreshold(tail.level, tail.mu, tail.sigma, m, tail.confidence).exact_z_high()
+    assert at(n) < np.arctanh(score) <= at(n - 1)
+    assert holdout_to_confirm(float(np.tanh(0.5 + tail._z * 0.2 - 0.01)), tail) is None  # under the quantile itself
+    assert holdout_to_confirm(float(np.tanh(tail.exact_z_high() + 0.01)), tail) == 8  # already shown
 
 
 def test_cross_fitted_flags_judge_each_fold_by_the_other():

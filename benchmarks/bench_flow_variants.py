@@ -178,7 +178,7 @@ class WhitenedFlow(FlowMatching):
 
     def fit(self, train, privacy=None, **kwargs):
         bands = haar_bands(images_to_model(train.images), self.LEVELS)
-        spread = [b.transpose(0, 1).flatten(1).std(dim=1) for b in bands[:-1]] + [bands[-1].std()]
+        spread = [b.flatten(1).std(dim=1) for b in bands[:-1]] + [bands[-1].std()]
         weight = [torch.tensor(3.0 * 4.0 ** -(i + 1)) for i in range(self.LEVELS)] + [torch.tensor(4.0 ** -self.LEVELS)]
         raw = [s ** -self.gamma for s in spread]
         # the filtered images keep the data's total variance (each band weighted by its share of the coefficients)

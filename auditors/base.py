@@ -142,12 +142,14 @@ class Check:
 
 def worst_case(parts: Sequence[tuple[str, float | None, float | None, float | None]], op: str
                ) -> tuple[str, float | None, float | None, float | None]:
-    """Intersection-union over attacks or feature spaces: (label, estimate, lower, upper) of the worst part.
+    """Intersection-union over attacks or feature spaces: (label, estimate, lower, upper).
 
     The combined interval takes the worst bound on each side (for `<=`, the largest upper and the largest
     lower bound), so a check passes only when every part's safe-side bound is inside the threshold: adding
     a part can never loosen the gate, and no Bonferroni split is needed on the pass side. A part with a
-    missing bound makes the combined bound missing (the check then fails closed).
+    missing bound makes the combined bound missing (the check then fails closed). `label` names the part with
+    the worst safe-side bound (the one that decides a pass); `estimate` is the worst of the parts' estimates,
+    which lies inside the combined interval (the named part's own could fall below its lower bound).
     """
     if not parts:
         raise ValueError("worst_case needs at least one part")
@@ -159,13 +161,11 @@ def worst_case(parts: Sequence[tuple[str, float | None, float | None, float | No
     worst = max(parts, key=lambda p: (key(p[3] if op == "<=" else p[2]), key(p[1])))
     lowers = [p[2] for p in parts]
     uppers = [p[3] for p in parts]
-    if op == "<=":
-        lower = None if any(b is None for b in lowers) else max(lowers)
-        upper = None if any(b is None for b in uppers) else max(uppers)
-    else:
-        lower = None if any(b is None for b in lowers) else min(lowers)
-        upper = None if any(b is None for b in uppers) else min(uppers)
-    return worst[0], worst[1], lower, upper
+    worse = max if op == "<=" else min
+    lower = None if any(b is None for b in lowers) else worse(lowers)
+    upper = None if any(b is None for b in uppers) else worse(uppers)
+    estimates = [p[1] for p in parts if p[1] is not None]
+    return worst[0], worse(estimates) if estimates else None, lower, upper
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,11 @@ def test_worst_case_never_loosens_when_a_part_is_added():
     for extra in [("c", 0.50, 0.30, 0.70), ("d", 0.40, 0.20, 0.50)]:
         _, _, lo2, hi2 = worst_case(parts + [extra], "<=")
         assert hi2 >= hi
-    _, _, lo3, hi3 = worst_case([("a", 0.9, 0.85, 0.95), ("b", 0.8, 0.70, 0.99)], ">=")
-    assert (lo3, hi3) == (0.70, 0.95)
+    _, est3, lo3, hi3 = worst_case([("a", 0.9, 0.85, 0.95), ("b", 0.8, 0.70, 0.99)], ">=")
+    assert (est3, lo3, hi3) == (0.8, 0.70, 0.95)
+    # the named part decides the pass; the estimate is the worst one and lies inside the combined interval
+    label, est, lo, hi = worst_case([("wide", 0.0, 0.0, 0.59), ("tight", 0.2, 0.09, 0.35)], "<=")
+    assert label == "wide" and (est, lo, hi) == (0.2, 0.09, 0.59) and lo <= est <= hi
     assert worst_case([("a", 0.5, None, 0.6)], "<=")[2] is None
 
 

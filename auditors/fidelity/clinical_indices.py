@@ -358,7 +358,8 @@ class ClinicalIndicesAuditor(Auditor):
             f"; pass side withheld: a group has {smallest} patients, below {MIN_PER_GROUP_TO_PASS}"
         check = self.check(
             ctx, CHECK, estimate, lower, upper, confidence=1 - ALPHA, plan=plan,
-            details=f"worst index {INDICES[worst][0]}: distance {estimate:.3f} (real within-group SDs), "
+            details=f"worst index {INDICES[worst][0]}: distance {dict(p[:2] for p in parts)[worst]:.3f} (real "
+                    "within-group SDs), "
                     f"{100 * (1 - ALPHA):.0f}% upper bound {upper:.3f} for the population distance (any spread "
                     f"over the groups){withheld}; "
                     f"groups {', '.join(groups)}; "

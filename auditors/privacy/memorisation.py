@@ -629,7 +629,7 @@ class NNMemorisation(Auditor):
         parts = "; ".join(f"{k}: not calibrated, {c['not_calibrated']}" if "not_calibrated" in c else
                           f"{k}: {c['near_copies']}/{n_syn} [{c['lower']:.3f}, {c['upper']:.3f}] baseline "
                           f"{c['baseline_rate']:.3f}" for k, c in copies.items())
-        return self.check(ctx, "privacy.near_copy_rate", w["near_copy_rate"], lower, upper,
+        return self.check(ctx, "privacy.near_copy_rate", estimate, lower, upper,
                           1.0 - TAU_ALPHA - RATE_ALPHA, decide=decide,
                           plan=self._plan_near(CohortSizes.of(ctx), threshold),
                           details=f"worst part {label} (tau {w['tau']:.4f}, bounds at tau {w['tau_high']:.4f} and "

@@ -232,11 +232,13 @@ class MembershipInference(Auditor):
         plan = self.plan(sizes, thresholds, ctx.seed, keep=keep, fpr=ctx.option("mia_low_fpr"))
         result = AuditResult(auditor=self.name, group=self.group)
 
-        label, auc, lower, upper = worst_case(auc_parts(kept), "<=")
+        parts = auc_parts(kept)
+        label, auc, lower, upper = worst_case(parts, "<=")
+        named = dict(p[:2] for p in parts)[label]  # the deciding attack's own AUC (`auc` is the worst of all)
         top = kept[0]
         result.checks.append(self.check(
             ctx, "privacy.mia_auc", auc, lower, upper, 1 - ALPHA,
-            details=f"{label}: AUC {auc:.3f} on held-out halves (halves {top.half_aucs[0]:.3f}, "
+            details=f"{label}: AUC {named:.3f} on held-out halves (halves {top.half_aucs[0]:.3f}, "
                     f"{top.half_aucs[1]:.3f}), interval [{lower:.3f}, {upper:.3f}] (upper at 95%, lower at "
                     f"{1 - ALPHA / len(kept):.4g}); chosen among {len(candidates)} candidate attacks; "
                     f"{queries.n_train} training vs {queries.n_holdout} holdout patients",
@@ -245,7 +247,9 @@ class MembershipInference(Auditor):
         fpr = ctx.option("mia_low_fpr")
         delta = model_delta(ctx.model_card)
         eps = epsilon_summary(top, fpr, delta)
-        label, tpr, lower, upper = worst_case(tpr_parts(kept, fpr), "<=")
+        parts = tpr_parts(kept, fpr)
+        label, tpr, lower, upper = worst_case(parts, "<=")
+        named = dict(p[:2] for p in parts)[label]
         op = eps["operating_point"]
         need = int(np.ceil(5 / fpr - 1e-9))
         supported = low_fpr_supported(queries.n_holdout, fpr)
@@ -258,7 +262,7 @@ class MembershipInference(Auditor):
                          f"least {need} holdout patients, this holdout has {queries.n_holdout} (inconclusive)")
         result.checks.append(self.check(
             ctx, "privacy.mia_tpr_at_low_fpr", tpr, lower, upper, 1 - ALPHA,
-            details=f"{label}: TPR {tpr:.3f} at FPR {op['fp'] / op['nonmembers']:.3f} (target {fpr:g}; "
+            details=f"{label}: TPR {named:.3f} at FPR {op['fp'] / op['nonmembers']:.3f} (target {fpr:g}; "
                     f"guessing gives the FPR); empirical epsilon >= {eps['epsilon_lower_bound']:.3f} at delta "
                     f"{delta:g} (the most this cohort can show: {eps['largest_showable_epsilon']:.3f})"
                     + ("" if supported else f"; {queries.n_holdout} holdout patients cannot observe this FPR"),

@@ -309,6 +309,25 @@ def test_slices_zoomed_and_moved_are_found_only_with_the_zooms(blobs, factor, tu
     assert score[16:].max() < 0.7
 
 
+def test_slices_turned_zoomed_and_moved_are_scored_at_the_turn_and_zoom_together(blobs):
+    """Turned by 10 degrees, zoomed by 1.15 and moved by (5, -4) px (a memorised random affine augmentation): the
+    direct search turns without zooming, so its turn can be the bank's next one (-15 for some here); the zooms are
+    tried under the neighbouring turns too, and the chosen pose nudged: every copy above 0.97 (minimum 0.902 when
+    the zooms saw the direct search's turn alone), strangers low."""
+    sources = blobs(12, slices=4, size=32, seed=3, noise=0.05)
+    turned_slices = np.stack([ndimage.rotate(x, 10.0, reshape=False, order=1, mode="nearest")
+                              for x in sources.images[:16]])
+    copies = _moved(_zoomed(turned_slices, 1.15), 5, -4)
+    strangers = blobs(4, slices=4, size=32, seed=4, noise=0.05).images
+    queries, q_codes = np.concatenate([copies, strangers]), np.repeat(np.arange(8), 4)
+    near, turn, flip = moved_candidates(queries, q_codes, sources.images, sources.subject_codes()[0],
+                                        translation_angles(15.0), orientations=8)
+    score, source = translated_similarity(queries, sources.images, near, max_translation=8, turn=turn, nudge=2.5,
+                                          mirrored=flip, zooms=(0.77, 0.877, 1.0, 1.14, 1.3))
+    assert np.array_equal(source[:16], np.arange(16))
+    assert np.all(score[:16] > 0.97) and score[16:].max() < 0.7
+
+
 @pytest.mark.slow  # default run under 15 min on a slow 2-core machine (the zoomed blobs' own test runs there)
 def test_training_patients_zoomed_and_moved_are_confirmed(phantom_slices, part_alone_confirms):
     """Three training patients zoomed by 1.15 and moved by (5, -4) px (a memorised random resized crop) among 24 new

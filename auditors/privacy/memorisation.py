@@ -56,8 +56,7 @@ from cmri_release.core.parallel import map_cpu_jobs
 from cmri_release.core.sliceset import SliceSet
 
 from .calibration import (TailThreshold, confirm_pass_probability, cross_fitted_flags, fit_tail, holdout_to_confirm,
-                          pass_probability,
-                          patient_folds, patients_to_decide, proportion_interval, smallest_detectable)
+                          pass_probability, patient_folds, patients_to_decide, proportion_interval, smallest_detectable)
 from .closer import closer_scores, patient_max_similarity
 from .mask_features import centred, mask_images, mask_vectors
 from .neighbours import NeighbourIndex, index_for

@@ -11,9 +11,10 @@ matched to the holdout patients, and to the test patients when there are some, w
 rotations, a flip and, with `copy_registration`, any turn, either handedness and zooms), `smoothed` (the same on
 blurred slices: strong noise), `warped` (a deformable registration: an elastic warp) and, with `audit_masks`,
 `masks` and `masks_centred` (the label maps, which real data brings along, as they are and centred), and
-confirmed as a copy by the same rule as the training copies (`near_copies`: above the upper confidence bound of the null's (1 - 0.01 / n) quantile and above every null
-patient), each patient scored by its median slice and, with `copy_best_slice`, by its best `robust` slice (a few
-copied slices inside an otherwise new patient). The holdout and test patients are searched as one reference (one
+confirmed as a copy by the same rule as the training copies (`near_copies`: above the upper confidence bound of the
+null's (1 - 0.01 / n) quantile and above every null patient; shown a copy above its exact bound, between the two
+bars inconclusive), each patient scored by its median slice and, with `copy_best_slice`, by its best `robust` slice
+(a few copied slices inside an otherwise new patient). The holdout and test patients are searched as one reference (one
 confirmation test per score, half the searches); its null is the training patients matched to it: real patients
 that are not in it, as the holdout is for the training patients. One confirmed copy fails; the report says which
 split each copy's best slice came from.

@@ -598,12 +598,15 @@ class NNMemorisation(Auditor):
             "confirmed copies beside their training patients" if confirmed else
             "possible copies (between the bars) beside their training patients" if unsettled else
             "synthetic patients closest to a training patient (no confirmed copy)"))
-        masks = next((p for p in parts if p.label in MASK_FORMS and copies[p.label]["confirmed"]), None)
+        masks = next((p for p in parts if p.label in MASK_FORMS
+                      and copies[p.label]["confirmed"] + copies[p.label]["unsettled"]), None)
         if masks is not None:  # a mask generator's copies: show the label maps beside the training maps they copy
-            by_masks = copies[masks.label]["confirmed"][:FIGURE_PATIENTS]
-            result.figures.append(matches_figure(ctx, masks, [int(i) for i in by_masks],
-                                                 "label maps confirmed as copies beside the training maps",
-                                                 what="labels"))
+            found = copies[masks.label]
+            by_masks = (found["confirmed"] + found["unsettled"])[:FIGURE_PATIENTS]
+            result.figures.append(matches_figure(
+                ctx, masks, [int(i) for i in by_masks],
+                "label maps confirmed as copies beside the training maps" if found["confirmed"] else
+                "label maps between the copy bars beside the training maps", what="labels"))
         return result
 
     def _too_small(self, ctx, result: AuditResult) -> AuditResult:

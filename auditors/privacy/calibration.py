@@ -105,7 +105,7 @@ def holdout_to_confirm(score: float, tail: TailThreshold, limit: int = 100000) -
     def shown(n: int) -> bool:
         return TailThreshold(tail.level, tail.mu, tail.sigma, n, tail.confidence).exact_z_high() < z
 
-    low, high = tail.n, max(tail.n, 3)
+    low = high = tail.n  # a fitted tail has n >= 3
     while not shown(high):
         if high >= limit:
             return None
